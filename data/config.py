@@ -1,0 +1,78 @@
+"""The one home of every hyper-parameter, shared by both backends.
+
+Framework-free on purpose: `train.py` fills it from flags, both `din_torch`
+and `din_jax` read it, and it is saved as `config.json` in every run
+directory so a run can be rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class DINConfig:
+    """DIN model and training hyper-parameters (defaults: the tutorial's)."""
+
+    # Model.
+    embedding_dim: int = 16
+    attention_hidden: tuple[int, ...] = (16, 8)
+    attention_dropout: float = 0.1
+    mlp_hidden: tuple[int, ...] = (32, 16)
+    mlp_dropout: float = 0.25
+    bn_eps: float = 1e-5
+    dice_eps: float = 1e-8
+    bn_momentum: float = 0.1  # torch convention: weight of the NEW batch statistic.
+
+    # Optimiser: torch.optim.Adam, weight decay added to the gradient (coupled).
+    learning_rate: float = 0.002
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.001
+
+    # Loop.
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    epochs: int = 100
+    patience: int = 5
+    seed: int = 0
+    valid_fraction: float = 0.1
+    valid_on_test: bool = False
+
+    # Preprocessing.
+    min_count: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("attention_hidden", "mlp_hidden"):
+            sizes = tuple(getattr(self, name))
+            object.__setattr__(self, name, sizes)
+            if not sizes or any(int(s) <= 0 for s in sizes):
+                raise ValueError(f"{name} must be a non-empty list of positive sizes, got {sizes}")
+        for name in ("embedding_dim", "batch_size", "eval_batch_size", "epochs", "patience", "min_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: BatchNorm cannot train on a batch of one")
+        for name in ("attention_dropout", "mlp_dropout", "bn_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+
+    def replace(self, **changes: Any) -> "DINConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DINConfig":
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"config.json has unknown fields: {unknown}")
+        return cls(**raw)

@@ -1,0 +1,239 @@
+"""Feature encoders fitted on training data only, saved to and loaded from JSON.
+
+numeric      mean imputation, then scikit-learn's QuantileTransformer (its
+             defaults: 1000 quantiles, uniform output in [0, 1]).
+categorical  vocabulary = terms seen >= min_count times in train, sorted,
+             numbered 1..n; 0 = padding, n + 1 = unknown (unseen terms).
+sequence     '|'-separated terms, same vocabulary rule; max_len = the longest
+             training sequence; longer ones are cut, shorter ones right-padded
+             with 0. An empty sequence is all padding.
+
+Inputs are already validated strings and floats (see `data.movielens`);
+outputs are numpy arrays: float32 [N] for numeric, int32 [N] for categorical,
+int32 [N, T] for sequences.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import QuantileTransformer
+
+from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
+
+PADDING = 0
+
+
+class Vocabulary:
+    """Sorted terms numbered 1..n; 0 is padding and n + 1 unknown."""
+
+    def __init__(self, terms: Sequence[str]):
+        self.terms = np.asarray(sorted(terms), dtype=str)
+        if len(np.unique(self.terms)) != len(self.terms):
+            raise ValueError("vocabulary terms must be unique")
+
+    @classmethod
+    def fit(cls, tokens: Iterable[str], min_count: int) -> "Vocabulary":
+        terms, counts = np.unique(np.asarray(list(tokens), dtype=str), return_counts=True)
+        return cls(terms[counts >= min_count].tolist())
+
+    @property
+    def unknown(self) -> int:
+        return len(self.terms) + 1
+
+    @property
+    def size(self) -> int:
+        """Rows of the embedding table: padding + terms + unknown."""
+        return len(self.terms) + 2
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        """Vectorised term -> id lookup (binary search in the sorted terms)."""
+        tokens = np.asarray(tokens, dtype=str)
+        if len(self.terms) == 0:
+            return np.full(tokens.shape, self.unknown, dtype=np.int32)
+        position = np.searchsorted(self.terms, tokens)
+        found = self.terms[np.minimum(position, len(self.terms) - 1)] == tokens
+        return np.where(found, position + 1, self.unknown).astype(np.int32)
+
+
+class NumericEncoder:
+    """Mean imputation followed by a uniform quantile transform."""
+
+    def __init__(self, mean: float, transformer: QuantileTransformer):
+        self.mean = float(mean)
+        self.transformer = transformer
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "NumericEncoder":
+        values = np.asarray(values, dtype=np.float64)
+        if np.isnan(values).all():
+            raise ValueError("cannot fit a numeric encoder: every value is missing")
+        mean = float(np.nanmean(values))
+        imputed = np.where(np.isnan(values), mean, values)
+        # Default n_quantiles (1000) capped at the sample count, as sklearn
+        # does with a warning; capping here keeps the fit silent.
+        transformer = QuantileTransformer(n_quantiles=min(1000, len(values)))
+        transformer.fit(imputed.reshape(-1, 1))
+        return cls(mean, transformer)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        imputed = np.where(np.isnan(values), self.mean, values)
+        return self.transformer.transform(imputed.reshape(-1, 1))[:, 0].astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "quantiles": self.transformer.quantiles_[:, 0].tolist(),
+            "references": self.transformer.references_.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "NumericEncoder":
+        quantiles = np.asarray(raw["quantiles"], dtype=np.float64).reshape(-1, 1)
+        transformer = QuantileTransformer(n_quantiles=len(quantiles))
+        # The fitted state of a QuantileTransformer is exactly these arrays.
+        transformer.quantiles_ = quantiles
+        transformer.references_ = np.asarray(raw["references"], dtype=np.float64)
+        transformer.n_quantiles_ = len(quantiles)
+        transformer.n_features_in_ = 1
+        return cls(raw["mean"], transformer)
+
+
+class CategoryEncoder:
+    def __init__(self, vocabulary: Vocabulary):
+        self.vocabulary = vocabulary
+
+    @classmethod
+    def fit(cls, values: np.ndarray, min_count: int) -> "CategoryEncoder":
+        return cls(Vocabulary.fit(values, min_count))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return self.vocabulary.encode(values)  # [N]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"terms": self.vocabulary.terms.tolist()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "CategoryEncoder":
+        return cls(Vocabulary(raw["terms"]))
+
+
+def split_sequences(values: Sequence[str], sep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Splits '|'-joined sequences into (row, position, token) arrays.
+
+    Empty strings are empty sequences. Vectorised with pandas so that a
+    million rows take seconds.
+    """
+    series = pd.Series(np.asarray(values, dtype=object), dtype=object)
+    nonempty = series[series.str.len() > 0]
+    tokens = nonempty.str.split(sep, regex=False).explode()
+    rows = tokens.index.to_numpy(dtype=np.int64)
+    positions = tokens.groupby(level=0).cumcount().to_numpy(dtype=np.int64)
+    return rows, positions, tokens.to_numpy(dtype=str)
+
+
+class SequenceEncoder:
+    def __init__(self, vocabulary: Vocabulary, max_len: int, sep: str = "|"):
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.vocabulary = vocabulary
+        self.max_len = int(max_len)
+        self.sep = sep
+
+    @classmethod
+    def fit(cls, values: Sequence[str], min_count: int, sep: str = "|") -> "SequenceEncoder":
+        rows, positions, tokens = split_sequences(values, sep)
+        # The longest training sequence; at least one slot so that shapes stay
+        # valid when every training sequence is empty.
+        max_len = int(positions.max()) + 1 if len(positions) else 1
+        return cls(Vocabulary.fit(tokens, min_count), max_len, sep)
+
+    def transform(self, values: Sequence[str]) -> np.ndarray:
+        rows, positions, tokens = split_sequences(values, self.sep)
+        keep = positions < self.max_len  # Longer sequences are cut to max_len.
+        out = np.zeros((len(values), self.max_len), dtype=np.int32)  # [N, T], 0 = padding
+        out[rows[keep], positions[keep]] = self.vocabulary.encode(tokens[keep])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"terms": self.vocabulary.terms.tolist(), "max_len": self.max_len, "sep": self.sep}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "SequenceEncoder":
+        return cls(Vocabulary(raw["terms"]), raw["max_len"], raw["sep"])
+
+
+class FeatureEncoders:
+    """Every feature's fitted encoder plus the attention groups: the schema's source."""
+
+    def __init__(
+        self,
+        numeric: dict[str, NumericEncoder],
+        categorical: dict[str, CategoryEncoder],
+        sequence: dict[str, SequenceEncoder],
+        attention_groups: tuple[AttentionGroup, ...],
+    ):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.sequence = sequence
+        self.attention_groups = tuple(attention_groups)
+
+    @classmethod
+    def fit(
+        cls,
+        columns: dict[str, np.ndarray],
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        sequence: Sequence[str],
+        attention_groups: Sequence[AttentionGroup],
+        min_count: int,
+    ) -> "FeatureEncoders":
+        encoders = cls(
+            {name: NumericEncoder.fit(columns[name]) for name in numeric},
+            {name: CategoryEncoder.fit(columns[name], min_count) for name in categorical},
+            {name: SequenceEncoder.fit(columns[name], min_count) for name in sequence},
+            tuple(attention_groups),
+        )
+        encoders.schema()  # Fail now, not at model build, on an inconsistent layout.
+        return encoders
+
+    def transform(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for group in (self.numeric, self.categorical, self.sequence):
+            for name, encoder in group.items():
+                out[name] = encoder.transform(columns[name])
+        return out
+
+    def schema(self) -> FeatureSchema:
+        return FeatureSchema(
+            numeric=tuple(self.numeric),
+            categorical=tuple(CategoricalFeature(n, e.vocabulary.size) for n, e in self.categorical.items()),
+            sequence=tuple(SequenceFeature(n, e.vocabulary.size, e.max_len) for n, e in self.sequence.items()),
+            attention_groups=self.attention_groups,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "numeric": {n: e.to_dict() for n, e in self.numeric.items()},
+                "categorical": {n: e.to_dict() for n, e in self.categorical.items()},
+                "sequence": {n: e.to_dict() for n, e in self.sequence.items()},
+                "attention_groups": [{"name": g.name, "pairs": [list(p) for p in g.pairs]} for g in self.attention_groups],
+                "schema": self.schema().to_dict(),
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureEncoders":
+        raw = json.loads(text)
+        return cls(
+            {n: NumericEncoder.from_dict(e) for n, e in raw["numeric"].items()},
+            {n: CategoryEncoder.from_dict(e) for n, e in raw["categorical"].items()},
+            {n: SequenceEncoder.from_dict(e) for n, e in raw["sequence"].items()},
+            tuple(AttentionGroup(g["name"], tuple(tuple(p) for p in g["pairs"])) for g in raw["attention_groups"]),
+        )

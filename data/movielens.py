@@ -1,0 +1,148 @@
+"""The tutorial's MovieLens-1M CSV format: one row per user, their last rating.
+
+    userId,movieId,ratting,timestamp,last,histHighRatedMovieIds,negHistMovieIds,
+    gender,age,occupation,zipCode,title,genres,label
+
+`load_splits(data_dir, config)` reads `train.csv` and `test.csv`, holds out a
+seeded fraction of the training users for validation, fits the encoders on
+the remaining training rows only and returns encoded numpy arrays per split.
+
+Input rules (everything else is an error naming file, column and line):
+  * an empty `age` is imputed with the training mean;
+  * an empty categorical value is unknown (id n + 1);
+  * an empty sequence is all padding (never the term 'nan');
+  * `label` is 0 or 1; `userId` an integer.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from data.config import DINConfig
+from data.encoders import FeatureEncoders
+from data.schema import LABEL, USER, AttentionGroup
+
+NUMERIC = ("age",)
+CATEGORICAL = ("gender", "movieId", "occupation", "zipCode")
+SEQUENCE = ("genres", "histHighRatedMovieIds", "negHistMovieIds")
+ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", "histHighRatedMovieIds"),)),)
+USER_COLUMN = "userId"
+LABEL_COLUMN = "label"
+REQUIRED_COLUMNS = (USER_COLUMN, *NUMERIC, *CATEGORICAL, *SEQUENCE, LABEL_COLUMN)
+SEPARATOR = "|"
+
+Arrays = dict[str, np.ndarray]
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, column and line."""
+
+
+def read_tutorial_csv(path: str) -> dict[str, np.ndarray]:
+    """Reads and validates one file: raw columns (strings, floats for age)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected the tutorial's CSV format)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"{path}: empty file, expected a header line")
+    header, records = rows[0], rows[1:]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; header is {header}")
+    if not records:
+        raise DataError(f"{path}: no data rows after the header")
+    for index, record in enumerate(records):
+        if len(record) != len(header):
+            raise DataError(f"{path}, line {index + 2}: {len(record)} fields, the header has {len(header)}")
+    position = {name: header.index(name) for name in REQUIRED_COLUMNS}
+    raw = {name: np.asarray([r[position[name]].strip() for r in records], dtype=object) for name in REQUIRED_COLUMNS}
+
+    def fail(column: str, index: int, why: str) -> DataError:
+        return DataError(f"{path}, line {index + 2}, column {column!r}: {why} (value {raw[column][index]!r})")
+
+    out: dict[str, np.ndarray] = {}
+    for name in NUMERIC:
+        values = np.full(len(records), np.nan)
+        for i, text in enumerate(raw[name]):
+            if text:
+                try:
+                    values[i] = float(text)
+                except ValueError:
+                    raise fail(name, i, "not a number") from None
+                if not np.isfinite(values[i]):
+                    raise fail(name, i, "not a finite number")
+        out[name] = values
+    for name in CATEGORICAL:
+        out[name] = raw[name].astype(str)
+    for name in SEQUENCE:
+        for i, text in enumerate(raw[name]):
+            if text and "" in text.split(SEPARATOR):
+                raise fail(name, i, f"empty term in a {SEPARATOR!r}-separated sequence")
+        out[name] = raw[name].astype(str)
+    labels = np.empty(len(records), dtype=np.float32)
+    for i, text in enumerate(raw[LABEL_COLUMN]):
+        try:
+            labels[i] = float(text)
+        except ValueError:
+            raise fail(LABEL_COLUMN, i, "label must be 0 or 1") from None
+        if labels[i] not in (0.0, 1.0):
+            raise fail(LABEL_COLUMN, i, "label must be 0 or 1")
+    out[LABEL] = labels
+    users = np.empty(len(records), dtype=np.int64)
+    for i, text in enumerate(raw[USER_COLUMN]):
+        try:
+            users[i] = int(text)
+        except ValueError:
+            raise fail(USER_COLUMN, i, "user id must be an integer") from None
+    out[USER] = users
+    return out
+
+
+@dataclasses.dataclass
+class Splits:
+    """Encoded arrays per split (features, `label` [N] float32, `user_id` [N])."""
+
+    train: Arrays
+    valid: Arrays
+    test: Arrays
+    encoders: FeatureEncoders
+
+
+def _rows(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[keep] for name, values in columns.items()}
+
+
+def encode(columns: dict[str, np.ndarray], encoders: FeatureEncoders) -> Arrays:
+    arrays = encoders.transform(columns)
+    arrays[LABEL] = columns[LABEL].astype(np.float32)
+    arrays[USER] = columns[USER]
+    return arrays
+
+
+def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask [N] of the rows whose user is in a seeded `fraction` of users."""
+    unique = np.unique(users)
+    count = int(round(fraction * len(unique)))
+    chosen = np.random.default_rng(seed).choice(unique, size=count, replace=False)
+    return np.isin(users, chosen)
+
+
+def load_splits(data_dir: str, config: DINConfig) -> Splits:
+    """Train/valid/test arrays from a folder holding `train.csv` and `test.csv`."""
+    train = read_tutorial_csv(os.path.join(data_dir, "train.csv"))
+    test = read_tutorial_csv(os.path.join(data_dir, "test.csv"))
+    if config.valid_on_test:
+        # The tutorial's protocol: early stopping looks at the test set.
+        fit_rows, valid = train, test
+    else:
+        held_out = holdout_users(train[USER], config.valid_fraction, config.seed)
+        fit_rows, valid = _rows(train, ~held_out), _rows(train, held_out)
+    encoders = FeatureEncoders.fit(
+        fit_rows, NUMERIC, CATEGORICAL, SEQUENCE, ATTENTION_GROUPS, min_count=config.min_count
+    )
+    return Splits(encode(fit_rows, encoders), encode(valid, encoders), encode(test, encoders), encoders)

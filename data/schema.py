@@ -1,0 +1,124 @@
+"""The feature schema both backends build their DIN from.
+
+A schema names every input feature with its role and size; it is derived from
+fitted encoders (`data.encoders.FeatureEncoders.schema`) and saved inside
+`encoders.json`, so a run directory is enough to rebuild its model.
+
+Roles:
+  numeric      one float per example                         [B]
+  categorical  one id per example, embedded                  [B] -> [B, E]
+  sequence     T ids per example (0 = padding), embedded     [B, T] -> [B, T, E]
+  attention group: (query, history) pairs; the query is a categorical feature,
+               the history a sequence feature; their embeddings are
+               concatenated over the pairs (D = pairs x E).
+Sequence features that are no group's history are max-pooled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# Keys the batches carry besides the features.
+LABEL = "label"
+USER = "user_id"
+RESERVED = (LABEL, USER)
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalFeature:
+    name: str
+    vocab_size: int  # rows of its embedding table: terms + padding + unknown.
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceFeature:
+    name: str
+    vocab_size: int
+    max_len: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionGroup:
+    name: str
+    pairs: tuple[tuple[str, str], ...]  # (query feature, history feature) pairs.
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pairs", tuple((str(q), str(h)) for q, h in self.pairs))
+        if not self.pairs:
+            raise ValueError(f"attention group {self.name!r} has no (query, history) pair")
+
+    @property
+    def queries(self) -> tuple[str, ...]:
+        return tuple(q for q, _ in self.pairs)
+
+    @property
+    def histories(self) -> tuple[str, ...]:
+        return tuple(h for _, h in self.pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSchema:
+    numeric: tuple[str, ...]
+    categorical: tuple[CategoricalFeature, ...]
+    sequence: tuple[SequenceFeature, ...]
+    attention_groups: tuple[AttentionGroup, ...]
+
+    def __post_init__(self) -> None:
+        names = list(self.numeric) + [f.name for f in self.categorical] + [f.name for f in self.sequence]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature names used twice: {duplicates}")
+        for name in names:
+            if name in RESERVED:
+                raise ValueError(f"feature name {name!r} is reserved for batch metadata")
+        categorical = {f.name for f in self.categorical}
+        sequence = {f.name: f for f in self.sequence}
+        for group in self.attention_groups:
+            for query, history in group.pairs:
+                if query not in categorical:
+                    raise ValueError(f"attention group {group.name!r}: query {query!r} is not a categorical feature")
+                if history not in sequence:
+                    raise ValueError(f"attention group {group.name!r}: history {history!r} is not a sequence feature")
+            lengths = {sequence[h].max_len for h in group.histories}
+            if len(lengths) != 1:
+                raise ValueError(f"attention group {group.name!r}: histories differ in max_len {sorted(lengths)}")
+        for feature in self.categorical + self.sequence:
+            if feature.vocab_size < 2:
+                raise ValueError(f"feature {feature.name!r}: vocab_size must be >= 2, got {feature.vocab_size}")
+        for feature in self.sequence:
+            if feature.max_len < 1:
+                raise ValueError(f"feature {feature.name!r}: max_len must be >= 1, got {feature.max_len}")
+
+    @property
+    def embedded(self) -> tuple[CategoricalFeature | SequenceFeature, ...]:
+        """Every feature with an embedding table, categorical first (table order)."""
+        return self.categorical + self.sequence
+
+    @property
+    def history_features(self) -> frozenset[str]:
+        return frozenset(h for g in self.attention_groups for h in g.histories)
+
+    @property
+    def pooled(self) -> tuple[SequenceFeature, ...]:
+        """Sequence features that are no attention group's history: max-pooled."""
+        return tuple(f for f in self.sequence if f.name not in self.history_features)
+
+    def mlp_input_dim(self, embedding_dim: int) -> int:
+        """Width F of the main MLP's input: numeric, categorical, pooled, attention."""
+        attention = sum(len(g.pairs) for g in self.attention_groups)
+        return len(self.numeric) + embedding_dim * (len(self.categorical) + len(self.pooled) + attention)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "FeatureSchema":
+        return cls(
+            numeric=tuple(raw["numeric"]),
+            categorical=tuple(CategoricalFeature(**f) for f in raw["categorical"]),
+            sequence=tuple(SequenceFeature(**f) for f in raw["sequence"]),
+            attention_groups=tuple(
+                AttentionGroup(g["name"], tuple(tuple(p) for p in g["pairs"])) for g in raw["attention_groups"]
+            ),
+        )

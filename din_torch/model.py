@@ -1,0 +1,166 @@
+"""The PyTorch reference DIN (Zhou et al., KDD 2018) with the tutorial's semantics.
+
+Shape letters, used in every comment below:
+  B  batch size
+  T  history (sequence) length
+  E  embedding width of one feature (config.embedding_dim)
+  D  width of an attention group: pairs x E
+  F  width of the main MLP's input (schema.mlp_input_dim(E))
+  H  a hidden layer's width
+
+Classes mirror `din_jax/model.py` name for name (Embeddings, Dice, MLP,
+AttentionUnit, DIN), so `parity/convert.py` is a short table of renames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from data.config import DINConfig
+from data.schema import AttentionGroup, FeatureSchema
+
+Batch = dict[str, torch.Tensor]
+
+
+class Embeddings(nn.ModuleDict):
+    """One table per categorical and sequence feature; row 0 is padding.
+
+    nn.Embedding's default init is N(0, 1) with the padding row zeroed, and
+    padding_idx keeps that row's gradient at zero: the SPEC's scheme.
+    """
+
+    def __init__(self, schema: FeatureSchema, embedding_dim: int):
+        super().__init__(
+            {f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=0) for f in schema.embedded}
+        )
+
+    def forward(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        return self[name](ids)  # [...] -> [..., E]
+
+
+class Dice(nn.Module):
+    """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x)).
+
+    The BatchNorm uses batch statistics in train mode and running ones in eval
+    mode, so the activation adapts to the data distribution (paper, eq. 2).
+    """
+
+    def __init__(self, features: int, eps: float, momentum: float):
+        super().__init__()
+        self.batchnorm = nn.BatchNorm1d(features, eps=eps, momentum=momentum)
+        self.alpha = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, H] -> [N, H]
+        p = torch.sigmoid(self.batchnorm(x))
+        return self.alpha * (1 - p) * x + p * x
+
+
+class MLP(nn.Module):
+    """Layers of Linear -> BatchNorm1d -> activation (Dice or PReLU) -> Dropout."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], activation: str, dropout: float, config: DINConfig):
+        super().__init__()
+        sizes = (in_features, *hidden)
+        self.dense = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.batchnorm = nn.ModuleList(
+            nn.BatchNorm1d(h, eps=config.bn_eps, momentum=config.bn_momentum) for h in hidden
+        )
+        if activation == "dice":
+            self.activation = nn.ModuleList(Dice(h, config.dice_eps, config.bn_momentum) for h in hidden)
+        elif activation == "prelu":
+            self.activation = nn.ModuleList(nn.PReLU(num_parameters=1, init=0.25) for _ in hidden)
+        else:
+            raise ValueError(f"activation must be 'dice' or 'prelu', got {activation!r}")
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in] -> [N, hidden[-1]]
+        for dense, batchnorm, activation in zip(self.dense, self.batchnorm, self.activation):
+            x = self.dropout(activation(batchnorm(dense(x))))
+        return x
+
+
+class AttentionUnit(nn.Module):
+    """Scores each history item against the query and sums the weighted items.
+
+    The MLP sees concat(q, k, q - k, q * k) for every (example, position) row;
+    its BatchNorm statistics are taken over all B * T rows, padded ones
+    included (tutorial behaviour). Scores are scaled by 1 / sqrt(D), positions
+    t >= length get -inf and a sigmoid (not a softmax) turns them into weights,
+    so padded positions weigh exactly 0.
+    """
+
+    def __init__(self, dim: int, config: DINConfig):
+        super().__init__()
+        self.mlp = MLP(4 * dim, config.attention_hidden, "dice", config.attention_dropout, config)
+        self.fc = nn.Linear(config.attention_hidden[-1], 1)
+
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, length: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query [B, D], keys [B, T, D], length [B] -> (interest [B, D], weights [B, T])."""
+        batch, steps, dim = keys.shape
+        queries = query.unsqueeze(1).expand(-1, steps, -1)  # [B, T, D]
+        x = torch.cat([queries, keys, queries - keys, queries * keys], dim=-1)  # [B, T, 4D]
+        hidden = self.mlp(x.reshape(batch * steps, 4 * dim))  # [B*T, H]
+        scores = self.fc(hidden).reshape(batch, steps) / math.sqrt(dim)  # [B, T]
+        mask = torch.arange(steps, device=keys.device) < length.unsqueeze(1)  # [B, T]
+        weights = torch.sigmoid(scores.masked_fill(~mask, -math.inf))  # [B, T], 0 where masked
+        interest = torch.einsum("bt,btd->bd", weights, keys)  # [B, D]
+        return interest, weights
+
+
+class DIN(nn.Module):
+    """Deep Interest Network: embeddings, pooling, attention, then an MLP to one logit."""
+
+    def __init__(self, schema: FeatureSchema, config: DINConfig):
+        super().__init__()
+        self.schema = schema
+        self.config = config
+        self.embeddings = Embeddings(schema, config.embedding_dim)
+        self.attention = nn.ModuleDict(
+            {g.name: AttentionUnit(len(g.pairs) * config.embedding_dim, config) for g in schema.attention_groups}
+        )
+        self.mlp = MLP(schema.mlp_input_dim(config.embedding_dim), config.mlp_hidden, "prelu", config.mlp_dropout, config)
+        self.final = nn.Linear(config.mlp_hidden[-1], 1)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The SPEC's initialisation (embeddings keep nn.Embedding's N(0, 1))."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_uniform_(module.weight)  # bound sqrt(6 / fan_in)
+                nn.init.normal_(module.bias)
+            elif isinstance(module, nn.BatchNorm1d):
+                nn.init.normal_(module.weight, mean=1.0, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def _group_inputs(self, group: AttentionGroup, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        query = torch.cat([self.embeddings(q, batch[q]) for q in group.queries], dim=-1)  # [B, D]
+        keys = torch.cat([self.embeddings(h, batch[h]) for h in group.histories], dim=-1)  # [B, T, D]
+        # The usable length is the shortest of the pair histories' real lengths.
+        lengths = torch.stack([(batch[h] != 0).sum(dim=1) for h in group.histories], dim=1)  # [B, pairs]
+        return query, keys, lengths.min(dim=1).values  # [B]
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """batch: feature name -> [B] or [B, T] tensor. Returns (logits [B], intermediates)."""
+        first = batch[self.schema.embedded[0].name] if self.schema.embedded else batch[self.schema.numeric[0]]
+        if self.training and first.shape[0] == 1:
+            raise ValueError("DIN cannot train on a batch of one: BatchNorm needs more than one row per feature")
+        dtype = self.final.weight.dtype
+        inputs = [batch[name].to(dtype).unsqueeze(1) for name in self.schema.numeric]  # each [B, 1]
+        inputs += [self.embeddings(f.name, batch[f.name]) for f in self.schema.categorical]  # each [B, E]
+        inputs += [self.embeddings(f.name, batch[f.name]).max(dim=1).values for f in self.schema.pooled]  # [B, E]
+        intermediates: dict[str, torch.Tensor] = {}
+        for group in self.schema.attention_groups:
+            interest, weights = self.attention[group.name](*self._group_inputs(group, batch))
+            inputs.append(interest)  # [B, D]
+            intermediates[f"attention_weights/{group.name}"] = weights  # [B, T]
+            intermediates[f"interest/{group.name}"] = interest
+        mlp_input = torch.cat(inputs, dim=1)  # [B, F]
+        logits = self.final(self.mlp(mlp_input)).squeeze(1)  # [B]; squeeze(1) keeps B = 1 a vector
+        intermediates["mlp_input"] = mlp_input
+        return logits, intermediates

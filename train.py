@@ -1,0 +1,67 @@
+"""Train and evaluate DIN on MovieLens with either backend.
+
+    python train.py --backend jax --data DIR --epochs N --batch-size B --seed S --out RUN_DIR
+
+Flags fill a DINConfig; the shared loop in `training/loop.py` does the rest.
+Only the chosen framework is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from data.config import DINConfig
+from data.movielens import DataError, load_splits
+from training import fit, make_backend
+
+# Flags that map one-to-one onto DINConfig fields; their defaults come from it.
+CONFIG_FLAGS = {
+    "epochs": int,
+    "batch_size": int,
+    "eval_batch_size": int,
+    "seed": int,
+    "patience": int,
+    "learning_rate": float,
+    "weight_decay": float,
+    "embedding_dim": int,
+    "valid_fraction": float,
+    "min_count": int,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = DINConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("jax", "torch"), required=True)
+    parser.add_argument("--data", required=True, help="folder with train.csv and test.csv (the tutorial's format)")
+    parser.add_argument("--out", required=True, help="run directory to write")
+    for field, kind in CONFIG_FLAGS.items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field))
+    parser.add_argument(
+        "--valid-on-test", action="store_true", help="early-stop on the test set, as the tutorial did (for comparison only)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    config = DINConfig(
+        **{field: getattr(args, field) for field in CONFIG_FLAGS}, valid_on_test=args.valid_on_test
+    )
+    try:
+        splits = load_splits(args.data, config)
+    except (DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    backend = make_backend(args.backend, splits.encoders.schema(), config)
+    fit(backend, splits, config, args.out, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

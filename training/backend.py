@@ -1,0 +1,41 @@
+"""The small interface each backend implements for the shared loop."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+class Backend(Protocol):
+    name: str
+    describe: str  # Framework, version and device, for the log.
+
+    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
+        """Trains on `data` rows batch by batch (each entry of `batches` holds row
+        indices); calls `progress(samples)` as samples are done; returns the
+        sample-weighted mean training loss."""
+
+    def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
+        """Eval-mode logits [N] for every row of `data`, in order."""
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter and buffer, by the backend's own names."""
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Replaces every parameter and buffer; an unknown or missing name is an error."""
+
+
+def make_backend(name: str, schema, config) -> Backend:
+    """Imports only the framework that is asked for."""
+    if name == "torch":
+        from din_torch.train import TorchBackend
+
+        return TorchBackend(schema, config)
+    if name == "jax":
+        from din_jax.train import JaxBackend
+
+        return JaxBackend(schema, config)
+    raise ValueError(f"unknown backend {name!r}: expected 'jax' or 'torch'")

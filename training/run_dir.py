@@ -1,0 +1,108 @@
+"""The run directory: what a training run leaves behind, written atomically.
+
+RUN_DIR/
+  config.json        the DINConfig
+  encoders.json      fitted encoders and the feature schema
+  model.safetensors  best weights (parameters and BatchNorm statistics), named
+                     by the backend that wrote them; metadata["backend"] says which
+  history.csv        one row per epoch
+  metrics.json       final figures (backend, best_epoch, valid/test metrics, speed)
+
+Every file goes to a temporary name first and is renamed into place, so an
+interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+
+from data.config import DINConfig
+from data.encoders import FeatureEncoders
+
+WEIGHTS = "model.safetensors"
+
+
+def _atomic(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run files are for sharing.
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomic(path, write)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (e.g. GAUC with no eligible user) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def write_json(path: str, value: Any) -> None:
+    write_text(path, json.dumps(_json_safe(value), indent=2, sort_keys=True) + "\n")
+
+
+def write_weights(path: str, weights: dict[str, np.ndarray], backend: str) -> None:
+    tensors = {name: np.ascontiguousarray(value) for name, value in weights.items()}
+    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"backend": backend}))
+
+
+def read_weights(path: str) -> tuple[dict[str, np.ndarray], str]:
+    """(weights, name of the backend that wrote them)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weights file")
+    with safe_open(path, framework="numpy") as f:
+        backend = (f.metadata() or {}).get("backend", "")
+    return load_file(path), backend
+
+
+def write_history(path: str, rows: list[dict[str, float]]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["epoch"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, out.getvalue())
+
+
+def write_setup(run_dir: str, config: DINConfig, encoders: FeatureEncoders) -> None:
+    write_text(os.path.join(run_dir, "config.json"), config.to_json() + "\n")
+    write_text(os.path.join(run_dir, "encoders.json"), encoders.to_json() + "\n")
+
+
+def read_run(run_dir: str) -> tuple[DINConfig, FeatureEncoders, dict[str, np.ndarray], str]:
+    """(config, encoders, weights, backend) of a finished run directory."""
+    paths = {name: os.path.join(run_dir, name) for name in ("config.json", "encoders.json", WEIGHTS)}
+    for path in paths.values():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: missing; is {run_dir!r} a run directory written by train.py?")
+    with open(paths["config.json"], encoding="utf-8") as f:
+        config = DINConfig.from_json(f.read())
+    with open(paths["encoders.json"], encoding="utf-8") as f:
+        encoders = FeatureEncoders.from_json(f.read())
+    weights, backend = read_weights(paths[WEIGHTS])
+    return config, encoders, weights, backend
