@@ -81,6 +81,8 @@ class NumericEncoder:
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
+        if len(values) == 0:  # An empty split (e.g. no validation users).
+            return np.zeros(0, dtype=np.float32)
         imputed = np.where(np.isnan(values), self.mean, values)
         return self.transformer.transform(imputed.reshape(-1, 1))[:, 0].astype(np.float32)
 

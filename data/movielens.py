@@ -48,7 +48,7 @@ def read_tutorial_csv(path: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: no such file (expected the tutorial's CSV format)")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    if not rows:
+    if not rows or not rows[0]:
         raise DataError(f"{path}: empty file, expected a header line")
     header, records = rows[0], rows[1:]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -22,7 +22,8 @@ from typing import Any
 # Keys the batches carry besides the features.
 LABEL = "label"
 USER = "user_id"
-RESERVED = (LABEL, USER)
+ROW_MASK = "row_mask"  # Optional [B]: 1 for a real row, 0 for one that pads a short batch.
+RESERVED = (LABEL, USER, ROW_MASK)
 
 
 @dataclasses.dataclass(frozen=True)

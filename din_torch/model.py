@@ -25,7 +25,7 @@ from data.schema import AttentionGroup, FeatureSchema
 Batch = dict[str, torch.Tensor]
 
 
-class Embeddings(nn.ModuleDict):
+class Embeddings(nn.Module):
     """One table per categorical and sequence feature; row 0 is padding.
 
     nn.Embedding's default init is N(0, 1) with the padding row zeroed, and
@@ -33,12 +33,13 @@ class Embeddings(nn.ModuleDict):
     """
 
     def __init__(self, schema: FeatureSchema, embedding_dim: int):
-        super().__init__(
+        super().__init__()
+        self.tables = nn.ModuleDict(
             {f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=0) for f in schema.embedded}
         )
 
     def forward(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-        return self[name](ids)  # [...] -> [..., E]
+        return self.tables[name](ids)  # [...] -> [..., E]
 
 
 class Dice(nn.Module):

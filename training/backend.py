@@ -35,7 +35,8 @@ def make_backend(name: str, schema, config) -> Backend:
 
         return TorchBackend(schema, config)
     if name == "jax":
-        from din_jax.train import JaxBackend
+        from din_jax.train import JaxBackend, enable_compilation_cache
 
+        enable_compilation_cache()
         return JaxBackend(schema, config)
     raise ValueError(f"unknown backend {name!r}: expected 'jax' or 'torch'")

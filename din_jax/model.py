@@ -1,0 +1,242 @@
+"""The Flax (Linen) DIN: the same model as `din_torch/model.py`, functional.
+
+Shape letters, used in every comment below:
+  B  batch size
+  T  history (sequence) length
+  E  embedding width of one feature (config.embedding_dim)
+  D  width of an attention group: pairs x E
+  F  width of the main MLP's input (schema.mlp_input_dim(E))
+  H  a hidden layer's width
+
+Classes and submodule names mirror the torch reference (Embeddings, Dice,
+MLP, AttentionUnit, DIN; flax names a list entry `dense_0` where torch says
+`dense.0`), so `parity/convert.py` is a short table of renames.
+
+The attention unit is written for ONE example and vmapped over the batch
+(`nn.vmap`, axis name 'batch'); its BatchNorm statistics are reduced across
+that axis, so they are the statistics of all B * T rows, as in torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from data.config import DINConfig
+from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
+
+Batch = dict[str, jax.Array]
+BATCH_AXIS = "batch"
+
+# The SPEC's initialisation, as torch's init functions define it.
+kaiming_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")  # bound sqrt(6 / fan_in)
+normal_bias = nn.initializers.normal(stddev=1.0)
+
+
+def batchnorm_scale_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)  # N(1, 0.02)
+
+
+def padded_embedding_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.normal(key, shape, dtype).at[0].set(0.0)  # N(0, 1), padding row 0 zero
+
+
+class BatchNorm(nn.Module):
+    """torch.nn.BatchNorm1d over axis 0 of [N, H] (and over `axis_name` if set).
+
+    Train mode normalises with the biased batch variance and updates the
+    running statistics with torch's momentum convention (new = (1 - m) * old
+    + m * batch) and the UNBIASED batch variance, which flax's BatchNorm does
+    not do. Statistics are two-pass sums reduced with psum, so a vmapped
+    caller gets exactly the statistics of all its rows.
+    """
+
+    eps: float
+    momentum: float
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """x [N, H] -> [N, H]; mask [N] (1 = real row, 0 = ignored) weights the statistics."""
+        features = x.shape[-1]
+        scale = self.param("scale", batchnorm_scale_init, (features,))
+        bias = self.param("bias", nn.initializers.zeros, (features,))
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), x.dtype)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), x.dtype)
+        # torch's buffer, kept so that a checkpoint converts both ways unchanged.
+        tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
+
+        if train:
+            weight = (jnp.ones(x.shape[0], x.dtype) if mask is None else mask.astype(x.dtype))[:, None]  # [N, 1]
+            count = self._sum(jnp.sum(weight))
+            mean = self._sum(jnp.sum(weight * x, axis=0)) / count  # [H]
+            var = self._sum(jnp.sum(weight * jnp.square(x - mean), axis=0)) / count  # [H], biased
+            if not self.is_initializing():
+                m = self.momentum
+                running_mean.value = (1 - m) * running_mean.value + m * mean
+                running_var.value = (1 - m) * running_var.value + m * var * count / (count - 1)
+                tracked.value = tracked.value + 1
+        else:
+            mean, var = running_mean.value, running_var.value
+        return (x - mean) / jnp.sqrt(var + self.eps) * scale + bias
+
+    def _sum(self, value: jax.Array) -> jax.Array:
+        return value if self.axis_name is None else jax.lax.psum(value, self.axis_name)
+
+
+class Dice(nn.Module):
+    """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x))."""
+
+    eps: float
+    momentum: float
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:  # [N, H]
+        p = nn.sigmoid(BatchNorm(self.eps, self.momentum, self.axis_name, name="batchnorm")(x, train, mask))
+        alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],))
+        return alpha * (1 - p) * x + p * x
+
+
+class MLP(nn.Module):
+    """Layers of Dense -> BatchNorm -> activation (Dice or PReLU) -> Dropout."""
+
+    hidden: tuple[int, ...]
+    activation: str
+    dropout: float
+    config: DINConfig
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """x [N, in] -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
+        config = self.config
+        for i, features in enumerate(self.hidden):
+            x = nn.Dense(features, kernel_init=kaiming_uniform, bias_init=normal_bias, name=f"dense_{i}")(x)
+            x = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, name=f"batchnorm_{i}")(x, train, mask)
+            if self.activation == "dice":
+                x = Dice(config.dice_eps, config.bn_momentum, self.axis_name, name=f"activation_{i}")(x, train, mask)
+            elif self.activation == "prelu":
+                x = nn.PReLU(negative_slope_init=0.25, name=f"activation_{i}")(x)
+            else:
+                raise ValueError(f"activation must be 'dice' or 'prelu', got {self.activation!r}")
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return x
+
+
+class AttentionUnit(nn.Module):
+    """Attention pooling of ONE example's history; vmap it over the batch.
+
+    Inside a `nn.vmap` with axis name 'batch', the MLP's BatchNorm statistics
+    cover all B * T rows (padded ones included, as the tutorial does).
+    Positions t >= length get -inf before the sigmoid: weight exactly 0.
+    """
+
+    config: DINConfig
+    train: bool = False
+
+    @nn.compact
+    def __call__(
+        self, query: jax.Array, keys: jax.Array, length: jax.Array, row_mask: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """query [D], keys [T, D], length [], row_mask [] -> (interest [D], weights [T]).
+
+        row_mask 0 marks a padding example (filling a short batch): its rows
+        are left out of the BatchNorm statistics.
+        """
+        steps, dim = keys.shape
+        queries = jnp.broadcast_to(query, (steps, dim))  # [T, D]
+        x = jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)  # [T, 4D]
+        config = self.config
+        mask = None if row_mask is None else jnp.broadcast_to(row_mask, (steps,))  # [T]
+        hidden = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, name="mlp")(
+            x, self.train, mask
+        )  # [T, H]
+        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=normal_bias, name="fc")
+        scores = fc(hidden)[:, 0] / math.sqrt(dim)  # [T]
+        real = jnp.arange(steps) < length  # [T]
+        weights = nn.sigmoid(jnp.where(real, scores, -jnp.inf))  # [T], 0 where padded
+        return weights @ keys, weights  # [D], [T]
+
+
+# One example's unit mapped over the batch: parameters and running statistics
+# are shared (variable_axes None), dropout masks differ per example.
+BatchedAttentionUnit = nn.vmap(
+    AttentionUnit,
+    in_axes=0,
+    out_axes=0,
+    variable_axes={"params": None, "batch_stats": None},
+    split_rngs={"params": False, "dropout": True},
+    axis_name=BATCH_AXIS,
+)
+
+
+class Embeddings(nn.Module):
+    """One table per categorical and sequence feature; row 0 is padding."""
+
+    schema: FeatureSchema
+    embedding_dim: int
+
+    def setup(self) -> None:
+        self.tables = {
+            f.name: nn.Embed(f.vocab_size, self.embedding_dim, embedding_init=padded_embedding_init)
+            for f in self.schema.embedded
+        }
+
+    def __call__(self, name: str, ids: jax.Array) -> jax.Array:  # [...] -> [..., E]
+        vectors = jnp.take(self.tables[name].embedding, ids, axis=0)
+        # Padding ids give zero vectors and send no gradient to row 0, as
+        # torch's padding_idx does (cheaper than copying the table).
+        return jnp.where((ids != 0)[..., None], vectors, 0.0)
+
+
+class DIN(nn.Module):
+    """Deep Interest Network: embeddings, pooling, attention, then an MLP to one logit."""
+
+    schema: FeatureSchema
+    config: DINConfig
+    dtype: Any = jnp.float32  # dtype of the numeric inputs; parameters decide the rest.
+
+    @nn.compact
+    def __call__(self, batch: Batch, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """batch: feature name -> [B] or [B, T] array. Returns (logits [B], intermediates).
+
+        An optional batch[ROW_MASK] [B] (1 real, 0 padding) keeps the rows that
+        fill a short batch out of every BatchNorm statistic, so a padded batch
+        trains exactly like the short one (one compiled shape per run).
+        """
+        schema, config = self.schema, self.config
+        row_mask = batch.get(ROW_MASK)
+        first = batch[schema.embedded[0].name] if schema.embedded else batch[schema.numeric[0]]
+        if train and first.shape[0] == 1:
+            raise ValueError("DIN cannot train on a batch of one: BatchNorm needs more than one row per feature")
+        embeddings = Embeddings(schema, config.embedding_dim, name="embeddings")
+        inputs = [batch[name].astype(self.dtype)[:, None] for name in schema.numeric]  # each [B, 1]
+        inputs += [embeddings(f.name, batch[f.name]) for f in schema.categorical]  # each [B, E]
+        inputs += [embeddings(f.name, batch[f.name]).max(axis=1) for f in schema.pooled]  # each [B, E]
+        intermediates: dict[str, jax.Array] = {}
+        for group in schema.attention_groups:
+            query, keys, length = self._group_inputs(group, batch, embeddings)
+            unit = BatchedAttentionUnit(config, train, name=f"attention_{group.name}")
+            interest, weights = unit(query, keys, length, row_mask)  # [B, D], [B, T]
+            inputs.append(interest)
+            intermediates[f"attention_weights/{group.name}"] = weights
+            intermediates[f"interest/{group.name}"] = interest
+        mlp_input = jnp.concatenate(inputs, axis=1)  # [B, F]
+        hidden = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, name="mlp")(mlp_input, train, row_mask)
+        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=normal_bias, name="final")
+        logits = final(hidden)[:, 0]  # [B]
+        intermediates["mlp_input"] = mlp_input
+        return logits, intermediates
+
+    @staticmethod
+    def _group_inputs(group: AttentionGroup, batch: Batch, embeddings: Embeddings):
+        query = jnp.concatenate([embeddings(q, batch[q]) for q in group.queries], axis=-1)  # [B, D]
+        keys = jnp.concatenate([embeddings(h, batch[h]) for h in group.histories], axis=-1)  # [B, T, D]
+        # The usable length is the shortest of the pair histories' real lengths.
+        lengths = jnp.stack([(batch[h] != 0).sum(axis=1) for h in group.histories], axis=1)  # [B, pairs]
+        return query, keys, lengths.min(axis=1)  # [B]

@@ -1,0 +1,213 @@
+"""Pure, jitted training and evaluation steps for the Flax DIN, and its backend.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function of explicit
+state (params, batch_stats, optimiser state, RNG); `train_steps` scans it over
+a block of batches gathered on the device, so one host dispatch runs many
+steps and the training data crosses to the device once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from data.batches import Arrays, eval_batches
+from data.config import DINConfig
+from data.schema import LABEL, ROW_MASK, FeatureSchema
+from din_jax.model import DIN, Batch
+from parity.convert import flatten, unflatten
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus BatchNorm statistics and the dropout RNG key."""
+
+    batch_stats: Any
+    rng: jax.Array
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Persists XLA compilations on disk, so a second run of the same shapes
+    starts at once (a DIN step takes seconds to compile on a small CPU)."""
+    path = path or os.environ.get("DIN_XLA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "din-jax", "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
+def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
+    """torch.optim.Adam: L2 decay added to the gradient BEFORE the Adam moments."""
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+    )
+
+
+def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> TrainState:
+    """Initialises variables in eval mode (running statistics stay at 0 and 1)."""
+    params_key, dropout_key = jax.random.split(jax.random.key(seed))
+    # Jitted: flax's eager init runs op by op and takes seconds.
+    variables = jax.jit(functools.partial(model.init, train=False))(params_key, sample)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=make_optimizer(config),
+        rng=dropout_key,
+    ).replace(step=jnp.zeros((), jnp.int32))  # An array from the start: a Python 0 would recompile.
+
+
+def loss_fn(logits: jax.Array, labels: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
+    """Mean binary cross-entropy on logits over the real rows (row_mask 1)."""
+    losses = optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))  # [B]
+    if row_mask is None:
+        return losses.mean()
+    row_mask = row_mask.astype(losses.dtype)
+    return jnp.sum(losses * row_mask) / jnp.sum(row_mask)
+
+
+def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step in train mode (batch statistics, dropout)."""
+    dropout_key = jax.random.fold_in(state.rng, state.step)
+
+    def loss_and_stats(params):
+        (logits, _), updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch,
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=["batch_stats"],
+        )
+        return loss_fn(logits, batch[LABEL], batch.get(ROW_MASK)), updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return state, {"loss": loss}
+
+
+def eval_step(state: TrainState, batch: Batch) -> jax.Array:
+    """Eval-mode logits [B] (running statistics, no dropout)."""
+    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    return logits
+
+
+def _gather(data: Batch, rows: jax.Array) -> Batch:
+    return {name: values[rows] for name, values in data.items()}  # each [B, ...]
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps(
+    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array
+) -> tuple[TrainState, jax.Array]:
+    """Runs up to K train steps on device-resident `data` in one dispatch.
+
+    rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
+    padded with masked rows). A step whose rows are all masked is skipped, so
+    every block of an epoch has the same shape. Returns the losses [K].
+    """
+
+    def body(state, step_inputs):
+        batch_rows, mask = step_inputs
+        batch = _gather(data, batch_rows) | {ROW_MASK: mask}
+
+        def run(state):
+            state, metrics = train_step(state, batch)
+            return state, metrics["loss"]
+
+        def skip(state):
+            return state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype)
+
+        return jax.lax.cond(jnp.any(mask > 0), run, skip, state)
+
+    return jax.lax.scan(body, state, (rows, row_mask))
+
+
+@jax.jit
+def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:
+    return eval_step(state, _gather(data, rows))  # [B]
+
+
+def blocks(batches: list[np.ndarray], steps_per_call: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Packs an epoch's batches into (rows [K, B], row_mask [K, B]) blocks of one shape.
+
+    B is the largest batch; a shorter batch is filled by repeating its rows,
+    masked out. The last block is filled with all-masked steps, which
+    `train_steps` skips. One shape means one compilation per run.
+    """
+    size = max(len(rows) for rows in batches)
+    count = min(steps_per_call, len(batches))
+    rows = np.zeros((-(-len(batches) // count) * count, size), dtype=np.int32)
+    mask = np.zeros(rows.shape, dtype=np.float32)
+    for i, batch in enumerate(batches):
+        rows[i] = np.resize(batch, size)
+        mask[i, : len(batch)] = 1.0
+    return [(rows[i : i + count], mask[i : i + count]) for i in range(0, len(rows), count)]
+
+
+class JaxBackend:
+    """The shared loop's backend interface (see training/backend.py) for JAX."""
+
+    name = "jax"
+
+    def __init__(self, schema: FeatureSchema, config: DINConfig, steps_per_call: int = 16):
+        self.schema = schema
+        self.model = DIN(schema, config)
+        self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
+        sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
+        sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
+        sample |= {name: jnp.zeros((2,), jnp.float32) for name in schema.numeric}
+        self.state = create_state(self.model, sample, config, config.seed)
+        self.steps_per_call = steps_per_call
+        self._on_device: dict[int, tuple[Arrays, Batch]] = {}
+        self.describe = f"jax {jax.__version__} on {', '.join(str(d) for d in jax.devices())}"
+
+    def _device_data(self, data: Arrays, names: tuple[str, ...]) -> Batch:
+        """Copies a split to the device once; later calls with the same split reuse it."""
+        key = id(data)
+        if key not in self._on_device:
+            # Holding `data` keeps its id from being reused by another object.
+            self._on_device[key] = (data, jax.device_put({name: data[name] for name in self.inputs + (LABEL,)}))
+        return {name: self._on_device[key][1][name] for name in names}
+
+    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
+        device_data = self._device_data(data, self.inputs + (LABEL,))
+        losses = []
+        for rows, row_mask in blocks(batches, self.steps_per_call):
+            self.state, block_losses = train_steps(self.state, device_data, rows, row_mask)
+            losses.append(block_losses * row_mask.sum(axis=1))  # [K], sample-weighted
+            progress(int(row_mask.sum()))
+        # One host sync per epoch: the losses stay on the device until here.
+        return float(jnp.sum(jnp.concatenate(losses))) / sum(len(rows) for rows in batches)
+
+    def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
+        device_data = self._device_data(data, self.inputs)
+        n = len(data[LABEL])
+        out = []
+        for rows in eval_batches(n, batch_size):
+            # Every batch is padded to `batch_size` (eval mode is row-independent),
+            # so evaluation compiles once whatever the split's size.
+            padded = np.pad(rows, (0, batch_size - len(rows)), mode="edge")
+            out.append(eval_logits(self.state, device_data, jnp.asarray(padded, jnp.int32))[: len(rows)])
+        return np.asarray(jnp.concatenate(out))
+
+    def weights(self) -> dict[str, np.ndarray]:
+        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+        return {"/".join(path): np.array(value) for path, value in flatten(variables).items()}
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        current = flatten({"params": self.state.params, "batch_stats": self.state.batch_stats})
+        given = {tuple(name.split("/")): value for name, value in weights.items()}
+        missing, extra = sorted(set(current) - set(given)), sorted(set(given) - set(current))
+        if missing or extra:
+            raise KeyError(f"weights do not fit this model: missing {['/'.join(p) for p in missing]}, "
+                           f"unexpected {['/'.join(p) for p in extra]}")
+        for path, value in given.items():
+            if np.shape(value) != np.shape(current[path]):
+                raise ValueError(f"{'/'.join(path)}: shape {np.shape(value)}, the model has {np.shape(current[path])}")
+        variables = unflatten({path: jnp.asarray(value) for path, value in given.items()})
+        self.state = self.state.replace(params=variables["params"], batch_stats=variables["batch_stats"])

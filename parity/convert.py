@@ -1,0 +1,133 @@
+"""Weight conversion between the torch and Flax DIN, both ways, by rules.
+
+A torch state_dict name and a Flax variable path differ in three regular ways:
+
+  1. containers: torch's `dense.0` / `tables.movieId` / `attention.group1` is
+     Flax's `dense_0` / `tables_movieId` / `attention_group1` (flax names list
+     and dict entries `<attribute>_<key>`);
+  2. the leaf: an ordered table below (Linear `weight` is a transposed
+     `kernel`, BatchNorm `weight` is `scale`, PReLU's [1] slope is a scalar...);
+  3. the collection: buffers live in `batch_stats`, parameters in `params`.
+
+The rules are driven by the Flax variables' paths, so any schema (features,
+attention groups, hidden sizes) converts. A name without a rule, a missing or
+extra name, or a wrong shape is an error that names it. Values are converted
+exactly (no arithmetic but transposes and reshapes), so torch -> flax -> torch
+is bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+# Flax names a list/dict entry `<attribute>_<key>`; torch nests `<attribute>.<key>`.
+CONTAINERS = ("tables", "attention", "dense", "batchnorm", "activation")
+
+
+def _transpose(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.T)
+
+
+def _same(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _scalar(x: np.ndarray) -> np.ndarray:
+    return x.reshape(())
+
+
+def _vector(x: np.ndarray) -> np.ndarray:
+    return x.reshape(1)
+
+
+# (flax collection, flax leaf, torch leaf, flax -> torch, torch -> flax), first match wins.
+LEAF_RULES: tuple[tuple[str, str, str, Callable, Callable], ...] = (
+    ("params", "kernel", "weight", _transpose, _transpose),  # Linear: [in, out] vs [out, in]
+    ("params", "embedding", "weight", _same, _same),  # Embedding
+    ("params", "scale", "weight", _same, _same),  # BatchNorm affine weight
+    ("params", "bias", "bias", _same, _same),
+    ("params", "alpha", "alpha", _same, _same),  # Dice
+    ("params", "negative_slope", "weight", _vector, _scalar),  # PReLU: [1] vs []
+    ("batch_stats", "mean", "running_mean", _same, _same),
+    ("batch_stats", "var", "running_var", _same, _same),  # both unbiased running variance
+    ("batch_stats", "num_batches_tracked", "num_batches_tracked", _same, _same),
+)
+
+
+def _module_path(segment: str) -> str:
+    for container in CONTAINERS:
+        if segment.startswith(container + "_"):
+            return f"{container}.{segment[len(container) + 1:]}"
+    return segment
+
+
+def flatten(variables: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in variables.items():
+        if isinstance(value, dict) or hasattr(value, "items"):
+            out.update(flatten(dict(value), prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def unflatten(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def torch_name(path: tuple[str, ...]) -> tuple[str, Callable, Callable]:
+    """Flax path ('params', ..., leaf) -> (torch name, flax->torch fn, torch->flax fn)."""
+    collection, *modules, leaf = path
+    for rule_collection, flax_leaf, torch_leaf, to_torch, to_flax in LEAF_RULES:
+        if collection == rule_collection and leaf == flax_leaf:
+            return ".".join([*(_module_path(m) for m in modules), torch_leaf]), to_torch, to_flax
+    raise KeyError(f"no conversion rule for Flax variable {'/'.join(path)!r}")
+
+
+def flax_to_torch(variables: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Flax {'params', 'batch_stats'} -> torch state_dict (numpy arrays)."""
+    out: dict[str, np.ndarray] = {}
+    for path, value in flatten(variables).items():
+        name, to_torch, _ = torch_name(path)
+        out[name] = np.array(to_torch(np.asarray(value)), copy=True)
+    return out
+
+
+def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """torch state_dict -> Flax variables shaped like `template` (e.g. `model.init`'s).
+
+    Every template variable must be found with the right shape and every
+    state_dict entry used; dtypes follow the state_dict.
+    """
+    # Copies: a torch tensor's .numpy() shares memory, and torch updates its
+    # running statistics in place.
+    state = {
+        name: np.array(value.detach().cpu() if hasattr(value, "detach") else value, copy=True)
+        for name, value in state_dict.items()
+    }
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    used: set[str] = set()
+    for path, expected in flatten(template).items():
+        name, _, to_flax = torch_name(path)
+        if name not in state:
+            raise KeyError(f"torch state_dict has no {name!r} (for Flax {'/'.join(path)!r})")
+        value = to_flax(state[name]) if state[name].size == np.size(expected) else state[name]
+        if value.shape != np.shape(expected):
+            raise ValueError(
+                f"shape mismatch for {name!r}: torch {state[name].shape} cannot be Flax "
+                f"{'/'.join(path)!r} {np.shape(expected)}"
+            )
+        flat[path] = value
+        used.add(name)
+    extra = sorted(set(state) - used)
+    if extra:
+        raise KeyError(f"torch state_dict entries with no Flax variable: {extra}")
+    return unflatten(flat)

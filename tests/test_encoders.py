@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from data.encoders import CategoryEncoder, FeatureEncoders, NumericEncoder, SequenceEncoder, Vocabulary
+from data.schema import AttentionGroup
+
+
+class TestVocabulary:
+    def test_min_count_sorted_padding_unknown(self):
+        vocab = Vocabulary.fit(["b", "a", "b", "c", "b", "a"], min_count=2)
+        assert vocab.terms.tolist() == ["a", "b"]  # c seen once: dropped
+        assert vocab.unknown == 3 and vocab.size == 4
+        assert vocab.encode(np.array(["a", "c", "z", "b", ""])).tolist() == [1, 3, 3, 2, 3]
+
+    def test_empty_vocabulary_maps_everything_to_unknown(self):
+        vocab = Vocabulary.fit(["a"], min_count=5)
+        assert vocab.size == 2
+        assert vocab.encode(np.array(["a", "b"])).tolist() == [1, 1]
+
+
+class TestCategoryEncoder:
+    def test_hand_computed(self):
+        encoder = CategoryEncoder.fit(np.array(["M", "F", "M", "F", "X"]), min_count=2)
+        assert encoder.transform(np.array(["F", "M", "X", "?"])).tolist() == [1, 2, 3, 3]
+        assert encoder.transform(np.array(["F"])).dtype == np.int32
+
+    def test_json_round_trip(self):
+        encoder = CategoryEncoder.fit(np.array(["10", "9", "10", "9"]), min_count=1)
+        again = CategoryEncoder.from_dict(encoder.to_dict())
+        # String order: "10" < "9".
+        assert again.transform(np.array(["10", "9", "8"])).tolist() == [1, 2, 3]
+
+
+class TestSequenceEncoder:
+    def test_hand_computed_vocabulary_max_len_padding_truncation(self):
+        encoder = SequenceEncoder.fit(["x|y", "y|z|x", "", "y"], min_count=2)
+        assert encoder.vocabulary.terms.tolist() == ["x", "y"]
+        assert encoder.max_len == 3  # the longest training sequence
+        out = encoder.transform(["x|y", "z|z|x|y", "", "q"])
+        assert out.tolist() == [[1, 2, 0], [3, 3, 1], [0, 0, 0], [3, 0, 0]]  # cut to 3, right-padded
+        assert out.dtype == np.int32
+
+    def test_nan_is_not_a_term(self):
+        # Empty sequences never become a vocabulary term (the tutorial's 'nan' bug).
+        encoder = SequenceEncoder.fit(["", "", "", "", "", "a"], min_count=1)
+        assert encoder.vocabulary.terms.tolist() == ["a"]
+        assert encoder.transform([""]).tolist() == [[0]]
+
+    def test_all_empty_training_sequences_keep_one_slot(self):
+        encoder = SequenceEncoder.fit(["", ""], min_count=1)
+        assert encoder.max_len == 1
+        assert encoder.transform(["a", ""]).tolist() == [[1], [0]]  # unknown, padding
+
+    def test_json_round_trip(self):
+        encoder = SequenceEncoder.fit(["a|b", "b"], min_count=1)
+        again = SequenceEncoder.from_dict(encoder.to_dict())
+        np.testing.assert_array_equal(again.transform(["b|a|c"]), encoder.transform(["b|a|c"]))
+
+
+class TestNumericEncoder:
+    def test_mean_imputation_then_quantiles(self):
+        encoder = NumericEncoder.fit(np.array([1.0, np.nan, 2.0, 4.0, 5.0]))
+        assert encoder.mean == 3.0
+        # Imputed [1, 3, 2, 4, 5]: quantiles 1..5 at references 0, .25, .5, .75, 1;
+        # linear in between, clipped outside.
+        out = encoder.transform(np.array([1.0, np.nan, 1.5, 4.5, 100.0, -10.0]))
+        np.testing.assert_allclose(out, [0.0, 0.5, 0.125, 0.875, 1.0, 0.0], atol=1e-7)
+        assert out.dtype == np.float32
+        assert encoder.transform(np.array([])).shape == (0,)
+
+    def test_json_round_trip_is_identical(self):
+        values = np.random.default_rng(0).normal(size=500)
+        encoder = NumericEncoder.fit(values)
+        again = NumericEncoder.from_dict(encoder.to_dict())
+        probe = np.linspace(-4, 4, 101)
+        np.testing.assert_array_equal(again.transform(probe), encoder.transform(probe))
+
+    def test_all_missing_is_an_error(self):
+        with pytest.raises(ValueError, match="every value is missing"):
+            NumericEncoder.fit(np.array([np.nan, np.nan]))
+
+
+def test_feature_encoders_json_round_trip_and_schema():
+    columns = {
+        "n": np.array([1.0, 2.0, 3.0]),
+        "q": np.array(["a", "b", "a"]),
+        "h": np.array(["a|b", "b", ""]),
+    }
+    group = AttentionGroup("g", (("q", "h"),))
+    encoders = FeatureEncoders.fit(columns, ["n"], ["q"], ["h"], [group], min_count=1)
+    schema = encoders.schema()
+    assert [f.vocab_size for f in schema.categorical] == [4] and schema.sequence[0].max_len == 2
+    again = FeatureEncoders.from_json(encoders.to_json())
+    assert again.schema() == schema
+    for name, values in encoders.transform(columns).items():
+        np.testing.assert_array_equal(again.transform(columns)[name], values)
+
+
+def test_inconsistent_attention_group_is_rejected():
+    columns = {"q": np.array(["a"]), "h": np.array(["a"])}
+    with pytest.raises(ValueError, match="not a categorical feature"):
+        FeatureEncoders.fit(columns, [], [], ["q", "h"], [AttentionGroup("g", (("q", "h"),))], min_count=1)
