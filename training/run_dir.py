@@ -68,7 +68,8 @@ def write_json(path: str, value: Any) -> None:
 
 
 def write_weights(path: str, weights: dict[str, np.ndarray], backend: str) -> None:
-    tensors = {name: np.ascontiguousarray(value) for name, value in weights.items()}
+    # np.array, not np.ascontiguousarray: the latter turns 0-d arrays into shape [1].
+    tensors = {name: np.array(value, order="C") for name, value in weights.items()}
     _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"backend": backend}))
 
 
