@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     backend = make_backend(args.backend, splits.encoders.schema(), config)
-    fit(backend, splits, config, args.out, progress=not args.no_progress)
+    fit(backend, splits, config, args.out, progress=not args.no_progress, data_dir=args.data)
     return 0
 
 

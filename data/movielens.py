@@ -132,6 +132,11 @@ def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.isin(users, chosen)
 
 
+def load_test(data_dir: str, encoders: FeatureEncoders) -> Arrays:
+    """The test split encoded with already fitted encoders (e.g. a run's)."""
+    return encode(read_tutorial_csv(os.path.join(data_dir, "test.csv")), encoders)
+
+
 def load_splits(data_dir: str, config: DINConfig) -> Splits:
     """Train/valid/test arrays from a folder holding `train.csv` and `test.csv`."""
     train = read_tutorial_csv(os.path.join(data_dir, "train.csv"))

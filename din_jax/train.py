@@ -22,7 +22,7 @@ from data.batches import Arrays, eval_batches
 from data.config import DINConfig
 from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.model import DIN, Batch
-from parity.convert import flatten, unflatten
+from parity.convert import flatten, to_names, unflatten
 
 
 class TrainState(train_state.TrainState):
@@ -196,8 +196,7 @@ class JaxBackend:
         return np.asarray(jnp.concatenate(out))
 
     def weights(self) -> dict[str, np.ndarray]:
-        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
-        return {"/".join(path): np.array(value) for path, value in flatten(variables).items()}
+        return to_names({"params": self.state.params, "batch_stats": self.state.batch_stats})
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         current = flatten({"params": self.state.params, "batch_stats": self.state.batch_stats})

@@ -18,6 +18,7 @@ is bit for bit.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -83,6 +84,17 @@ def unflatten(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
     return out
 
 
+def to_names(variables: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Nested Flax variables -> {'params/embeddings/tables_x/embedding': array}: the
+    names a JAX run directory's model.safetensors uses."""
+    return {"/".join(path): np.array(value) for path, value in flatten(variables).items()}
+
+
+def from_names(weights: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `to_names`."""
+    return unflatten({tuple(name.split("/")): value for name, value in weights.items()})
+
+
 def torch_name(path: tuple[str, ...]) -> tuple[str, Callable, Callable]:
     """Flax path ('params', ..., leaf) -> (torch name, flax->torch fn, torch->flax fn)."""
     collection, *modules, leaf = path
@@ -110,7 +122,7 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
     # Copies: a torch tensor's .numpy() shares memory, and torch updates its
     # running statistics in place.
     state = {
-        name: np.array(value.detach().cpu() if hasattr(value, "detach") else value, copy=True)
+        name: value.detach().cpu().numpy().copy() if hasattr(value, "detach") else np.array(value, copy=True)
         for name, value in state_dict.items()
     }
     flat: dict[tuple[str, ...], np.ndarray] = {}
@@ -119,11 +131,11 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
         name, _, to_flax = torch_name(path)
         if name not in state:
             raise KeyError(f"torch state_dict has no {name!r} (for Flax {'/'.join(path)!r})")
-        value = to_flax(state[name]) if state[name].size == np.size(expected) else state[name]
-        if value.shape != np.shape(expected):
+        shape = tuple(expected.shape)  # an array or a jax.ShapeDtypeStruct
+        value = to_flax(state[name]) if state[name].size == math.prod(shape) else state[name]
+        if value.shape != shape:
             raise ValueError(
-                f"shape mismatch for {name!r}: torch {state[name].shape} cannot be Flax "
-                f"{'/'.join(path)!r} {np.shape(expected)}"
+                f"shape mismatch for {name!r}: torch {state[name].shape} cannot be Flax {'/'.join(path)!r} {shape}"
             )
         flat[path] = value
         used.add(name)

@@ -25,7 +25,9 @@ def evaluate(backend: Backend, split: dict, config: DINConfig) -> dict[str, floa
     return metrics.evaluate(split[USER], split[LABEL], logits)
 
 
-def fit(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, progress: bool = True) -> dict:
+def fit(
+    backend: Backend, splits: Splits, config: DINConfig, out_dir: str, progress: bool = True, data_dir: str | None = None
+) -> dict:
     """Trains with early stopping on validation AUC, restores the best weights,
     evaluates on test and writes the run directory. Returns metrics.json's content."""
     run_dir.write_setup(out_dir, config, splits.encoders)
@@ -36,15 +38,19 @@ def fit(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, progr
 
     history: list[dict[str, float]] = []
     best_auc, best_epoch, best_weights = -math.inf, 0, None
-    train_seconds, train_samples = 0.0, 0
+    # Speed is measured after the first epoch, which includes JAX's compilation.
+    train_seconds, train_samples, first_epoch_seconds = 0.0, 0, 0.0
     for epoch in range(1, config.epochs + 1):
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
         samples = sum(len(rows) for rows in batches)
         with tqdm(total=samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress) as bar:
             start = time.perf_counter()
             train_loss = backend.train_epoch(splits.train, batches, bar.update)
-            train_seconds += time.perf_counter() - start
-        train_samples += samples
+            seconds = time.perf_counter() - start
+        if epoch == 1:
+            first_epoch_seconds = seconds
+        if epoch > 1 or config.epochs == 1:
+            train_seconds, train_samples = train_seconds + seconds, train_samples + samples
 
         row = {"epoch": epoch, "train_loss": train_loss}
         if has_valid:
@@ -70,8 +76,10 @@ def fit(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, progr
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "seed": config.seed,
+        "data": os.path.abspath(data_dir) if data_dir else None,
         "rows": {"train": n_train, "valid": num_rows(splits.valid), "test": num_rows(splits.test)},
-        "train_samples_per_s": train_samples / train_seconds,
+        "train_samples_per_s": train_samples / train_seconds if train_seconds else float("nan"),
+        "first_epoch_seconds": first_epoch_seconds,
     }
     for name, split in (("valid", splits.valid), ("test", splits.test)):
         if num_rows(split):

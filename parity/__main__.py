@@ -1,0 +1,95 @@
+"""Prove that a run's weights compute the same thing in both backends.
+
+    python -m parity RUN_DIR [--dtype float64|float32] [--batch-size N] [--data DIR]
+
+Loads a run directory written by either backend, converts its weights to the
+other one, runs both on the run's test data in eval mode and in train mode
+(batch statistics, dropout off) and prints, per output, the max absolute and
+relative difference over all batches, plus each backend's test AUC. Exits 1
+when a difference is over its tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--data", help="folder with test.csv (default: the run's data folder)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import jax
+
+    # Process-global, so set before any JAX array exists.
+    jax.config.update("jax_enable_x64", args.dtype == "float64")
+
+    from data import metrics
+    from data.batches import eval_batches, take
+    from data.movielens import load_test
+    from data.schema import LABEL, USER
+    from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
+    from parity.convert import flax_to_torch, from_names
+    from training.run_dir import read_run
+
+    config, encoders, weights, backend = read_run(args.run_dir)
+    data_dir = args.data
+    if data_dir is None:
+        with open(os.path.join(args.run_dir, "metrics.json"), encoding="utf-8") as f:
+            data_dir = json.load(f).get("data")
+        if not data_dir:
+            print("error: the run does not record its data folder; pass --data DIR", file=sys.stderr)
+            return 2
+    if backend == "jax":
+        state = flax_to_torch(from_names(weights))
+    elif backend == "torch":
+        state = weights
+    else:
+        print(f"error: {args.run_dir}: weights name no backend ({backend!r})", file=sys.stderr)
+        return 2
+
+    config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
+    pair = Pair(encoders.schema(), config, args.dtype, torch_state=state)
+    test = load_test(data_dir, encoders)
+    float_dtype = args.dtype
+    rows: dict[str, Diff] = {}
+    logits = {"torch": [], "jax": []}
+    for rows_idx in eval_batches(len(test[LABEL]), args.batch_size):
+        batch = take({k: v for k, v in test.items() if k != USER}, rows_idx)
+        for name in encoders.schema().numeric:
+            batch[name] = batch[name].astype(float_dtype)
+        found = pair.forward(batch, train=False, prefix="eval ")
+        if len(rows_idx) > 1:  # BatchNorm cannot train on one row, in either framework
+            found += pair.forward(batch, train=True, prefix="train ")
+        for row in found:  # Keep the worst batch per output.
+            if row.name not in rows or row.max_abs > rows[row.name].max_abs:
+                rows[row.name] = row
+        t_logits, j_logits = pair.eval_logits(batch)
+        logits["torch"].append(t_logits)
+        logits["jax"].append(j_logits)
+    import numpy as np
+
+    auc = {k: metrics.auc(test[LABEL], np.concatenate(v)) for k, v in logits.items()}
+    table = list(rows.values()) + [diff("test AUC", auc["torch"], auc["jax"], TOLERANCES[args.dtype]["auc"])]
+    print(f"run {args.run_dir} (weights from {backend}), {len(test[LABEL])} test rows, {args.dtype}")
+    print(format_table(table))
+    print(f"test AUC: torch {auc['torch']:.6f}, jax {auc['jax']:.6f}")
+    failed = [r.name for r in table if not r.ok]
+    if failed:
+        print(f"OVER TOLERANCE: {', '.join(failed)}")
+        return 1
+    print("all outputs within tolerance")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Side-by-side runs of the torch and Flax DIN from identical weights.
+
+Every comparison returns `Diff` rows (name, max abs and relative difference,
+tolerance), so a failure names the tensor that differs: logits, attention
+weights, the MLP input, a BatchNorm's new running statistics, a parameter's
+gradient or its value after N optimiser steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from data.config import DINConfig
+from data.schema import LABEL, FeatureSchema
+from din_jax import model as jax_model
+from din_jax.train import TrainState, loss_fn as jax_loss, make_optimizer as jax_optimizer, train_step as jax_train_step
+from din_torch import model as torch_model
+from din_torch.train import loss_fn as torch_loss, make_optimizer as torch_optimizer, train_step as torch_train_step
+from parity.convert import flax_to_torch, torch_to_flax
+
+# Max abs difference allowed, per dtype and kind of quantity.
+TOLERANCES = {
+    "float64": {"forward": 1e-12, "stats": 1e-12, "grad": 1e-10, "steps": 1e-9, "auc": 1e-9},
+    "float32": {"forward": 1e-5, "stats": 1e-5, "grad": 1e-5, "steps": 1e-3, "auc": 1e-6},
+}
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclasses.dataclass(frozen=True)
+class Diff:
+    name: str
+    max_abs: float
+    max_rel: float  # max abs difference / max abs reference value
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs <= self.tolerance
+
+
+def diff(name: str, torch_value, jax_value, tolerance: float) -> Diff:
+    a = np.asarray(torch_value.detach().cpu() if hasattr(torch_value, "detach") else torch_value, dtype=np.float64)
+    b = np.asarray(jax_value, dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{name}: torch shape {a.shape} != jax shape {b.shape}")
+    if a.size == 0:
+        return Diff(name, 0.0, 0.0, tolerance)
+    finite = np.isfinite(a) | np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)) or not np.array_equal(a[~finite], b[~finite]):
+        return Diff(name, float("inf"), float("inf"), tolerance)
+    max_abs = float(np.max(np.abs(a[finite] - b[finite]), initial=0.0))
+    return Diff(name, max_abs, max_abs / max(float(np.max(np.abs(a[finite]), initial=0.0)), 1e-300), tolerance)
+
+
+def format_table(rows: list[Diff]) -> str:
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'output':<{width}}  {'max abs diff':>12}  {'max rel diff':>12}  {'tolerance':>9}  ok"]
+    for r in rows:
+        lines.append(f"{r.name:<{width}}  {r.max_abs:>12.3e}  {r.max_rel:>12.3e}  {r.tolerance:>9.0e}  {'yes' if r.ok else 'NO'}")
+    return "\n".join(lines)
+
+
+class Pair:
+    """One DIN in both frameworks with the same weights, in float32 or float64."""
+
+    def __init__(self, schema: FeatureSchema, config: DINConfig, dtype: str, torch_state: dict | None = None, seed: int = 0):
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            raise RuntimeError("float64 parity needs jax_enable_x64 set before JAX is used (JAX_ENABLE_X64=1)")
+        self.schema, self.config, self.dtype = schema, config, dtype
+        self.tol = TOLERANCES[dtype]
+        torch.manual_seed(seed)
+        self.torch = torch_model.DIN(schema, config).to(TORCH_DTYPES[dtype])
+        if torch_state is not None:
+            self.torch.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in torch_state.items()})
+            self.torch.to(TORCH_DTYPES[dtype])
+        self.flax = jax_model.DIN(schema, config, dtype=jnp.dtype(dtype))
+        self.variables = self.flax_variables(self.torch.state_dict())
+
+    def flax_variables(self, state_dict: dict) -> dict:
+        sample = {f.name: np.zeros((2,), np.int32) for f in self.schema.categorical}
+        sample |= {f.name: np.zeros((2, f.max_len), np.int32) for f in self.schema.sequence}
+        sample |= {n: np.zeros((2,), self.dtype) for n in self.schema.numeric}
+        template = jax.eval_shape(functools.partial(self.flax.init, train=False), jax.random.key(0), sample)
+        return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state_dict, template))
+
+    def torch_batch(self, batch: dict) -> dict:
+        return {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+
+    def jax_batch(self, batch: dict) -> dict:
+        return {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def forward(self, batch: dict, train: bool, prefix: str = "") -> list[Diff]:
+        """Logits, every intermediate and (train mode) every new running statistic."""
+        saved = {k: v.clone() for k, v in self.torch.state_dict().items()}
+        self.torch.train(train)
+        with torch.no_grad():
+            t_logits, t_inter = self.torch(self.torch_batch(batch))
+        t_state = {k: v.clone() for k, v in self.torch.state_dict().items()}
+        self.torch.load_state_dict(saved)  # Leave the pair as it was.
+        (j_logits, j_inter), updates = _apply(self.flax, train)(self.variables, self.jax_batch(batch))
+        tol = self.tol["forward"]
+        rows = [diff(f"{prefix}logits", t_logits, j_logits, tol)]
+        rows += [diff(f"{prefix}{k}", t_inter[k], j_inter[k], tol) for k in sorted(t_inter)]
+        if train:
+            j_state = flax_to_torch({"batch_stats": updates["batch_stats"]})
+            rows += [diff(f"{prefix}{k}", t_state[k], j_state[k], self.tol["stats"]) for k in sorted(j_state)]
+        return rows
+
+    def eval_logits(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode logits [B] of (torch, jax)."""
+        self.torch.eval()
+        with torch.no_grad():
+            t_logits = self.torch(self.torch_batch(batch))[0].numpy()
+        return t_logits, np.asarray(_apply(self.flax, False)(self.variables, self.jax_batch(batch))[0][0])
+
+    def gradients(self, batch: dict) -> list[Diff]:
+        """Gradient of the mean BCE loss w.r.t. every parameter (train mode)."""
+        saved = {k: v.clone() for k, v in self.torch.state_dict().items()}
+        self.torch.train()
+        self.torch.zero_grad(set_to_none=True)
+        t_batch = self.torch_batch(batch)
+        torch_loss(self.torch(t_batch)[0], t_batch[LABEL]).backward()
+        t_grads = {k: p.grad for k, p in self.torch.named_parameters()}
+        self.torch.load_state_dict(saved)
+        j_grads = flax_to_torch({"params": _grads(self.flax)(self.variables, self.jax_batch(batch))})
+        return [diff(f"grad {k}", t_grads[k], j_grads[k], self.tol["grad"]) for k in sorted(j_grads)]
+
+    def train_steps(self, batches: list[dict]) -> list[Diff]:
+        """Adam steps (coupled weight decay) on the same batches; every weight compared after."""
+        model = self.torch
+        optimizer = torch_optimizer(model, self.config)
+        for batch in batches:
+            torch_train_step(model, optimizer, self.torch_batch(batch))
+        state = TrainState.create(
+            apply_fn=self.flax.apply,
+            params=self.variables["params"],
+            batch_stats=self.variables["batch_stats"],
+            tx=jax_optimizer(self.config),
+            rng=jax.random.key(0),
+        )
+        step = jax.jit(jax_train_step)
+        for batch in batches:
+            state, _ = step(state, self.jax_batch(batch))
+        final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
+        torch_state = model.state_dict()
+        self.variables = self.flax_variables(torch_state)  # Continue from torch's weights.
+        return [diff(f"after {len(batches)} steps: {k}", torch_state[k], final[k], self.tol["steps"]) for k in sorted(final)]
+
+
+@functools.lru_cache(maxsize=None)
+def _apply(model, train: bool):
+    def apply(variables, batch):
+        if train:
+            return model.apply(variables, batch, train=True, mutable=["batch_stats"])
+        return model.apply(variables, batch, train=False), {}
+
+    return jax.jit(apply)
+
+
+@functools.lru_cache(maxsize=None)
+def _grads(model):
+    def loss(params, batch_stats, batch):
+        (logits, _), _ = model.apply(
+            {"params": params, "batch_stats": batch_stats}, batch, train=True, mutable=["batch_stats"]
+        )
+        return jax_loss(logits, batch[LABEL])
+
+    return jax.jit(lambda variables, batch: jax.grad(loss)(variables["params"], variables["batch_stats"], batch))

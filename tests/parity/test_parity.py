@@ -1,0 +1,192 @@
+"""Torch vs Flax, weight for weight. Run in float32 in the main session and in
+float64 by tests/test_parity_float64.py (a child process with JAX_ENABLE_X64=1)."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from data.batches import epoch_batches, take
+from data.config import DINConfig
+from data.schema import USER
+from din_jax.model import DIN as FlaxDIN
+from din_torch.model import DIN as TorchDIN
+from parity.compare import Pair, diff, format_table
+from parity.convert import flatten, flax_to_torch, from_names, to_names, torch_name, torch_to_flax
+from parity.synthetic import random_batch, random_schema
+
+X64 = bool(jax.config.jax_enable_x64)
+DTYPE = "float64" if X64 else "float32"
+NO_DROPOUT = DINConfig(attention_dropout=0.0, mlp_dropout=0.0)
+float32_only = pytest.mark.skipif(X64, reason="dtype-independent: runs in the float32 session")
+
+
+def assert_within(rows):
+    bad = [r for r in rows if not r.ok]
+    assert not bad, "over tolerance:\n" + format_table(bad)
+
+
+def synthetic_pair(seed):
+    rng = np.random.default_rng(seed)
+    schema = random_schema(rng)
+    return Pair(schema, NO_DROPOUT, DTYPE, seed=seed), schema, rng
+
+
+def seed_data_batch(splits, size, offset=0):
+    batch = take({k: v for k, v in splits.train.items() if k != USER}, np.arange(offset, offset + size))
+    for name in splits.encoders.schema().numeric:
+        batch[name] = batch[name].astype(DTYPE)
+    return batch
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_forward_random_schemas(seed, train):
+    pair, schema, rng = synthetic_pair(seed)
+    rows = pair.forward(random_batch(schema, 13, rng, dtype=np.dtype(DTYPE)), train=train)
+    assert {"logits", "mlp_input"} <= {r.name for r in rows}
+    assert_within(rows)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_forward_seed_data(seed_splits, train):
+    pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    assert_within(pair.forward(seed_data_batch(seed_splits, 128), train=train))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_gradients_random_schemas(seed):
+    pair, schema, rng = synthetic_pair(seed)
+    assert_within(pair.gradients(random_batch(schema, 11, rng, dtype=np.dtype(DTYPE))))
+
+
+def test_gradients_seed_data(seed_splits):
+    pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    rows = pair.gradients(seed_data_batch(seed_splits, 128))
+    assert len(rows) == len(list(pair.torch.parameters()))
+    assert_within(rows)
+
+
+def test_batchnorm_statistics_after_ten_train_steps():
+    pair, schema, rng = synthetic_pair(4)
+    rows = pair.train_steps([random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
+    stats = [r for r in rows if "running_" in r.name or "num_batches_tracked" in r.name]
+    assert len(stats) == 3 * sum(isinstance(m, torch.nn.BatchNorm1d) for m in pair.torch.modules())
+    assert_within(stats)
+
+
+def test_hundred_adam_steps_on_seed_data(seed_splits):
+    pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    n = len(seed_splits.train["label"])
+    batches = [b for epoch in (1, 2, 3, 4) for b in epoch_batches(n, 128, 0, epoch)][:100]
+    data = {k: v for k, v in seed_splits.train.items() if k != USER}
+    prepared = []
+    for rows in batches:
+        batch = take(data, rows)
+        for name in pair.schema.numeric:
+            batch[name] = batch[name].astype(DTYPE)
+        prepared.append(batch)
+    assert len(prepared) == 100
+    assert_within(pair.train_steps(prepared))
+
+
+@float32_only
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_conversion_round_trip_is_exact(seed):
+    rng = np.random.default_rng(seed)
+    schema = random_schema(rng)
+    torch.manual_seed(seed)
+    model = TorchDIN(schema, DINConfig())
+    flax = FlaxDIN(schema, DINConfig())
+    template = jax.eval_shape(flax.init, jax.random.key(0), random_batch(schema, 4, rng))  # shapes only
+    variables = torch_to_flax(model.state_dict(), template)
+    back = flax_to_torch(variables)
+    state = model.state_dict()
+    assert back.keys() == state.keys()
+    for name, value in state.items():
+        assert back[name].dtype == value.numpy().dtype and np.array_equal(back[name], value.numpy()), name
+    # And flax -> torch -> flax.
+    again = torch_to_flax(back, template)
+    for path, value in flatten(variables).items():
+        assert np.array_equal(flatten(again)[path], value), path
+
+
+@float32_only
+def test_conversion_errors_name_the_parameter():
+    schema = random_schema(np.random.default_rng(0))
+    state = TorchDIN(schema, DINConfig()).state_dict()
+    template = FlaxDIN(schema, DINConfig()).init(jax.random.key(0), random_batch(schema, 2, np.random.default_rng(1)))
+    missing = {k: v for k, v in state.items() if k != "final.bias"}
+    with pytest.raises(KeyError, match="no 'final.bias'"):
+        torch_to_flax(missing, template)
+    wrong = dict(state, **{"final.weight": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="final.weight"):
+        torch_to_flax(wrong, template)
+    extra = dict(state, **{"surplus.weight": torch.zeros(1)})
+    with pytest.raises(KeyError, match="surplus.weight"):
+        torch_to_flax(extra, template)
+
+
+@float32_only
+def test_diff_flags_nan_and_shape_mismatch():
+    assert not diff("x", np.array([1.0, np.nan]), np.array([1.0, 2.0]), 1e-3).ok
+    assert diff("x", np.array([0.0, -np.inf]), np.array([0.0, -np.inf]), 1e-3).ok
+    with pytest.raises(AssertionError, match="x: torch shape"):
+        diff("x", np.zeros(2), np.zeros(3), 1e-3)
+
+
+@float32_only
+def test_initialisation_schemes_match_in_distribution():
+    """Weights cannot be equal across RNGs; their per-parameter moments must be."""
+    schema = random_schema(np.random.default_rng(7), groups=1)
+    config = DINConfig()
+    inits = 300
+    torch_values: dict[str, list] = {}
+    for seed in range(inits):
+        torch.manual_seed(seed)
+        for name, value in TorchDIN(schema, config).state_dict().items():
+            torch_values.setdefault(name, []).append(value.double().numpy().ravel())
+    flax = FlaxDIN(schema, config)
+    batch = random_batch(schema, 2, np.random.default_rng(0))
+    many = jax.jit(jax.vmap(lambda key: flax.init(key, batch)))(jax.random.split(jax.random.key(0), inits))
+    flax_values = {}
+    for path, value in flatten(many).items():  # each [inits, ...]
+        flax_values[torch_name(path)[0]] = np.asarray(value, np.float64).reshape(inits, -1)
+    assert flax_values.keys() == torch_values.keys()
+    width = config.embedding_dim
+    for name, samples in torch_values.items():
+        t, j = np.stack(samples), flax_values[name]  # [inits, size]
+        if name.startswith("embeddings"):
+            assert np.all(t[:, :width] == 0) and np.all(j[:, :width] == 0), f"{name}: padding row not zero"
+            t, j = t[:, width:], j[:, width:]
+        if t.std() == 0 or j.std() == 0:  # constants: Dice alpha 0, PReLU 0.25, BN bias 0, statistics
+            assert np.array_equal(np.unique(t), np.unique(j)), name
+            continue
+        se = t.std() / np.sqrt(t.size)
+        assert abs(t.mean() - j.mean()) < 5 * se, f"{name}: mean {t.mean():.4f} vs {j.mean():.4f}"
+        assert abs(t.std() / j.std() - 1) < 0.05, f"{name}: std {t.std():.4f} vs {j.std():.4f}"
+        assert abs(np.abs(t).max() / np.abs(j).max() - 1) < 0.2, f"{name}: range differs"
+
+
+@float32_only
+@pytest.mark.parametrize("trained_by, evaluated_by", [("jax", "torch"), ("torch", "jax")])
+def test_model_trained_in_one_backend_scores_the_same_in_the_other(seed_splits, trained_by, evaluated_by):
+    from data.metrics import auc
+    from training import make_backend
+
+    config = DINConfig(epochs=3)
+    schema = seed_splits.encoders.schema()
+    trainer = make_backend(trained_by, schema, config)
+    n = len(seed_splits.train["label"])
+    for epoch in (1, 2, 3):
+        trainer.train_epoch(seed_splits.train, epoch_batches(n, 128, 0, epoch), lambda n: None)
+    evaluator = make_backend(evaluated_by, schema, config)
+    if trained_by == "jax":
+        evaluator.load_weights(flax_to_torch(from_names(trainer.weights())))
+    else:
+        template = from_names(evaluator.weights())
+        evaluator.load_weights(to_names(torch_to_flax(trainer.weights(), template)))
+    labels = seed_splits.test["label"]
+    a = auc(labels, trainer.predict(seed_splits.test, 1024))
+    b = auc(labels, evaluator.predict(seed_splits.test, 1024))
+    assert a > 0.5 and abs(a - b) <= 1e-6, (a, b)
