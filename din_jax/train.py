@@ -49,10 +49,14 @@ def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
 
 
 def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> TrainState:
-    """Initialises variables in eval mode (running statistics stay at 0 and 1)."""
+    """Initialises variables in eval mode (running statistics stay at 0 and 1),
+    as floats of `model.dtype`."""
     params_key, dropout_key = jax.random.split(jax.random.key(seed))
     # Jitted: flax's eager init runs op by op and takes seconds.
     variables = jax.jit(functools.partial(model.init, train=False))(params_key, sample)
+    variables = jax.tree_util.tree_map(
+        lambda x: x.astype(model.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, variables
+    )
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -154,9 +158,9 @@ class JaxBackend:
 
     name = "jax"
 
-    def __init__(self, schema: FeatureSchema, config: DINConfig, steps_per_call: int = 16):
+    def __init__(self, schema: FeatureSchema, config: DINConfig, steps_per_call: int = 16, dtype: Any = jnp.float32):
         self.schema = schema
-        self.model = DIN(schema, config)
+        self.model = DIN(schema, config, dtype=dtype)
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
         sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
         sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
