@@ -2,8 +2,9 @@
 
     python bench/throughput.py [--data ../shared/data/movielens-1m-seed] [--repeats 5] [--json FILE]
 
-For batch sizes 128 and 1024 it measures, alternating JAX and torch (A B A B)
-so that machine noise hits both alike:
+For batch sizes 128 and 1024 it measures, alternating JAX, torch (fused
+Adam, the reference's default) and torch with the for-each Adam (A B C A B C)
+so that machine noise hits all alike:
   * training samples/s (train-mode steps over the training split tiled
     --tile times, so that one timing is long enough to trust);
   * evaluation samples/s (eval-mode logits over the same rows);
@@ -37,7 +38,7 @@ from data.config import DINConfig  # noqa: E402
 from data.movielens import load_splits  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
 from din_jax.train import JaxBackend  # noqa: E402
-from din_torch.train import TorchBackend, train_step  # noqa: E402
+from din_torch.train import TorchBackend, make_optimizer, train_step  # noqa: E402
 
 
 class TutorialDataset(Dataset):
@@ -109,7 +110,9 @@ def main() -> None:
                      "repeats": args.repeats, "tile": args.tile, "batch_sizes": {}}
     for size in args.batch_sizes:
         cfg = config.replace(batch_size=size, eval_batch_size=size)
-        backends = {"jax": JaxBackend(schema, cfg), "torch": TorchBackend(schema, cfg)}
+        backends = {"jax": JaxBackend(schema, cfg), "torch": TorchBackend(schema, cfg), "torch_foreach": TorchBackend(schema, cfg)}
+        # The same model with torch's default (for-each) Adam instead of the fused one.
+        backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
         first = epoch_batches(n, size, 0, 1)
         compile_s = timed(lambda: backends["jax"].train_epoch(train, first[:1], lambda _: None))
@@ -144,17 +147,18 @@ def main() -> None:
         ratios[f"jax_over_torch_train_b{size}"] = row["jax"]["train"] / row["torch"]["train"]
         ratios[f"jax_over_torch_eval_b{size}"] = row["jax"]["eval"] / row["torch"]["eval"]
         ratios[f"jax_over_torch_epoch_b{size}"] = row["torch"]["epoch_s"] / row["jax"]["epoch_s"]
+        ratios[f"jax_over_torch_foreach_adam_train_b{size}"] = row["jax"]["train"] / row["torch_foreach"]["train"]
     if b128:
         ratios["jax_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["jax"]["epoch_s"]
         ratios["torch_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["torch"]["epoch_s"]
     results["ratios"] = ratios
 
-    print(f"\n{'batch':>5} {'backend':>8} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}")
+    print(f"\n{'batch':>5} {'backend':>13} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}")
     for size, row in results["batch_sizes"].items():
-        for name in ("jax", "torch"):
+        for name in ("jax", "torch", "torch_foreach"):
             r = row[name]
-            print(f"{size:>5} {name:>8} {r['train']:>16,.0f} {r['eval']:>15,.0f} {r['epoch_s']:>9.3f}")
-    print(f"{128:>5} {'tutorial':>8} {'(per-row DataLoader)':>32} {tutorial_s:>9.3f}")
+            print(f"{size:>5} {name:>13} {r['train']:>16,.0f} {r['eval']:>15,.0f} {r['epoch_s']:>9.3f}")
+    print(f"{128:>5} {'tutorial':>13} {'(per-row DataLoader)':>32} {tutorial_s:>9.3f}")
     print()
     for key, value in ratios.items():
         print(f"{key:<48} {value:7.2f}")
