@@ -42,6 +42,20 @@ class DataError(ValueError):
     """Bad input data; the message names the file, column and line."""
 
 
+def _optional_finite_float(text: str) -> float:
+    value = float(text) if text else float("nan")
+    if np.isinf(value):
+        raise ValueError(text)
+    return value
+
+
+def _binary_label(text: str) -> float:
+    value = float(text)
+    if value not in (0.0, 1.0):
+        raise ValueError(text)
+    return value
+
+
 def read_tutorial_csv(path: str) -> dict[str, np.ndarray]:
     """Reads and validates one file: raw columns (strings, floats for age)."""
     if not os.path.isfile(path):
@@ -65,18 +79,19 @@ def read_tutorial_csv(path: str) -> dict[str, np.ndarray]:
     def fail(column: str, index: int, why: str) -> DataError:
         return DataError(f"{path}, line {index + 2}, column {column!r}: {why} (value {raw[column][index]!r})")
 
+    def parse(column: str, convert, dtype, why: str) -> np.ndarray:
+        """Applies `convert` to every value; a ValueError becomes an error naming the line."""
+        values = np.empty(len(records), dtype=dtype)
+        for i, text in enumerate(raw[column]):
+            try:
+                values[i] = convert(text)
+            except ValueError:
+                raise fail(column, i, why) from None
+        return values
+
     out: dict[str, np.ndarray] = {}
     for name in NUMERIC:
-        values = np.full(len(records), np.nan)
-        for i, text in enumerate(raw[name]):
-            if text:
-                try:
-                    values[i] = float(text)
-                except ValueError:
-                    raise fail(name, i, "not a number") from None
-                if not np.isfinite(values[i]):
-                    raise fail(name, i, "not a finite number")
-        out[name] = values
+        out[name] = parse(name, _optional_finite_float, np.float64, "not a finite number")  # empty -> NaN
     for name in CATEGORICAL:
         out[name] = raw[name].astype(str)
     for name in SEQUENCE:
@@ -84,22 +99,8 @@ def read_tutorial_csv(path: str) -> dict[str, np.ndarray]:
             if text and "" in text.split(SEPARATOR):
                 raise fail(name, i, f"empty term in a {SEPARATOR!r}-separated sequence")
         out[name] = raw[name].astype(str)
-    labels = np.empty(len(records), dtype=np.float32)
-    for i, text in enumerate(raw[LABEL_COLUMN]):
-        try:
-            labels[i] = float(text)
-        except ValueError:
-            raise fail(LABEL_COLUMN, i, "label must be 0 or 1") from None
-        if labels[i] not in (0.0, 1.0):
-            raise fail(LABEL_COLUMN, i, "label must be 0 or 1")
-    out[LABEL] = labels
-    users = np.empty(len(records), dtype=np.int64)
-    for i, text in enumerate(raw[USER_COLUMN]):
-        try:
-            users[i] = int(text)
-        except ValueError:
-            raise fail(USER_COLUMN, i, "user id must be an integer") from None
-    out[USER] = users
+    out[LABEL] = parse(LABEL_COLUMN, _binary_label, np.float32, "label must be 0 or 1")
+    out[USER] = parse(USER_COLUMN, int, np.int64, "user id must be an integer")
     return out
 
 

@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 from flax.training import train_state
 
 from data.batches import Arrays, eval_batches
 from data.config import DINConfig
 from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.model import DIN, Batch
-from parity.convert import flatten, to_names, unflatten
 
 
 class TrainState(train_state.TrainState):
@@ -199,18 +199,23 @@ class JaxBackend:
             out.append(eval_logits(self.state, device_data, jnp.asarray(padded, jnp.int32))[: len(rows)])
         return np.asarray(jnp.concatenate(out))
 
+    def _variables(self) -> dict[str, jax.Array]:
+        """Every variable by its '/'-joined path, e.g. 'params/final/kernel'."""
+        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+        return traverse_util.flatten_dict(variables, sep="/")
+
     def weights(self) -> dict[str, np.ndarray]:
-        return to_names({"params": self.state.params, "batch_stats": self.state.batch_stats})
+        return {name: np.array(value) for name, value in self._variables().items()}
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
-        current = flatten({"params": self.state.params, "batch_stats": self.state.batch_stats})
-        given = {tuple(name.split("/")): value for name, value in weights.items()}
-        missing, extra = sorted(set(current) - set(given)), sorted(set(given) - set(current))
+        current = self._variables()
+        missing, extra = sorted(set(current) - set(weights)), sorted(set(weights) - set(current))
         if missing or extra:
-            raise KeyError(f"weights do not fit this model: missing {['/'.join(p) for p in missing]}, "
-                           f"unexpected {['/'.join(p) for p in extra]}")
-        for path, value in given.items():
-            if np.shape(value) != np.shape(current[path]):
-                raise ValueError(f"{'/'.join(path)}: shape {np.shape(value)}, the model has {np.shape(current[path])}")
-        variables = unflatten({path: jnp.asarray(value) for path, value in given.items()})
+            raise KeyError(f"weights do not fit this model: missing {missing}, unexpected {extra}")
+        for name, value in weights.items():
+            if np.shape(value) != current[name].shape:
+                raise ValueError(f"{name}: shape {np.shape(value)}, the model has {current[name].shape}")
+        variables = traverse_util.unflatten_dict(
+            {name: jnp.asarray(value, current[name].dtype) for name, value in weights.items()}, sep="/"
+        )
         self.state = self.state.replace(params=variables["params"], batch_stats=variables["batch_stats"])

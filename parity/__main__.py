@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n\n")[0])
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     from parity.convert import flax_to_torch, from_names
     from training.run_dir import read_run
 
-    config, encoders, weights, backend = read_run(args.run_dir)
+    try:
+        config, encoders, weights, backend = read_run(args.run_dir)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     data_dir = args.data
     if data_dir is None:
         with open(os.path.join(args.run_dir, "metrics.json"), encoding="utf-8") as f:
@@ -58,28 +64,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
-    pair = Pair(encoders.schema(), config, args.dtype, torch_state=state)
+    schema = encoders.schema()
+    pair = Pair(schema, config, args.dtype, torch_state=state)
     test = load_test(data_dir, encoders)
-    float_dtype = args.dtype
-    rows: dict[str, Diff] = {}
-    logits = {"torch": [], "jax": []}
-    for rows_idx in eval_batches(len(test[LABEL]), args.batch_size):
-        batch = take({k: v for k, v in test.items() if k != USER}, rows_idx)
-        for name in encoders.schema().numeric:
-            batch[name] = batch[name].astype(float_dtype)
+    features = {k: v for k, v in test.items() if k != USER}
+    worst: dict[str, Diff] = {}  # per output, the batch with the largest difference
+    logits: dict[str, list[np.ndarray]] = {"torch": [], "jax": []}
+    for rows in eval_batches(len(test[LABEL]), args.batch_size):
+        batch = take(features, rows)
+        for name in schema.numeric:
+            batch[name] = batch[name].astype(args.dtype)
         found = pair.forward(batch, train=False, prefix="eval ")
-        if len(rows_idx) > 1:  # BatchNorm cannot train on one row, in either framework
+        if len(rows) > 1:  # BatchNorm cannot train on one row, in either framework
             found += pair.forward(batch, train=True, prefix="train ")
-        for row in found:  # Keep the worst batch per output.
-            if row.name not in rows or row.max_abs > rows[row.name].max_abs:
-                rows[row.name] = row
-        t_logits, j_logits = pair.eval_logits(batch)
-        logits["torch"].append(t_logits)
-        logits["jax"].append(j_logits)
-    import numpy as np
+        for row in found:
+            if row.name not in worst or row.max_abs > worst[row.name].max_abs:
+                worst[row.name] = row
+        for name, values in zip(("torch", "jax"), pair.eval_logits(batch)):
+            logits[name].append(values)
 
-    auc = {k: metrics.auc(test[LABEL], np.concatenate(v)) for k, v in logits.items()}
-    table = list(rows.values()) + [diff("test AUC", auc["torch"], auc["jax"], TOLERANCES[args.dtype]["auc"])]
+    auc = {name: metrics.auc(test[LABEL], np.concatenate(values)) for name, values in logits.items()}
+    table = list(worst.values()) + [diff("test AUC", auc["torch"], auc["jax"], TOLERANCES[args.dtype]["auc"])]
     print(f"run {args.run_dir} (weights from {backend}), {len(test[LABEL])} test rows, {args.dtype}")
     print(format_table(table))
     print(f"test AUC: torch {auc['torch']:.6f}, jax {auc['jax']:.6f}")

@@ -22,6 +22,7 @@ import math
 from typing import Any, Callable
 
 import numpy as np
+from flax import traverse_util
 
 # Flax names a list/dict entry `<attribute>_<key>`; torch nests `<attribute>.<key>`.
 CONTAINERS = ("tables", "attention", "dense", "batchnorm", "activation")
@@ -64,35 +65,15 @@ def _module_path(segment: str) -> str:
     return segment
 
 
-def flatten(variables: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in variables.items():
-        if isinstance(value, dict) or hasattr(value, "items"):
-            out.update(flatten(dict(value), prefix + (key,)))
-        else:
-            out[prefix + (key,)] = value
-    return out
-
-
-def unflatten(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
-
-
 def to_names(variables: dict[str, Any]) -> dict[str, np.ndarray]:
     """Nested Flax variables -> {'params/embeddings/tables_x/embedding': array}: the
     names a JAX run directory's model.safetensors uses."""
-    return {"/".join(path): np.array(value) for path, value in flatten(variables).items()}
+    return {name: np.array(value) for name, value in traverse_util.flatten_dict(variables, sep="/").items()}
 
 
 def from_names(weights: dict[str, Any]) -> dict[str, Any]:
     """The inverse of `to_names`."""
-    return unflatten({tuple(name.split("/")): value for name, value in weights.items()})
+    return traverse_util.unflatten_dict(dict(weights), sep="/")
 
 
 def torch_name(path: tuple[str, ...]) -> tuple[str, Callable, Callable]:
@@ -107,7 +88,7 @@ def torch_name(path: tuple[str, ...]) -> tuple[str, Callable, Callable]:
 def flax_to_torch(variables: dict[str, Any]) -> dict[str, np.ndarray]:
     """Flax {'params', 'batch_stats'} -> torch state_dict (numpy arrays)."""
     out: dict[str, np.ndarray] = {}
-    for path, value in flatten(variables).items():
+    for path, value in traverse_util.flatten_dict(variables).items():
         name, to_torch, _ = torch_name(path)
         out[name] = np.array(to_torch(np.asarray(value)), copy=True)
     return out
@@ -127,7 +108,7 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
     }
     flat: dict[tuple[str, ...], np.ndarray] = {}
     used: set[str] = set()
-    for path, expected in flatten(template).items():
+    for path, expected in traverse_util.flatten_dict(template).items():
         name, _, to_flax = torch_name(path)
         if name not in state:
             raise KeyError(f"torch state_dict has no {name!r} (for Flax {'/'.join(path)!r})")
@@ -142,4 +123,4 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
     extra = sorted(set(state) - used)
     if extra:
         raise KeyError(f"torch state_dict entries with no Flax variable: {extra}")
-    return unflatten(flat)
+    return traverse_util.unflatten_dict(flat)

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax.traverse_util import flatten_dict
 
 from data.batches import epoch_batches, take
 from data.config import DINConfig
@@ -12,7 +13,7 @@ from data.schema import USER
 from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
 from parity.compare import Pair, diff, format_table
-from parity.convert import flatten, flax_to_torch, from_names, to_names, torch_name, torch_to_flax
+from parity.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
 from parity.synthetic import random_batch, random_schema
 
 X64 = bool(jax.config.jax_enable_x64)
@@ -107,8 +108,8 @@ def test_conversion_round_trip_is_exact(seed):
         assert back[name].dtype == value.numpy().dtype and np.array_equal(back[name], value.numpy()), name
     # And flax -> torch -> flax.
     again = torch_to_flax(back, template)
-    for path, value in flatten(variables).items():
-        assert np.array_equal(flatten(again)[path], value), path
+    for path, value in flatten_dict(variables).items():
+        assert np.array_equal(flatten_dict(again)[path], value), path
 
 
 @float32_only
@@ -150,7 +151,7 @@ def test_initialisation_schemes_match_in_distribution():
     batch = random_batch(schema, 2, np.random.default_rng(0))
     many = jax.jit(jax.vmap(lambda key: flax.init(key, batch)))(jax.random.split(jax.random.key(0), inits))
     flax_values = {}
-    for path, value in flatten(many).items():  # each [inits, ...]
+    for path, value in flatten_dict(many).items():  # each [inits, ...]
         flax_values[torch_name(path)[0]] = np.asarray(value, np.float64).reshape(inits, -1)
     assert flax_values.keys() == torch_values.keys()
     width = config.embedding_dim
