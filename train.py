@@ -14,7 +14,8 @@ import logging
 import sys
 
 from data.config import DINConfig
-from data.movielens import DataError, load_splits
+from data.datasets import load_splits
+from data.movielens import DataError
 from training import fit, make_backend
 
 # Flags that map one-to-one onto DINConfig fields; their defaults come from it.
@@ -29,6 +30,9 @@ CONFIG_FLAGS = {
     "embedding_dim": int,
     "valid_fraction": float,
     "min_count": int,
+    "max_hist": int,
+    "holdout_fraction": float,
+    "split": str,
 }
 
 
@@ -36,10 +40,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = DINConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("jax", "torch"), required=True)
-    parser.add_argument("--data", required=True, help="folder with train.csv and test.csv (the tutorial's format)")
+    parser.add_argument(
+        "--data", required=True,
+        help="the tutorial's split (train.csv, test.csv) or a raw GroupLens folder (MovieLens-1M .dat files, "
+        "or ratings.csv + movies.csv as in ml-latest-small), detected from the files",
+    )
     parser.add_argument("--out", required=True, help="run directory to write")
     for field, kind in CONFIG_FLAGS.items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field))
+        choices = ("fraction", "leave-last-out") if field == "split" else None
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=choices)
     parser.add_argument(
         "--valid-on-test", action="store_true", help="early-stop on the test set, as the tutorial did (for comparison only)"
     )

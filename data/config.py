@@ -44,6 +44,10 @@ class DINConfig:
 
     # Preprocessing.
     min_count: int = 5
+    # Raw GroupLens folders (data/sequential.py); the tutorial's CSVs ignore these.
+    max_hist: int = 50
+    holdout_fraction: float = 0.1
+    split: str = "fraction"  # or "leave-last-out"
 
     def __post_init__(self) -> None:
         for name in ("attention_hidden", "mlp_hidden"):
@@ -59,6 +63,12 @@ class DINConfig:
         for name in ("attention_dropout", "mlp_dropout", "bn_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.split not in ("fraction", "leave-last-out"):
+            raise ValueError(f"split must be 'fraction' or 'leave-last-out', got {self.split!r}")
+        if not 0.0 < self.holdout_fraction < 0.5:
+            raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
+        if self.max_hist < 1:
+            raise ValueError(f"max_hist must be >= 1, got {self.max_hist}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
 

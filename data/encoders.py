@@ -37,8 +37,22 @@ class Vocabulary:
 
     @classmethod
     def fit(cls, tokens: Iterable[str], min_count: int) -> "Vocabulary":
-        terms, counts = np.unique(np.asarray(list(tokens), dtype=str), return_counts=True)
-        return cls(terms[counts >= min_count].tolist())
+        tokens = np.asarray(tokens if isinstance(tokens, np.ndarray) else list(tokens))
+        if np.issubdtype(tokens.dtype, np.integer):
+            # Integer ids (0 = none) count as their decimal strings.
+            terms, counts = np.unique(tokens[tokens != PADDING], return_counts=True)
+            return cls(terms[counts >= min_count].astype(str).tolist())
+        terms, counts = np.unique(tokens.astype(str), return_counts=True)
+        return cls([t for t in terms[counts >= min_count].tolist() if t])  # '' is never a term
+
+    def _encode_integers(self, ids: np.ndarray) -> np.ndarray:
+        numeric = np.array([int(t) if t.lstrip("-").isdigit() else np.iinfo(np.int64).min for t in self.terms], dtype=np.int64)
+        order = np.argsort(numeric)  # ids sort as numbers; their codes follow the terms' string order
+        ordered = numeric[order]
+        position = np.minimum(np.searchsorted(ordered, ids), max(len(ordered) - 1, 0))
+        found = (ordered[position] == ids) if len(ordered) else np.zeros(ids.shape, dtype=bool)
+        codes = np.where(found, order[position] + 1, self.unknown)
+        return np.where(ids == PADDING, PADDING, codes).astype(np.int32)
 
     @property
     def unknown(self) -> int:
@@ -50,8 +64,14 @@ class Vocabulary:
         return len(self.terms) + 2
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
-        """Vectorised term -> id lookup (binary search in the sorted terms)."""
-        tokens = np.asarray(tokens, dtype=str)
+        """Vectorised term -> id lookup (binary search in the sorted terms).
+
+        Integer tokens are looked up as their decimal strings, 0 staying padding.
+        """
+        tokens = np.asarray(tokens)
+        if np.issubdtype(tokens.dtype, np.integer):
+            return self._encode_integers(tokens)
+        tokens = tokens.astype(str)
         if len(self.terms) == 0:
             return np.full(tokens.shape, self.unknown, dtype=np.int32)
         position = np.searchsorted(self.terms, tokens)
@@ -147,14 +167,23 @@ class SequenceEncoder:
         self.sep = sep
 
     @classmethod
-    def fit(cls, values: Sequence[str], min_count: int, sep: str = "|") -> "SequenceEncoder":
+    def fit(cls, values: Sequence[str] | np.ndarray, min_count: int, sep: str = "|") -> "SequenceEncoder":
+        """values: '|'-joined strings, or an integer matrix [N, L] right-padded with 0."""
+        if isinstance(values, np.ndarray) and values.ndim == 2:
+            max_len = int((values != PADDING).sum(axis=1).max(initial=0))
+            return cls(Vocabulary.fit(values.ravel(), min_count), max(max_len, 1), sep)
         rows, positions, tokens = split_sequences(values, sep)
         # The longest training sequence; at least one slot so that shapes stay
         # valid when every training sequence is empty.
         max_len = int(positions.max()) + 1 if len(positions) else 1
         return cls(Vocabulary.fit(tokens, min_count), max_len, sep)
 
-    def transform(self, values: Sequence[str]) -> np.ndarray:
+    def transform(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        if isinstance(values, np.ndarray) and values.ndim == 2:
+            cut = values[:, : self.max_len]  # right-padded, so cutting keeps the first max_len
+            out = np.zeros((len(values), self.max_len), dtype=np.int32)
+            out[:, : cut.shape[1]] = self.vocabulary.encode(cut)
+            return out
         rows, positions, tokens = split_sequences(values, self.sep)
         keep = positions < self.max_len  # Longer sequences are cut to max_len.
         out = np.zeros((len(values), self.max_len), dtype=np.int32)  # [N, T], 0 = padding

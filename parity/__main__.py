@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data import metrics
     from data.batches import eval_batches, take
-    from data.movielens import load_test
+    from data.datasets import load_test
     from data.schema import LABEL, USER
     from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
     from parity.convert import flax_to_torch, from_names
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
     schema = encoders.schema()
     pair = Pair(schema, config, args.dtype, torch_state=state)
-    test = load_test(data_dir, encoders)
+    test = load_test(data_dir, config, encoders)
     features = {k: v for k, v in test.items() if k != USER}
     worst: dict[str, Diff] = {}  # per output, the batch with the largest difference
     logits: dict[str, list[np.ndarray]] = {"torch": [], "jax": []}

@@ -24,9 +24,12 @@ from din_torch import model as torch_model
 from din_torch.train import loss_fn as torch_loss, make_optimizer as torch_optimizer, train_step as torch_train_step
 from parity.convert import flax_to_torch, torch_to_flax
 
-# Max abs difference allowed, per dtype and kind of quantity.
+# Max abs difference allowed, per dtype and kind of quantity. AUC gets 1e-6 in
+# both: rows with identical inputs but different labels tie exactly in one
+# framework and differ by an ulp in the other, which moves AUC by
+# 1 / (positives * negatives) per such pair (seen: 3.6e-7 on ml-latest-small).
 TOLERANCES = {
-    "float64": {"forward": 1e-12, "stats": 1e-12, "grad": 1e-10, "steps": 1e-9, "auc": 1e-9},
+    "float64": {"forward": 1e-12, "stats": 1e-12, "grad": 1e-10, "steps": 1e-9, "auc": 1e-6},
     "float32": {"forward": 1e-5, "stats": 1e-5, "grad": 1e-5, "steps": 1e-3, "auc": 1e-6},
 }
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}

@@ -1,0 +1,161 @@
+"""Raw GroupLens readers and the sequential protocol, on hand-made folders and the real ml-latest-small."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.config import DINConfig
+from data.datasets import load_splits
+from data.grouplens import detect_format, read_raw
+from data.movielens import DataError
+from data.schema import LABEL, USER
+from data.sequential import HISTORY, build_samples, split_masks
+
+RATINGS_CSV = """userId,movieId,rating,timestamp
+1,10,5.0,100
+1,20,4.0,200
+1,30,4.0,200
+1,40,4.5,300
+1,50,2.0,400
+2,10,1.0,50
+2,20,4.0,60
+2,20,5.0,70
+2,30,4.0,80
+"""
+MOVIES_CSV = """movieId,title,genres
+10,"Ten, The (1999)",Comedy|Drama
+20,Twenty (2000),(no genres listed)
+30,Thirty (2001),Drama
+50,Fifty (2003),Action
+"""
+
+
+def folder(tmp_path, **files):
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(tmp_path)
+
+
+def as_rows(samples):
+    """{(user, movie): (label, history without padding, genres)}."""
+    return {
+        (int(u), int(m)): (float(l), [int(x) for x in h if x], g)
+        for u, m, l, h, g in zip(samples[USER], samples["movieId"], samples[LABEL], samples[HISTORY], samples["genres"])
+    }
+
+
+class TestSequentialProtocol:
+    def test_hand_checked_samples(self, tmp_path):
+        raw = read_raw(folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV}))
+        assert raw.format == "csv" and raw.users is None
+        rows = as_rows(build_samples(raw, max_hist=50))
+        assert rows == {
+            # user 1: the first rating (movie 10) is no sample; 20 and 30 share a second: neither is the other's history.
+            (1, 20): (1.0, [10], ""),  # '(no genres listed)' -> no genres
+            (1, 30): (1.0, [10], "Drama"),
+            (1, 40): (1.0, [10, 20, 30], ""),  # movie 40 is not in movies.csv: no genres
+            (1, 50): (0.0, [10, 20, 30, 40], "Action"),
+            # user 2: the duplicate (2, 20) keeps the later rating (5.0 at t=70); movie 10 is rated 1.0: no history.
+            (2, 20): (1.0, [], ""),
+            (2, 30): (1.0, [20], "Drama"),
+        }
+
+    def test_history_keeps_the_latest_max_hist_oldest_first(self, tmp_path):
+        raw = read_raw(folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV}))
+        samples = build_samples(raw, max_hist=2)
+        assert samples[HISTORY].shape == (6, 2)
+        assert as_rows(samples)[(1, 50)][1] == [30, 40]
+
+    def test_splits_by_time_within_each_user(self):
+        order = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 1])  # a user with 8 samples, one with 2
+        count = np.array([8] * 8 + [2] * 2)
+        masks = split_masks(order, count, 0.25, "fraction")
+        assert masks["test"].tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 0, 1]  # last floor(0.25 * 8) = 2; at least 1
+        assert masks["valid"].tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 1, 0]
+        assert masks["train"].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+        masks = split_masks(order, count, 0.25, "leave-last-out")
+        assert masks["test"].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0, 1]
+        assert masks["valid"].tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 1, 0]
+
+    def test_ml1m_format_with_demographics_and_latin1_titles(self, tmp_path):
+        path = folder(
+            tmp_path,
+            **{
+                "users.dat": "1::F::1::10::48067\n2::M::25::4::77345\n",
+                "movies.dat": "10::Caf\xe9 (1999)::Comedy\n20::Two (2000)::Drama|War\n".encode("latin-1"),
+                "ratings.dat": "1::10::5::100\n1::20::3::200\n1::30::4::300\n1::40::2::400\n"
+                "2::20::4::10\n2::10::4::20\n2::30::1::30\n2::40::5::40\n",
+            },
+        )
+        assert detect_format(path) == "ml-1m"
+        splits = load_splits(path, DINConfig(min_count=1, split="leave-last-out"))
+        schema = splits.encoders.schema()
+        assert schema.numeric == ("age",)
+        assert [f.name for f in schema.categorical] == ["gender", "movieId", "occupation", "zipCode"]
+        # Three samples per user: last -> test, the one before -> valid, the first -> train.
+        assert splits.test[LABEL].tolist() == [0.0, 1.0] and splits.valid[LABEL].tolist() == [1.0, 0.0]
+        assert splits.train[LABEL].tolist() == [0.0, 1.0]
+        gender = splits.encoders.categorical["gender"]
+        np.testing.assert_array_equal(splits.train["gender"], gender.transform(np.array(["F", "M"])))
+
+    def test_no_training_sample_is_a_clear_error(self, tmp_path):
+        path = folder(tmp_path, **{"ratings.csv": "userId,movieId,rating,timestamp\n1,10,4,1\n1,20,4,2\n",
+                                   "movies.csv": MOVIES_CSV})
+        with pytest.raises(DataError, match="no training samples"):
+            load_splits(path, DINConfig())
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"ratings.csv": RATINGS_CSV.replace("1,50,2.0,400", "1,50,good,400"), "movies.csv": MOVIES_CSV},
+         r"ratings.csv, line 6, column 'rating': not a number \(value 'good'\)"),
+        ({"ratings.csv": RATINGS_CSV.replace("1,50,2.0,400", "1,50,2.0,400,9"), "movies.csv": MOVIES_CSV},
+         r"ratings.csv: .*line 6"),
+        ({"ratings.csv": RATINGS_CSV.replace("1,50,2.0,400", "1,50,7.0,400"), "movies.csv": MOVIES_CSV},
+         r"line 6, column 'rating': outside 0..5"),
+        ({"ratings.csv": "", "movies.csv": MOVIES_CSV}, r"ratings.csv: empty file"),
+        ({"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV.encode() + b"60,Caf\xe9,Drama\n"},
+         r"movies.csv, line 6: not valid utf-8 text"),
+        ({"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV + "10,Again,Drama\n"}, r"line 6: movie 10 listed twice"),
+        ({"ratings.dat": "1::10::5::100\n9::10::4::200\n", "users.dat": "1::F::1::10::48067\n", "movies.dat": "10::T::Drama\n"},
+         r"ratings.dat: user 9 is not in users.dat"),
+        ({"ratings.dat": "1::10::5::100\n1::20::4::200::7\n", "users.dat": "1::F::1::10::48067\n", "movies.dat": "10::T::Drama\n"},
+         r"ratings.dat, line 2: more than 4 fields"),
+        ({"ratings.dat": "1::10::5::100\n1::x::4::200\n", "users.dat": "1::F::1::10::48067\n", "movies.dat": "10::T::Drama\n"},
+         r"ratings.dat, line 2, column 'movie': not an integer"),
+    ],
+)
+def test_bad_raw_files_name_file_and_line(tmp_path, files, message):
+    with pytest.raises(DataError, match=message):
+        read_raw(folder(tmp_path, **files))
+
+
+def test_unknown_folder_says_what_it_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ratings.csv"):
+        detect_format(str(tmp_path))
+
+
+def test_real_ml_latest_small(seed_data_dir):
+    path = os.path.join(os.path.dirname(seed_data_dir), "ml-latest-small")
+    raw = read_raw(path)
+    samples = build_samples(raw, max_hist=50)
+    users = raw.ratings["user"].nunique()
+    assert len(samples[LABEL]) == len(raw.ratings) - users  # every rating after each user's first
+    # History strictly before the sample, checked row by row for a seeded subset.
+    rng = np.random.default_rng(0)
+    ratings = raw.ratings
+    times = ratings.set_index(["user", "movie"])["timestamp"]
+    for i in rng.choice(len(samples[LABEL]), 200, replace=False):
+        user, movie = samples[USER][i], samples["movieId"][i]
+        mine = ratings[(ratings.user == user)]
+        t = times[(user, movie)]
+        expected = mine[(mine.timestamp < t) & (mine.rating >= 4)].sort_values(["timestamp", "movie"], kind="stable")
+        assert [int(x) for x in samples[HISTORY][i] if x] == expected["movie"].tolist()[-50:], (user, movie)
+    splits = load_splits(path, DINConfig())
+    for name in ("train", "valid", "test"):
+        assert len(np.unique(getattr(splits, name)[USER])) == users  # every user in every split
+    assert len(splits.train[LABEL]) + len(splits.valid[LABEL]) + len(splits.test[LABEL]) == len(samples[LABEL])
