@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--valid-on-test", action="store_true", help="early-stop on the test set, as the tutorial did (for comparison only)"
     )
+    parser.add_argument(
+        "--share-embeddings", action="store_true",
+        help="one vocabulary and embedding table for each attention pair's query and history (the paper's design)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
 
@@ -60,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     config = DINConfig(
-        **{field: getattr(args, field) for field in CONFIG_FLAGS}, valid_on_test=args.valid_on_test
+        **{field: getattr(args, field) for field in CONFIG_FLAGS},
+        valid_on_test=args.valid_on_test,
+        share_embeddings=args.share_embeddings,
     )
     try:
         splits = load_splits(args.data, config)

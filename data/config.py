@@ -44,6 +44,8 @@ class DINConfig:
 
     # Preprocessing.
     min_count: int = 5
+    # One vocabulary and one embedding table per attention (query, history) pair.
+    share_embeddings: bool = False
     # Raw GroupLens folders (data/sequential.py); the tutorial's CSVs ignore these.
     max_hist: int = 50
     holdout_fraction: float = 0.1

@@ -198,6 +198,18 @@ class SequenceEncoder:
         return cls(Vocabulary(raw["terms"]), raw["max_len"], raw["sep"])
 
 
+def _category_terms(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values)  # ids, or strings ('' is never a term)
+
+
+def _sequence_terms(values: np.ndarray | Sequence[str], sep: str) -> np.ndarray:
+    """Every term of a sequence column: the ids of an integer matrix (0 dropped), or the split strings."""
+    if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.integer):
+        flat = values.ravel()
+        return flat[flat != PADDING]
+    return split_sequences(values, sep)[2]
+
+
 class FeatureEncoders:
     """Every feature's fitted encoder plus the attention groups: the schema's source."""
 
@@ -207,11 +219,13 @@ class FeatureEncoders:
         categorical: dict[str, CategoryEncoder],
         sequence: dict[str, SequenceEncoder],
         attention_groups: tuple[AttentionGroup, ...],
+        shared: tuple[tuple[str, str], ...] = (),
     ):
         self.numeric = numeric
         self.categorical = categorical
         self.sequence = sequence
         self.attention_groups = tuple(attention_groups)
+        self.shared = tuple(shared)  # (history, query): one vocabulary and one table
 
     @classmethod
     def fit(
@@ -222,12 +236,24 @@ class FeatureEncoders:
         sequence: Sequence[str],
         attention_groups: Sequence[AttentionGroup],
         min_count: int,
+        share_embeddings: bool = False,
     ) -> "FeatureEncoders":
+        """share_embeddings: each attention pair's query and history get one
+        vocabulary, fitted on the union of both columns' terms."""
+        categories = {name: CategoryEncoder.fit(columns[name], min_count) for name in categorical}
+        sequences = {name: SequenceEncoder.fit(columns[name], min_count) for name in sequence}
+        shared = tuple((h, q) for g in attention_groups for q, h in g.pairs) if share_embeddings else ()
+        for history, query in shared:
+            union = np.concatenate([_category_terms(columns[query]), _sequence_terms(columns[history], sequences[history].sep)])
+            vocabulary = Vocabulary.fit(union, min_count)
+            categories[query] = CategoryEncoder(vocabulary)
+            sequences[history] = SequenceEncoder(vocabulary, sequences[history].max_len, sequences[history].sep)
         encoders = cls(
             {name: NumericEncoder.fit(columns[name]) for name in numeric},
-            {name: CategoryEncoder.fit(columns[name], min_count) for name in categorical},
-            {name: SequenceEncoder.fit(columns[name], min_count) for name in sequence},
+            categories,
+            sequences,
             tuple(attention_groups),
+            shared,
         )
         encoders.schema()  # Fail now, not at model build, on an inconsistent layout.
         return encoders
@@ -245,6 +271,7 @@ class FeatureEncoders:
             categorical=tuple(CategoricalFeature(n, e.vocabulary.size) for n, e in self.categorical.items()),
             sequence=tuple(SequenceFeature(n, e.vocabulary.size, e.max_len) for n, e in self.sequence.items()),
             attention_groups=self.attention_groups,
+            shared=self.shared,
         )
 
     def to_json(self) -> str:
@@ -254,6 +281,7 @@ class FeatureEncoders:
                 "categorical": {n: e.to_dict() for n, e in self.categorical.items()},
                 "sequence": {n: e.to_dict() for n, e in self.sequence.items()},
                 "attention_groups": [{"name": g.name, "pairs": [list(p) for p in g.pairs]} for g in self.attention_groups],
+                "shared": [list(p) for p in self.shared],
                 "schema": self.schema().to_dict(),
             },
             indent=1,
@@ -267,4 +295,5 @@ class FeatureEncoders:
             {n: CategoryEncoder.from_dict(e) for n, e in raw["categorical"].items()},
             {n: SequenceEncoder.from_dict(e) for n, e in raw["sequence"].items()},
             tuple(AttentionGroup(g["name"], tuple(tuple(p) for p in g["pairs"])) for g in raw["attention_groups"]),
+            tuple(tuple(p) for p in raw.get("shared", ())),
         )

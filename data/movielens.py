@@ -149,6 +149,6 @@ def load_splits(data_dir: str, config: DINConfig) -> Splits:
         held_out = holdout_users(train[USER], config.valid_fraction, config.seed)
         fit_rows, valid = _rows(train, ~held_out), _rows(train, held_out)
     encoders = FeatureEncoders.fit(
-        fit_rows, NUMERIC, CATEGORICAL, SEQUENCE, ATTENTION_GROUPS, min_count=config.min_count
+        fit_rows, NUMERIC, CATEGORICAL, SEQUENCE, ATTENTION_GROUPS, config.min_count, config.share_embeddings
     )
     return Splits(encode(fit_rows, encoders), encode(valid, encoders), encode(test, encoders), encoders)

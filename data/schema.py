@@ -64,8 +64,12 @@ class FeatureSchema:
     categorical: tuple[CategoricalFeature, ...]
     sequence: tuple[SequenceFeature, ...]
     attention_groups: tuple[AttentionGroup, ...]
+    # (history, query) pairs whose history uses the query's embedding table
+    # and vocabulary (the paper's design; `--share-embeddings`).
+    shared: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shared", tuple((str(h), str(q)) for h, q in self.shared))
         names = list(self.numeric) + [f.name for f in self.categorical] + [f.name for f in self.sequence]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -84,6 +88,15 @@ class FeatureSchema:
             lengths = {sequence[h].max_len for h in group.histories}
             if len(lengths) != 1:
                 raise ValueError(f"attention group {group.name!r}: histories differ in max_len {sorted(lengths)}")
+        sizes = {f.name: f.vocab_size for f in self.categorical + self.sequence}
+        pairs = {(h, q) for g in self.attention_groups for q, h in g.pairs}
+        for history, query in self.shared:
+            if (history, query) not in pairs:
+                raise ValueError(f"shared table {history!r} -> {query!r} is no attention group's (query, history) pair")
+            if sizes[history] != sizes[query]:
+                raise ValueError(f"{history!r} shares {query!r}'s table but their vocab sizes differ")
+        if len({h for h, _ in self.shared}) != len(self.shared):
+            raise ValueError("a history feature shares more than one table")
         for feature in self.categorical + self.sequence:
             if feature.vocab_size < 2:
                 raise ValueError(f"feature {feature.name!r}: vocab_size must be >= 2, got {feature.vocab_size}")
@@ -95,6 +108,16 @@ class FeatureSchema:
     def embedded(self) -> tuple[CategoricalFeature | SequenceFeature, ...]:
         """Every feature with an embedding table, categorical first (table order)."""
         return self.categorical + self.sequence
+
+    @property
+    def tables(self) -> tuple[CategoricalFeature | SequenceFeature, ...]:
+        """Features that own an embedding table (a shared history uses its query's)."""
+        borrowers = {h for h, _ in self.shared}
+        return tuple(f for f in self.embedded if f.name not in borrowers)
+
+    def table_of(self, name: str) -> str:
+        """The feature whose embedding table `name` is looked up in."""
+        return dict(self.shared).get(name, name)
 
     @property
     def history_features(self) -> frozenset[str]:
@@ -122,4 +145,5 @@ class FeatureSchema:
             attention_groups=tuple(
                 AttentionGroup(g["name"], tuple(tuple(p) for p in g["pairs"])) for g in raw["attention_groups"]
             ),
+            shared=tuple(tuple(p) for p in raw.get("shared", ())),
         )

@@ -114,6 +114,7 @@ def load_sequential(data_dir: str, config: DINConfig) -> Splits:
     numeric = ("age",) if raw.users is not None else ()
     categorical = ("gender", "movieId", "occupation", "zipCode") if raw.users is not None else ("movieId",)
     encoders = FeatureEncoders.fit(
-        splits["train"], numeric, categorical, ("genres", HISTORY), ATTENTION_GROUPS, min_count=config.min_count
+        splits["train"], numeric, categorical, ("genres", HISTORY), ATTENTION_GROUPS, config.min_count,
+        config.share_embeddings,
     )
     return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)

@@ -176,7 +176,8 @@ BatchedAttentionUnit = nn.vmap(
 
 
 class Embeddings(nn.Module):
-    """One table per categorical and sequence feature; row 0 is padding."""
+    """One table per categorical and sequence feature (a shared history uses its
+    query's table, see FeatureSchema.shared); row 0 is padding."""
 
     schema: FeatureSchema
     embedding_dim: int
@@ -184,11 +185,11 @@ class Embeddings(nn.Module):
     def setup(self) -> None:
         self.tables = {
             f.name: nn.Embed(f.vocab_size, self.embedding_dim, embedding_init=padded_embedding_init)
-            for f in self.schema.embedded
+            for f in self.schema.tables
         }
 
     def __call__(self, name: str, ids: jax.Array) -> jax.Array:  # [...] -> [..., E]
-        vectors = jnp.take(self.tables[name].embedding, ids, axis=0)
+        vectors = jnp.take(self.tables[self.schema.table_of(name)].embedding, ids, axis=0)
         # Padding ids give zero vectors and send no gradient to row 0, as
         # torch's padding_idx does (cheaper than copying the table).
         return jnp.where((ids != 0)[..., None], vectors, 0.0)

@@ -26,7 +26,8 @@ Batch = dict[str, torch.Tensor]
 
 
 class Embeddings(nn.Module):
-    """One table per categorical and sequence feature; row 0 is padding.
+    """One table per categorical and sequence feature (a shared history uses its
+    query's table, see FeatureSchema.shared); row 0 is padding.
 
     nn.Embedding's default init is N(0, 1) with the padding row zeroed, and
     padding_idx keeps that row's gradient at zero: the SPEC's scheme.
@@ -34,12 +35,13 @@ class Embeddings(nn.Module):
 
     def __init__(self, schema: FeatureSchema, embedding_dim: int):
         super().__init__()
+        self.schema = schema
         self.tables = nn.ModuleDict(
-            {f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=0) for f in schema.embedded}
+            {f.name: nn.Embedding(f.vocab_size, embedding_dim, padding_idx=0) for f in schema.tables}
         )
 
     def forward(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-        return self.tables[name](ids)  # [...] -> [..., E]
+        return self.tables[self.schema.table_of(name)](ids)  # [...] -> [..., E]
 
 
 class Dice(nn.Module):

@@ -7,8 +7,9 @@ import numpy as np
 from data.schema import LABEL, AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
 
 
-def random_schema(rng: np.random.Generator, groups: int | None = None) -> FeatureSchema:
-    """A schema with 1-2 numeric, 1-3 pooled sequence and 1-2 attention groups of 1-2 pairs."""
+def random_schema(rng: np.random.Generator, groups: int | None = None, share: bool = False) -> FeatureSchema:
+    """A schema with 1-2 numeric, 1-3 pooled sequence and 1-2 attention groups of
+    1-2 pairs; `share`: each pair's history uses its query's table."""
     groups = int(rng.integers(1, 3)) if groups is None else groups
     numeric = tuple(f"num{i}" for i in range(rng.integers(1, 3)))
     categorical = [CategoricalFeature(f"cat{i}", int(rng.integers(3, 12))) for i in range(rng.integers(1, 3))]
@@ -19,11 +20,13 @@ def random_schema(rng: np.random.Generator, groups: int | None = None) -> Featur
         pairs = []
         for p in range(int(rng.integers(1, 3))):
             query, history = f"query{g}_{p}", f"hist{g}_{p}"
-            categorical.append(CategoricalFeature(query, int(rng.integers(4, 20))))
-            sequence.append(SequenceFeature(history, int(rng.integers(4, 20)), length))
+            query_size = int(rng.integers(4, 20))
+            categorical.append(CategoricalFeature(query, query_size))
+            sequence.append(SequenceFeature(history, query_size if share else int(rng.integers(4, 20)), length))
             pairs.append((query, history))
         attention.append(AttentionGroup(f"group{g}", tuple(pairs)))
-    return FeatureSchema(numeric, tuple(categorical), tuple(sequence), tuple(attention))
+    shared = tuple((h, q) for group in attention for q, h in group.pairs) if share else ()
+    return FeatureSchema(numeric, tuple(categorical), tuple(sequence), tuple(attention), shared)
 
 
 def random_batch(schema: FeatureSchema, size: int, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:

@@ -96,6 +96,22 @@ def test_feature_encoders_json_round_trip_and_schema():
         np.testing.assert_array_equal(again.transform(columns)[name], values)
 
 
+def test_shared_vocabulary_is_fitted_on_the_union():
+    columns = {"q": np.array(["a", "b", "b"]), "h": np.array(["a|c", "c|d", ""])}
+    group = AttentionGroup("g", (("q", "h"),))
+    separate = FeatureEncoders.fit(columns, [], ["q"], ["h"], [group], min_count=2)
+    assert separate.categorical["q"].vocabulary.terms.tolist() == ["b"]
+    assert separate.sequence["h"].vocabulary.terms.tolist() == ["c"]
+    shared = FeatureEncoders.fit(columns, [], ["q"], ["h"], [group], min_count=2, share_embeddings=True)
+    # Union counts: a 2, b 2, c 2, d 1.
+    assert shared.categorical["q"].vocabulary.terms.tolist() == ["a", "b", "c"]
+    assert shared.sequence["h"].transform(["a|c|d"]).tolist() == [[1, 3]]  # cut to max_len 2
+    assert shared.categorical["q"].transform(np.array(["c"])).tolist() == [3]  # same id in both
+    schema = shared.schema()
+    assert schema.shared == (("h", "q"),) and [f.name for f in schema.tables] == ["q"]
+    assert FeatureEncoders.from_json(shared.to_json()).schema() == schema
+
+
 def test_inconsistent_attention_group_is_rejected():
     columns = {"q": np.array(["a"]), "h": np.array(["a"])}
     with pytest.raises(ValueError, match="not a categorical feature"):

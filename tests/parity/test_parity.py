@@ -27,9 +27,9 @@ def assert_within(rows):
     assert not bad, "over tolerance:\n" + format_table(bad)
 
 
-def synthetic_pair(seed):
+def synthetic_pair(seed, share=False):
     rng = np.random.default_rng(seed)
-    schema = random_schema(rng)
+    schema = random_schema(rng, share=share)
     return Pair(schema, NO_DROPOUT, DTYPE, seed=seed), schema, rng
 
 
@@ -40,10 +40,10 @@ def seed_data_batch(splits, size, offset=0):
     return batch
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed, share", [(0, False), (1, False), (2, False), (3, True)])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_forward_random_schemas(seed, train):
-    pair, schema, rng = synthetic_pair(seed)
+def test_forward_random_schemas(seed, share, train):
+    pair, schema, rng = synthetic_pair(seed, share)
     rows = pair.forward(random_batch(schema, 13, rng, dtype=np.dtype(DTYPE)), train=train)
     assert {"logits", "mlp_input"} <= {r.name for r in rows}
     assert_within(rows)
@@ -55,9 +55,9 @@ def test_forward_seed_data(seed_splits, train):
     assert_within(pair.forward(seed_data_batch(seed_splits, 128), train=train))
 
 
-@pytest.mark.parametrize("seed", [0, 3])
-def test_gradients_random_schemas(seed):
-    pair, schema, rng = synthetic_pair(seed)
+@pytest.mark.parametrize("seed, share", [(0, False), (3, False), (4, True)])
+def test_gradients_random_schemas(seed, share):
+    pair, schema, rng = synthetic_pair(seed, share)
     assert_within(pair.gradients(random_batch(schema, 11, rng, dtype=np.dtype(DTYPE))))
 
 
@@ -66,6 +66,18 @@ def test_gradients_seed_data(seed_splits):
     rows = pair.gradients(seed_data_batch(seed_splits, 128))
     assert len(rows) == len(list(pair.torch.parameters()))
     assert_within(rows)
+
+
+def test_shared_embeddings_on_seed_data(seed_data_dir):
+    from data.movielens import load_splits
+
+    splits = load_splits(seed_data_dir, DINConfig(share_embeddings=True))
+    schema = splits.encoders.schema()
+    assert schema.shared == (("histHighRatedMovieIds", "movieId"),)
+    pair = Pair(schema, NO_DROPOUT, DTYPE)
+    assert "embeddings.tables.histHighRatedMovieIds.weight" not in pair.torch.state_dict()
+    batch = seed_data_batch(splits, 64)
+    assert_within(pair.forward(batch, train=True) + pair.gradients(batch))
 
 
 def test_batchnorm_statistics_after_ten_train_steps():
