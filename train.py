@@ -2,6 +2,8 @@
 
     python train.py --backend jax --data DIR --epochs N --batch-size B --seed S --out RUN_DIR
 
+Without --data, MovieLens-1M is downloaded from GroupLens (once, verified).
+
 Flags fill a DINConfig; the shared loop in `training/loop.py` does the rest.
 Only the chosen framework is imported.
 """
@@ -15,6 +17,7 @@ import sys
 
 from data.config import DINConfig
 from data.datasets import load_splits
+from data.download import ML_1M, DownloadError, fetch
 from data.movielens import DataError
 from training import fit, make_backend
 
@@ -41,9 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("jax", "torch"), required=True)
     parser.add_argument(
-        "--data", required=True,
+        "--data",
         help="the tutorial's split (train.csv, test.csv) or a raw GroupLens folder (MovieLens-1M .dat files, "
-        "or ratings.csv + movies.csv as in ml-latest-small), detected from the files",
+        "or ratings.csv + movies.csv as in ml-latest-small), detected from the files; "
+        "default: MovieLens-1M, downloaded once into --cache-dir and verified",
+    )
+    parser.add_argument(
+        "--cache-dir", help="downloads and built raw datasets (default: $DIN_CACHE_DIR or ~/.cache/din-jax)"
     )
     parser.add_argument("--out", required=True, help="run directory to write")
     for field, kind in CONFIG_FLAGS.items():
@@ -69,12 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         share_embeddings=args.share_embeddings,
     )
     try:
-        splits = load_splits(args.data, config)
-    except (DataError, FileNotFoundError) as error:
+        data_dir = args.data or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+        splits = load_splits(data_dir, config, args.cache_dir)
+    except (DataError, DownloadError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     backend = make_backend(args.backend, splits.encoders.schema(), config)
-    fit(backend, splits, config, args.out, progress=not args.no_progress, data_dir=args.data)
+    fit(backend, splits, config, args.out, progress=not args.no_progress, data_dir=data_dir)
     return 0
 
 

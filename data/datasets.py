@@ -1,30 +1,90 @@
-"""One entry point for every supported data folder, detected from its files."""
+"""One entry point for every supported data folder, detected from its files.
+
+Raw GroupLens folders are built into samples once and cached on disk
+(`<cache_dir>/built/<key>/`: arrays.npz + encoders.json), keyed by the
+SHA-256 of the source files and every option that shapes the samples, so a
+change to either rebuilds.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
 from data.config import DINConfig
+from data.download import default_cache_dir, sha256_of
 from data.encoders import FeatureEncoders
 from data.grouplens import detect_format
 from data.movielens import Arrays, Splits, load_splits as load_tutorial
 from data.movielens import load_test as load_tutorial_test
 
+SOURCE_FILES = ("ratings.dat", "users.dat", "movies.dat", "ratings.csv", "movies.csv")
+BUILD_VERSION = 1  # bump when the sample builder changes
 
-def load_splits(data_dir: str, config: DINConfig) -> Splits:
-    """The tutorial's train.csv/test.csv, or a raw GroupLens folder (sequential protocol)."""
+
+def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None) -> Splits:
+    """The tutorial's train.csv/test.csv, or a raw GroupLens folder (sequential protocol, cached)."""
     if detect_format(data_dir) == "tutorial":
         return load_tutorial(data_dir, config)
     from data.sequential import load_sequential
 
-    return load_sequential(data_dir, config)
+    folder = os.path.join(cache_dir or default_cache_dir(), "built", build_key(data_dir, config))
+    if os.path.isfile(os.path.join(folder, "encoders.json")):
+        return _read(folder)
+    splits = load_sequential(data_dir, config)
+    _write(folder, splits)
+    return splits
+
+
+def build_key(data_dir: str, config: DINConfig) -> str:
+    sources = {name: sha256_of(os.path.join(data_dir, name)) for name in SOURCE_FILES
+               if os.path.isfile(os.path.join(data_dir, name))}
+    options = {name: getattr(config, name) for name in ("max_hist", "holdout_fraction", "split", "min_count", "share_embeddings")}
+    text = json.dumps({"version": BUILD_VERSION, "sources": sources, "options": options}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _write(folder: str, splits: Splits) -> None:
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".build-", dir=parent)
+    try:
+        arrays = {f"{split}/{name}": values for split in ("train", "valid", "test")
+                  for name, values in getattr(splits, split).items()}
+        np.savez(os.path.join(work, "arrays.npz"), **arrays)
+        with open(os.path.join(work, "encoders.json"), "w", encoding="utf-8") as f:
+            f.write(splits.encoders.to_json())
+        os.replace(work, folder)  # whole or not at all
+    except OSError:
+        if not os.path.isdir(folder):  # else another process built the same entry first: keep it
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _read(folder: str) -> Splits:
+    with open(os.path.join(folder, "encoders.json"), encoding="utf-8") as f:
+        encoders = FeatureEncoders.from_json(f.read())
+    parts: dict[str, Arrays] = {"train": {}, "valid": {}, "test": {}}
+    with np.load(os.path.join(folder, "arrays.npz")) as arrays:
+        for key in arrays.files:
+            split, name = key.split("/", 1)
+            parts[split][name] = arrays[key]
+    return Splits(parts["train"], parts["valid"], parts["test"], encoders)
 
 
 def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Arrays:
     """The test split of a run's data, encoded with the run's own encoders."""
     if detect_format(data_dir) == "tutorial":
         return load_tutorial_test(data_dir, encoders)
-    from data.sequential import build_samples, split_masks
     from data.grouplens import read_raw
     from data.movielens import encode
+    from data.sequential import build_samples, split_masks
 
     samples = build_samples(read_raw(data_dir), config.max_hist)
     test = split_masks(samples.pop("order"), samples.pop("count"), config.holdout_fraction, config.split)["test"]

@@ -10,6 +10,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Compilations persist across test processes of one run (and across runs locally).
 os.environ.setdefault("DIN_XLA_CACHE", str(ROOT / ".cache" / "xla"))
+# Built raw datasets and downloads stay inside the checkout (ignored by git).
+os.environ.setdefault("DIN_CACHE_DIR", str(ROOT / ".cache" / "din"))
 
 
 def _data_root() -> pathlib.Path:

@@ -159,3 +159,24 @@ def test_real_ml_latest_small(seed_data_dir):
     for name in ("train", "valid", "test"):
         assert len(np.unique(getattr(splits, name)[USER])) == users  # every user in every split
     assert len(splits.train[LABEL]) + len(splits.valid[LABEL]) + len(splits.test[LABEL]) == len(samples[LABEL])
+
+
+def test_built_datasets_are_cached_and_rebuilt_when_inputs_change(tmp_path):
+    (tmp_path / "data").mkdir()
+    data = folder(tmp_path / "data", **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV})
+    cache = str(tmp_path / "cache")
+    config = DINConfig(min_count=1, split="leave-last-out")
+    first = load_splits(data, config, cache)
+    built = os.listdir(os.path.join(cache, "built"))
+    assert len(built) == 1
+    again = load_splits(data, config, cache)  # read back from the cache
+    for split in ("train", "valid", "test"):
+        for name, values in getattr(first, split).items():
+            np.testing.assert_array_equal(getattr(again, split)[name], values)
+    assert again.encoders.schema() == first.encoders.schema()
+    load_splits(data, config.replace(max_hist=2), cache)  # another option: another entry
+    with open(os.path.join(data, "ratings.csv"), "a") as f:
+        f.write("3,10,4.0,1\n3,20,4.0,2\n3,30,1.0,3\n")
+    changed = load_splits(data, config, cache)  # changed source: rebuilt
+    assert len(os.listdir(os.path.join(cache, "built"))) == 3
+    assert 3 in changed.test[USER]
