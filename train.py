@@ -36,6 +36,7 @@ CONFIG_FLAGS = {
     "max_hist": int,
     "holdout_fraction": float,
     "split": str,
+    "protocol": str,
 }
 
 
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", required=True, help="run directory to write")
     for field, kind in CONFIG_FLAGS.items():
-        choices = ("fraction", "leave-last-out") if field == "split" else None
+        choices = {"split": ("fraction", "leave-last-out"), "protocol": ("sequential", "seed")}.get(field)
         parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=choices)
     parser.add_argument(
         "--valid-on-test", action="store_true", help="early-stop on the test set, as the tutorial did (for comparison only)"

@@ -46,7 +46,9 @@ class DINConfig:
     min_count: int = 5
     # One vocabulary and one embedding table per attention (query, history) pair.
     share_embeddings: bool = False
-    # Raw GroupLens folders (data/sequential.py); the tutorial's CSVs ignore these.
+    # Raw GroupLens folders; the tutorial's CSVs ignore these. protocol:
+    # "sequential" (data/sequential.py) or "seed" (data/seed_protocol.py).
+    protocol: str = "sequential"
     max_hist: int = 50
     holdout_fraction: float = 0.1
     split: str = "fraction"  # or "leave-last-out"
@@ -65,6 +67,8 @@ class DINConfig:
         for name in ("attention_dropout", "mlp_dropout", "bn_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.protocol not in ("sequential", "seed"):
+            raise ValueError(f"protocol must be 'sequential' or 'seed', got {self.protocol!r}")
         if self.split not in ("fraction", "leave-last-out"):
             raise ValueError(f"split must be 'fraction' or 'leave-last-out', got {self.split!r}")
         if not 0.0 < self.holdout_fraction < 0.5:

@@ -28,15 +28,17 @@ BUILD_VERSION = 1  # bump when the sample builder changes
 
 
 def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None) -> Splits:
-    """The tutorial's train.csv/test.csv, or a raw GroupLens folder (sequential protocol, cached)."""
+    """The tutorial's train.csv/test.csv, or a raw GroupLens folder built by
+    `config.protocol` ('sequential' or 'seed') and cached."""
     if detect_format(data_dir) == "tutorial":
         return load_tutorial(data_dir, config)
+    from data.seed_protocol import load_seed_protocol
     from data.sequential import load_sequential
 
     folder = os.path.join(cache_dir or default_cache_dir(), "built", build_key(data_dir, config))
     if os.path.isfile(os.path.join(folder, "encoders.json")):
         return _read(folder)
-    splits = load_sequential(data_dir, config)
+    splits = (load_seed_protocol if config.protocol == "seed" else load_sequential)(data_dir, config)
     _write(folder, splits)
     return splits
 
@@ -44,7 +46,10 @@ def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None) 
 def build_key(data_dir: str, config: DINConfig) -> str:
     sources = {name: sha256_of(os.path.join(data_dir, name)) for name in SOURCE_FILES
                if os.path.isfile(os.path.join(data_dir, name))}
-    options = {name: getattr(config, name) for name in ("max_hist", "holdout_fraction", "split", "min_count", "share_embeddings")}
+    shaping = ("protocol", "max_hist", "holdout_fraction", "split", "min_count", "share_embeddings")
+    if config.protocol == "seed":  # seeded user splits and negatives
+        shaping += ("seed", "valid_fraction", "valid_on_test")
+    options = {name: getattr(config, name) for name in shaping}
     text = json.dumps({"version": BUILD_VERSION, "sources": sources, "options": options}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -84,8 +89,11 @@ def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Ar
         return load_tutorial_test(data_dir, encoders)
     from data.grouplens import read_raw
     from data.movielens import encode
+    from data.seed_protocol import build_seed_columns
     from data.sequential import build_samples, split_masks
 
+    if config.protocol == "seed":
+        return encode(build_seed_columns(read_raw(data_dir), config.seed)[1], encoders)
     samples = build_samples(read_raw(data_dir), config.max_hist)
     test = split_masks(samples.pop("order"), samples.pop("count"), config.holdout_fraction, config.split)["test"]
     return encode({k: v[test] for k, v in samples.items()}, encoders)

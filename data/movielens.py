@@ -142,6 +142,12 @@ def load_splits(data_dir: str, config: DINConfig) -> Splits:
     """Train/valid/test arrays from a folder holding `train.csv` and `test.csv`."""
     train = read_tutorial_csv(os.path.join(data_dir, "train.csv"))
     test = read_tutorial_csv(os.path.join(data_dir, "test.csv"))
+    return split_and_encode(train, test, config)
+
+
+def split_and_encode(train: dict[str, np.ndarray], test: dict[str, np.ndarray], config: DINConfig) -> Splits:
+    """Holds out validation users from `train` (raw columns, as `read_tutorial_csv`
+    gives), fits the encoders on the rest and encodes every split."""
     if config.valid_on_test:
         # The tutorial's protocol: early stopping looks at the test set.
         fit_rows, valid = train, test

@@ -180,3 +180,51 @@ def test_built_datasets_are_cached_and_rebuilt_when_inputs_change(tmp_path):
     changed = load_splits(data, config, cache)  # changed source: rebuilt
     assert len(os.listdir(os.path.join(cache, "built"))) == 3
     assert 3 in changed.test[USER]
+
+
+class TestSeedProtocol:
+    @staticmethod
+    def ml1m(tmp_path):
+        ratings = [f"1::{m}::5::{m}" for m in range(1, 16)]  # user 1: movies 1..15 at t = 1..15, all liked
+        ratings += ["2::1::4::1", "2::2::2::2", "2::3::3::3"]  # user 2: last is movie 3 (disliked)
+        ratings += [f"{u}::{m}::4::{m}" for u in (3, 4, 5) for m in (20, 21)]
+        users = "".join(f"{u}::{'F' if u % 2 else 'M'}::25::{u}::1000{u}\n" for u in range(1, 6))
+        movies = "".join(f"{m}::Movie {m} (2000)::{'Drama' if m % 2 else 'Comedy|War'}\n" for m in range(1, 41))
+        return folder(tmp_path, **{"ratings.dat": "\n".join(ratings) + "\n", "users.dat": users, "movies.dat": movies})
+
+    def test_hand_checked_columns(self, tmp_path):
+        from data.movielens import REQUIRED_COLUMNS
+        from data.seed_protocol import build_seed_columns
+
+        raw = read_raw(self.ml1m(tmp_path))
+        train, test = build_seed_columns(raw, seed=0)
+        expected_keys = {c for c in REQUIRED_COLUMNS if c not in ("userId", "label")} | {USER, LABEL}
+        assert set(train) == set(test) == expected_keys  # the tutorial CSVs' columns
+        rows = {int(u): i for i, u in enumerate(np.concatenate([train[USER], test[USER]]))}
+        both = {k: np.concatenate([train[k], test[k]]) for k in train}
+        assert sorted(rows) == [1, 2, 3, 4, 5] and len(test[USER]) == 1  # 80/20 of 5 users
+        one, two = rows[1], rows[2]
+        assert both["movieId"][one] == "15" and both[LABEL][one] == 1.0
+        assert both[HISTORY][one] == "5|6|7|8|9|10|11|12|13|14"  # latest 10 liked before, time order
+        assert both["movieId"][two] == "3" and both[LABEL][two] == 0.0 and both[HISTORY][two] == "1"
+        assert both["genres"][one] == "Drama" and both["gender"][one] == "F" and both["age"][one] == 25.0
+        rated = raw.ratings.groupby("user")["movie"].apply(set)
+        for user, i in rows.items():
+            negatives = [int(m) for m in both["negHistMovieIds"][i].split("|")]
+            assert len(set(negatives)) == 10 and not set(negatives) & rated[user] and max(negatives) <= 40
+        again, _ = build_seed_columns(raw, seed=0)
+        np.testing.assert_array_equal(again["negHistMovieIds"], train["negHistMovieIds"])  # seeded
+        other, _ = build_seed_columns(raw, seed=1)
+        assert not np.array_equal(other["negHistMovieIds"], train["negHistMovieIds"])
+
+    def test_trains_through_the_tutorial_pipeline(self, tmp_path):
+        splits = load_splits(self.ml1m(tmp_path), DINConfig(protocol="seed", min_count=1, valid_fraction=0.25),
+                             str(tmp_path / "cache"))
+        schema = splits.encoders.schema()
+        assert schema.mlp_input_dim(16) == 113  # the tutorial's model
+        assert len(splits.train[LABEL]) + len(splits.valid[LABEL]) == 4 and len(splits.test[LABEL]) == 1
+
+    def test_needs_demographics(self, tmp_path):
+        path = folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV})
+        with pytest.raises(DataError, match="needs user demographics"):
+            load_splits(path, DINConfig(protocol="seed"), str(tmp_path / "cache"))

@@ -1,0 +1,77 @@
+"""The `seed` protocol: the tutorial's samples, built from raw MovieLens-1M.
+
+One sample per user, their last rating (label = rating >= 4), with
+  histHighRatedMovieIds  their latest 10 movies rated >= 4 with an earlier
+                         timestamp, time order kept
+  negHistMovieIds        10 distinct random movies of movies.dat they never
+                         rated (seeded)
+  demographics, genres   as in the tutorial's CSVs
+Users are split 80/20 into train and test (seeded). The result has the
+columns `data.movielens.read_tutorial_csv` gives for the tutorial's
+train.csv / test.csv, and goes through the same validation hold-out and
+encoders. Needs users.dat (MovieLens-1M).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data.config import DINConfig
+from data.grouplens import RawMovieLens, read_raw
+from data.movielens import CATEGORICAL, NUMERIC, DataError, Splits, holdout_users, split_and_encode
+from data.schema import LABEL, USER
+from data.sequential import HISTORY, build_samples
+
+HISTORY_LENGTH = 10
+NEGATIVES = 10
+TEST_FRACTION = 0.2
+
+
+def sample_negatives(users: np.ndarray, raw: RawMovieLens, count: int, rng: np.random.Generator) -> np.ndarray:
+    """[U, count] distinct movies each user never rated, by vectorised rejection sampling."""
+    movies = raw.movies["movie"].to_numpy()
+    span = int(max(movies.max(), raw.ratings["movie"].max())) + 1
+    rated = np.unique(raw.ratings["user"].to_numpy() * span + raw.ratings["movie"].to_numpy())
+    out = np.zeros((len(users), count), dtype=np.int64)
+    filled = np.zeros(len(users), dtype=np.int64)
+    while (open_rows := np.flatnonzero(filled < count)).size:
+        draws = rng.choice(movies, size=(len(open_rows), 2 * count))
+        never = ~np.isin(users[open_rows, None] * span + draws, rated)
+        for j in range(draws.shape[1]):  # a few columns, each vectorised over users
+            candidate = draws[:, j]
+            fresh = ~(out[open_rows] == candidate[:, None]).any(axis=1)
+            take = never[:, j] & fresh & (filled[open_rows] < count)
+            rows = open_rows[take]
+            out[rows, filled[rows]] = candidate[take]
+            filled[rows] += 1
+    return out
+
+
+def _joined(ids: np.ndarray) -> np.ndarray:
+    return np.asarray(["|".join(str(i) for i in row if i) for row in ids], dtype=object).astype(str)
+
+
+def build_seed_columns(raw: RawMovieLens, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(train, test) raw columns, as read_tutorial_csv returns for the tutorial's files."""
+    if raw.users is None:
+        raise DataError("the seed protocol needs user demographics: MovieLens-1M (users.dat), not a CSV release")
+    samples = build_samples(raw, HISTORY_LENGTH)
+    last = samples["order"] == samples["count"] - 1  # each user's last rating
+    users = samples[USER][last]
+    rng = np.random.default_rng(seed)
+    columns = {
+        USER: users,
+        "movieId": samples["movieId"][last].astype(str),
+        HISTORY: _joined(samples[HISTORY][last]),
+        "negHistMovieIds": _joined(sample_negatives(users, raw, NEGATIVES, rng)),
+        "genres": samples["genres"][last],
+        LABEL: samples[LABEL][last],
+        **{name: samples[name][last] for name in NUMERIC + CATEGORICAL if name != "movieId"},
+    }
+    test = holdout_users(users, TEST_FRACTION, seed)
+    return ({k: v[~test] for k, v in columns.items()}, {k: v[test] for k, v in columns.items()})
+
+
+def load_seed_protocol(data_dir: str, config: DINConfig) -> Splits:
+    train, test = build_seed_columns(read_raw(data_dir), config.seed)
+    return split_and_encode(train, test, config)
