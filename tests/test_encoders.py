@@ -12,6 +12,17 @@ class TestVocabulary:
         assert vocab.unknown == 3 and vocab.size == 4
         assert vocab.encode(np.array(["a", "c", "z", "b", ""])).tolist() == [1, 3, 3, 2, 3]
 
+    def test_empty_values_are_never_a_term(self):
+        vocab = Vocabulary.fit(["", "", "", "a", "a"], min_count=2)
+        assert vocab.terms.tolist() == ["a"]
+        assert vocab.encode(np.array([""])).tolist() == [vocab.unknown]
+
+    def test_integer_ids_encode_as_their_strings(self):
+        vocab = Vocabulary.fit(np.array([10, 9, 10, 9, 0, 0, 0]), min_count=2)  # 0 = padding, not counted
+        assert vocab.terms.tolist() == ["10", "9"]  # string order, as for the tutorial's CSV ids
+        assert vocab.encode(np.array([[9, 10, 0], [7, 0, 0]])).tolist() == [[2, 1, 0], [3, 0, 0]]
+        assert vocab.encode(np.array(["9", "10"])).tolist() == [2, 1]  # same ids from strings
+
     def test_empty_vocabulary_maps_everything_to_unknown(self):
         vocab = Vocabulary.fit(["a"], min_count=5)
         assert vocab.size == 2
