@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
 
-COLUMNS = ("test_auc", "test_logloss", "valid_auc", "best_epoch", "train_samples_per_s")
+COLUMNS = ("test_auc", "test_logloss", "test_gauc", "best_epoch", "train_samples_per_s")
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     for backend, runs in results.items():
         cells = []
         for column in COLUMNS:
-            values = np.array([r[column] for r in runs], dtype=float)
+            values = np.array([np.nan if r[column] is None else r[column] for r in runs], dtype=float)
             cells.append(f"{values.mean():>14.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:<7.4f}")
         print(f"{backend:<8}" + "".join(cells))
 
