@@ -90,10 +90,8 @@ def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Ar
     from data.grouplens import read_raw
     from data.movielens import encode
     from data.seed_protocol import build_seed_columns
-    from data.sequential import build_samples, split_masks
+    from data.sequential import split_samples
 
     if config.protocol == "seed":
         return encode(build_seed_columns(read_raw(data_dir), config.seed)[1], encoders)
-    samples = build_samples(read_raw(data_dir), config.max_hist)
-    test = split_masks(samples.pop("order"), samples.pop("count"), config.holdout_fraction, config.split)["test"]
-    return encode({k: v[test] for k, v in samples.items()}, encoders)
+    return encode(split_samples(read_raw(data_dir), config)["test"], encoders)

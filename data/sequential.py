@@ -104,12 +104,17 @@ def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: st
     return {"train": ~test & ~valid, "valid": valid, "test": test}
 
 
-def load_sequential(data_dir: str, config: DINConfig) -> Splits:
-    raw = read_raw(data_dir)
+def split_samples(raw: RawMovieLens, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Raw sample columns per split ('train', 'valid', 'test')."""
     samples = build_samples(raw, config.max_hist)
     masks = split_masks(samples.pop("order"), samples.pop("count"), config.holdout_fraction, config.split)
-    splits = {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
-    if not masks["train"].any():
+    return {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
+
+
+def load_sequential(data_dir: str, config: DINConfig) -> Splits:
+    raw = read_raw(data_dir)
+    splits = split_samples(raw, config)
+    if not len(splits["train"][LABEL]):
         raise DataError(f"{data_dir}: no training samples: every user has too few ratings for the '{config.split}' split")
     numeric = ("age",) if raw.users is not None else ()
     categorical = ("gender", "movieId", "occupation", "zipCode") if raw.users is not None else ("movieId",)

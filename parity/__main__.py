@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", args.dtype == "float64")
 
     from data import metrics
-    from data.batches import eval_batches, take
+    from data.batches import eval_batches
     from data.datasets import load_test
-    from data.schema import LABEL, USER
+    from data.schema import LABEL
     from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
     from parity.convert import flax_to_torch, from_names
     from training.run_dir import read_run
@@ -67,13 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     schema = encoders.schema()
     pair = Pair(schema, config, args.dtype, torch_state=state)
     test = load_test(data_dir, config, encoders)
-    features = {k: v for k, v in test.items() if k != USER}
     worst: dict[str, Diff] = {}  # per output, the batch with the largest difference
     logits: dict[str, list[np.ndarray]] = {"torch": [], "jax": []}
     for rows in eval_batches(len(test[LABEL]), args.batch_size):
-        batch = take(features, rows)
-        for name in schema.numeric:
-            batch[name] = batch[name].astype(args.dtype)
+        batch = pair.batch(test, rows)
         found = pair.forward(batch, train=False, prefix="eval ")
         if len(rows) > 1:  # BatchNorm cannot train on one row, in either framework
             found += pair.forward(batch, train=True, prefix="train ")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from data.config import DINConfig
-from data.schema import LABEL, FeatureSchema
+from data.schema import LABEL, USER, FeatureSchema
 from din_jax import model as jax_model
 from din_jax.train import TrainState, loss_fn as jax_loss, make_optimizer as jax_optimizer, train_step as jax_train_step
 from din_torch import model as torch_model
@@ -91,6 +91,13 @@ class Pair:
         sample |= {n: np.zeros((2,), self.dtype) for n in self.schema.numeric}
         template = jax.eval_shape(functools.partial(self.flax.init, train=False), jax.random.key(0), sample)
         return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state_dict, template))
+
+    def batch(self, data: dict, rows: np.ndarray) -> dict:
+        """Rows of an encoded split as model inputs: numeric features in the pair's dtype."""
+        batch = {name: data[name][rows] for name in data if name != USER}
+        for name in self.schema.numeric:
+            batch[name] = batch[name].astype(self.dtype)
+        return batch
 
     def torch_batch(self, batch: dict) -> dict:
         return {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}

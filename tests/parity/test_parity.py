@@ -7,9 +7,8 @@ import pytest
 import torch
 from flax.traverse_util import flatten_dict
 
-from data.batches import epoch_batches, take
+from data.batches import epoch_batches
 from data.config import DINConfig
-from data.schema import USER
 from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
 from parity.compare import Pair, diff, format_table
@@ -33,13 +32,6 @@ def synthetic_pair(seed, share=False):
     return Pair(schema, NO_DROPOUT, DTYPE, seed=seed), schema, rng
 
 
-def seed_data_batch(splits, size, offset=0):
-    batch = take({k: v for k, v in splits.train.items() if k != USER}, np.arange(offset, offset + size))
-    for name in splits.encoders.schema().numeric:
-        batch[name] = batch[name].astype(DTYPE)
-    return batch
-
-
 @pytest.mark.parametrize("seed, share", [(0, False), (1, False), (2, False), (3, True)])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_forward_random_schemas(seed, share, train):
@@ -52,7 +44,7 @@ def test_forward_random_schemas(seed, share, train):
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_forward_seed_data(seed_splits, train):
     pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    assert_within(pair.forward(seed_data_batch(seed_splits, 128), train=train))
+    assert_within(pair.forward(pair.batch(seed_splits.train, np.arange(128)), train=train))
 
 
 @pytest.mark.parametrize("seed, share", [(0, False), (3, False), (4, True)])
@@ -63,7 +55,7 @@ def test_gradients_random_schemas(seed, share):
 
 def test_gradients_seed_data(seed_splits):
     pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    rows = pair.gradients(seed_data_batch(seed_splits, 128))
+    rows = pair.gradients(pair.batch(seed_splits.train, np.arange(128)))
     assert len(rows) == len(list(pair.torch.parameters()))
     assert_within(rows)
 
@@ -76,7 +68,7 @@ def test_shared_embeddings_on_seed_data(seed_data_dir):
     assert schema.shared == (("histHighRatedMovieIds", "movieId"),)
     pair = Pair(schema, NO_DROPOUT, DTYPE)
     assert "embeddings.tables.histHighRatedMovieIds.weight" not in pair.torch.state_dict()
-    batch = seed_data_batch(splits, 64)
+    batch = pair.batch(splits.train, np.arange(64))
     assert_within(pair.forward(batch, train=True) + pair.gradients(batch))
 
 
@@ -92,13 +84,7 @@ def test_hundred_adam_steps_on_seed_data(seed_splits):
     pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
     n = len(seed_splits.train["label"])
     batches = [b for epoch in (1, 2, 3, 4) for b in epoch_batches(n, 128, 0, epoch)][:100]
-    data = {k: v for k, v in seed_splits.train.items() if k != USER}
-    prepared = []
-    for rows in batches:
-        batch = take(data, rows)
-        for name in pair.schema.numeric:
-            batch[name] = batch[name].astype(DTYPE)
-        prepared.append(batch)
+    prepared = [pair.batch(seed_splits.train, rows) for rows in batches]
     assert len(prepared) == 100
     assert_within(pair.train_steps(prepared))
 
