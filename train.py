@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import sys
 
-from data.config import DINConfig
+from data.config import CHOICES, DINConfig
 from data.datasets import load_splits
 from data.download import ML_1M, DownloadError, fetch
 from data.movielens import DataError
@@ -37,6 +37,16 @@ CONFIG_FLAGS = {
     "holdout_fraction": float,
     "split": str,
     "protocol": str,
+    "attention_norm": str,
+    "dice": str,
+    "init": str,
+    "mba_reg": float,
+}
+HELP = {
+    "attention_norm": "softmax: masked softmax over the history (the paper) instead of the tutorial's scaled sigmoid",
+    "dice": "paper: Dice's BatchNorm has no affine parameters",
+    "init": "paper: embeddings N(0, 1e-4^2) and zero Linear biases instead of the tutorial's N(0, 1)",
+    "mba_reg": "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7); 0 = off",
 }
 
 
@@ -55,14 +65,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", required=True, help="run directory to write")
     for field, kind in CONFIG_FLAGS.items():
-        choices = {"split": ("fraction", "leave-last-out"), "protocol": ("sequential", "seed")}.get(field)
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=choices)
+        parser.add_argument(
+            f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=CHOICES.get(field),
+            help=HELP.get(field),
+        )
     parser.add_argument(
         "--valid-on-test", action="store_true", help="early-stop on the test set, as the tutorial did (for comparison only)"
     )
     parser.add_argument(
         "--share-embeddings", action="store_true",
         help="one vocabulary and embedding table for each attention pair's query and history (the paper's design)",
+    )
+    parser.add_argument(
+        "--mask-padding", action="store_true",
+        help="max-pooling and the attention's BatchNorm/Dice statistics ignore padded positions",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
@@ -75,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         **{field: getattr(args, field) for field in CONFIG_FLAGS},
         valid_on_test=args.valid_on_test,
         share_embeddings=args.share_embeddings,
+        mask_padding=args.mask_padding,
     )
     try:
         data_dir = args.data or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
@@ -82,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, DownloadError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    backend = make_backend(args.backend, splits.encoders.schema(), config)
+    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     fit(backend, splits, config, args.out, progress=not args.no_progress, data_dir=data_dir)
     return 0
 

@@ -11,6 +11,18 @@ import dataclasses
 import json
 from typing import Any
 
+# config.init "paper": the embeddings' standard deviation (DeepCTR's init_std).
+PAPER_EMBEDDING_STD = 1e-4
+
+# The allowed values of every string field (also the flags' choices in train.py).
+CHOICES = {
+    "attention_norm": ("sigmoid", "softmax"),
+    "dice": ("tutorial", "paper"),
+    "init": ("tutorial", "paper"),
+    "protocol": ("sequential", "seed"),
+    "split": ("fraction", "leave-last-out"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class DINConfig:
@@ -25,6 +37,11 @@ class DINConfig:
     bn_eps: float = 1e-5
     dice_eps: float = 1e-8
     bn_momentum: float = 0.1  # torch convention: weight of the NEW batch statistic.
+    # The paper's options (README "Beyond the tutorial"); the defaults are the tutorial's.
+    attention_norm: str = "sigmoid"  # or "softmax": masked softmax over the history
+    mask_padding: bool = False  # max-pooling and attention BatchNorm/Dice statistics skip padding
+    dice: str = "tutorial"  # or "paper": Dice's BatchNorm without affine parameters
+    init: str = "tutorial"  # or "paper": embeddings N(0, 1e-4^2), zero Linear biases
 
     # Optimiser: torch.optim.Adam, weight decay added to the gradient (coupled).
     learning_rate: float = 0.002
@@ -32,6 +49,9 @@ class DINConfig:
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
     weight_decay: float = 0.001
+    # Mini-batch aware L2 on embedding tables (paper eq. 4-7); 0 = off. When on,
+    # the tables are left out of weight_decay.
+    mba_reg: float = 0.0
 
     # Loop.
     batch_size: int = 128
@@ -67,10 +87,11 @@ class DINConfig:
         for name in ("attention_dropout", "mlp_dropout", "bn_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.protocol not in ("sequential", "seed"):
-            raise ValueError(f"protocol must be 'sequential' or 'seed', got {self.protocol!r}")
-        if self.split not in ("fraction", "leave-last-out"):
-            raise ValueError(f"split must be 'fraction' or 'leave-last-out', got {self.split!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.mba_reg < 0 or self.weight_decay < 0:
+            raise ValueError(f"mba_reg and weight_decay must be >= 0, got {self.mba_reg}, {self.weight_decay}")
         if not 0.0 < self.holdout_fraction < 0.5:
             raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if self.max_hist < 1:

@@ -119,6 +119,10 @@ class FeatureSchema:
         """The feature whose embedding table `name` is looked up in."""
         return dict(self.shared).get(name, name)
 
+    def columns_of(self, table: str) -> tuple[str, ...]:
+        """The features looked up in `table` (itself, and a history that shares it)."""
+        return tuple(f.name for f in self.embedded if self.table_of(f.name) == table)
+
     @property
     def history_features(self) -> frozenset[str]:
         return frozenset(h for g in self.attention_groups for h in g.histories)

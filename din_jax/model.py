@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from data.config import DINConfig
+from data.config import PAPER_EMBEDDING_STD, DINConfig
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 
 Batch = dict[str, jax.Array]
@@ -41,8 +41,20 @@ def batchnorm_scale_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jn
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)  # N(1, 0.02)
 
 
-def padded_embedding_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    return jax.random.normal(key, shape, dtype).at[0].set(0.0)  # N(0, 1), padding row 0 zero
+def padded_embedding_init(stddev: float) -> nn.initializers.Initializer:
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return (stddev * jax.random.normal(key, shape, dtype)).at[0].set(0.0)  # N(0, stddev^2), row 0 zero
+
+    return init
+
+
+def bias_init(config: DINConfig) -> nn.initializers.Initializer:
+    """The tutorial's N(0, 1) Linear biases, or zeros (config.init 'paper')."""
+    return nn.initializers.zeros if config.init == "paper" else normal_bias
+
+
+def embedding_init(config: DINConfig) -> nn.initializers.Initializer:
+    return padded_embedding_init(PAPER_EMBEDDING_STD if config.init == "paper" else 1.0)
 
 
 class BatchNorm(nn.Module):
@@ -58,13 +70,12 @@ class BatchNorm(nn.Module):
     eps: float
     momentum: float
     axis_name: str | None = None
+    affine: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
         """x [N, H] -> [N, H]; mask [N] (1 = real row, 0 = ignored) weights the statistics."""
         features = x.shape[-1]
-        scale = self.param("scale", batchnorm_scale_init, (features,))
-        bias = self.param("bias", nn.initializers.zeros, (features,))
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), x.dtype)
         running_var = self.variable("batch_stats", "var", jnp.ones, (features,), x.dtype)
         # torch's buffer, kept so that a checkpoint converts both ways unchanged.
@@ -73,31 +84,40 @@ class BatchNorm(nn.Module):
         if train:
             weight = (jnp.ones(x.shape[0], x.dtype) if mask is None else mask.astype(x.dtype))[:, None]  # [N, 1]
             count = self._sum(jnp.sum(weight))
-            mean = self._sum(jnp.sum(weight * x, axis=0)) / count  # [H]
-            var = self._sum(jnp.sum(weight * jnp.square(x - mean), axis=0)) / count  # [H], biased
+            # max(., 1): a mask may leave 0 or 1 rows, which must not give NaN.
+            mean = self._sum(jnp.sum(weight * x, axis=0)) / jnp.maximum(count, 1)  # [H]
+            var = self._sum(jnp.sum(weight * jnp.square(x - mean), axis=0)) / jnp.maximum(count, 1)  # [H], biased
             if not self.is_initializing():
                 m = self.momentum
                 running_mean.value = (1 - m) * running_mean.value + m * mean
-                running_var.value = (1 - m) * running_var.value + m * var * count / (count - 1)
+                running_var.value = (1 - m) * running_var.value + m * var * count / jnp.maximum(count - 1, 1)
                 tracked.value = tracked.value + 1
         else:
             mean, var = running_mean.value, running_var.value
-        return (x - mean) / jnp.sqrt(var + self.eps) * scale + bias
+        out = (x - mean) / jnp.sqrt(var + self.eps)
+        if not self.affine:  # the paper's Dice: no weight and bias
+            return out
+        scale = self.param("scale", batchnorm_scale_init, (features,))
+        bias = self.param("bias", nn.initializers.zeros, (features,))
+        return out * scale + bias
 
     def _sum(self, value: jax.Array) -> jax.Array:
         return value if self.axis_name is None else jax.lax.psum(value, self.axis_name)
 
 
 class Dice(nn.Module):
-    """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x))."""
+    """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x));
+    affine=False is the paper's form (a BatchNorm with no weight and bias)."""
 
     eps: float
     momentum: float
     axis_name: str | None = None
+    affine: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:  # [N, H]
-        p = nn.sigmoid(BatchNorm(self.eps, self.momentum, self.axis_name, name="batchnorm")(x, train, mask))
+        batchnorm = BatchNorm(self.eps, self.momentum, self.axis_name, self.affine, name="batchnorm")
+        p = nn.sigmoid(batchnorm(x, train, mask))
         alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],))
         return alpha * (1 - p) * x + p * x
 
@@ -116,10 +136,11 @@ class MLP(nn.Module):
         """x [N, in] -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
         config = self.config
         for i, features in enumerate(self.hidden):
-            x = nn.Dense(features, kernel_init=kaiming_uniform, bias_init=normal_bias, name=f"dense_{i}")(x)
+            x = nn.Dense(features, kernel_init=kaiming_uniform, bias_init=bias_init(config), name=f"dense_{i}")(x)
             x = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, name=f"batchnorm_{i}")(x, train, mask)
             if self.activation == "dice":
-                x = Dice(config.dice_eps, config.bn_momentum, self.axis_name, name=f"activation_{i}")(x, train, mask)
+                dice = Dice(config.dice_eps, config.bn_momentum, self.axis_name, config.dice == "tutorial", name=f"activation_{i}")
+                x = dice(x, train, mask)
             elif self.activation == "prelu":
                 x = nn.PReLU(negative_slope_init=0.25, name=f"activation_{i}")(x)
             else:
@@ -128,12 +149,27 @@ class MLP(nn.Module):
         return x
 
 
+def masked_softmax(scores: jax.Array, real: jax.Array) -> jax.Array:
+    """Softmax of scores [T] over the positions where real [T] is True.
+
+    Padded positions weigh exactly 0 and an all-padding history gets all-zero
+    weights (not NaN); the same float operations as the torch model's.
+    """
+    top = jnp.max(jnp.where(real, scores, -jnp.inf))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    # exp only ever sees real scores, so no inf reaches the gradient.
+    exp = jnp.where(real, jnp.exp(jnp.where(real, scores - top, 0.0)), 0.0)
+    return exp / jnp.maximum(jnp.sum(exp), 1.0)  # the sum is >= 1 unless all padding
+
+
 class AttentionUnit(nn.Module):
     """Attention pooling of ONE example's history; vmap it over the batch.
 
     Inside a `nn.vmap` with axis name 'batch', the MLP's BatchNorm statistics
-    cover all B * T rows (padded ones included, as the tutorial does).
-    Positions t >= length get -inf before the sigmoid: weight exactly 0.
+    cover all B * T rows (padded ones included, as the tutorial does), or the
+    real positions only (config.mask_padding). Scores scaled by 1 / sqrt(D)
+    become weights by a sigmoid (tutorial) or a softmax over the real
+    positions (config.attention_norm); padded positions weigh exactly 0.
     """
 
     config: DINConfig
@@ -152,14 +188,19 @@ class AttentionUnit(nn.Module):
         queries = jnp.broadcast_to(query, (steps, dim))  # [T, D]
         x = jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)  # [T, 4D]
         config = self.config
+        real = jnp.arange(steps) < length  # [T]
         mask = None if row_mask is None else jnp.broadcast_to(row_mask, (steps,))  # [T]
+        if config.mask_padding:
+            mask = real if mask is None else mask * real
         hidden = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, name="mlp")(
             x, self.train, mask
         )  # [T, H]
-        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=normal_bias, name="fc")
+        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), name="fc")
         scores = fc(hidden)[:, 0] / math.sqrt(dim)  # [T]
-        real = jnp.arange(steps) < length  # [T]
-        weights = nn.sigmoid(jnp.where(real, scores, -jnp.inf))  # [T], 0 where padded
+        if config.attention_norm == "softmax":
+            weights = masked_softmax(scores, real)
+        else:
+            weights = nn.sigmoid(jnp.where(real, scores, -jnp.inf))  # [T], 0 where padded
         return weights @ keys, weights  # [D], [T]
 
 
@@ -180,13 +221,11 @@ class Embeddings(nn.Module):
     query's table, see FeatureSchema.shared); row 0 is padding."""
 
     schema: FeatureSchema
-    embedding_dim: int
+    config: DINConfig
 
     def setup(self) -> None:
-        self.tables = {
-            f.name: nn.Embed(f.vocab_size, self.embedding_dim, embedding_init=padded_embedding_init)
-            for f in self.schema.tables
-        }
+        init = embedding_init(self.config)
+        self.tables = {f.name: nn.Embed(f.vocab_size, self.config.embedding_dim, embedding_init=init) for f in self.schema.tables}
 
     def __call__(self, name: str, ids: jax.Array) -> jax.Array:  # [...] -> [..., E]
         vectors = jnp.take(self.tables[self.schema.table_of(name)].embedding, ids, axis=0)
@@ -215,10 +254,10 @@ class DIN(nn.Module):
         first = batch[schema.embedded[0].name] if schema.embedded else batch[schema.numeric[0]]
         if train and first.shape[0] == 1:
             raise ValueError("DIN cannot train on a batch of one: BatchNorm needs more than one row per feature")
-        embeddings = Embeddings(schema, config.embedding_dim, name="embeddings")
+        embeddings = Embeddings(schema, config, name="embeddings")
         inputs = [batch[name].astype(self.dtype)[:, None] for name in schema.numeric]  # each [B, 1]
         inputs += [embeddings(f.name, batch[f.name]) for f in schema.categorical]  # each [B, E]
-        inputs += [embeddings(f.name, batch[f.name]).max(axis=1) for f in schema.pooled]  # each [B, E]
+        inputs += [self._pool(embeddings, f.name, batch[f.name]) for f in schema.pooled]  # each [B, E]
         intermediates: dict[str, jax.Array] = {}
         for group in schema.attention_groups:
             query, keys, length = self._group_inputs(group, batch, embeddings)
@@ -229,10 +268,19 @@ class DIN(nn.Module):
             intermediates[f"interest/{group.name}"] = interest
         mlp_input = jnp.concatenate(inputs, axis=1)  # [B, F]
         hidden = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, name="mlp")(mlp_input, train, row_mask)
-        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=normal_bias, name="final")
+        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), name="final")
         logits = final(hidden)[:, 0]  # [B]
         intermediates["mlp_input"] = mlp_input
         return logits, intermediates
+
+    def _pool(self, embeddings: Embeddings, name: str, ids: jax.Array) -> jax.Array:
+        """Max over the sequence [B, T] -> [B, E]; with mask_padding, over real positions only."""
+        vectors = embeddings(name, ids)  # [B, T, E]
+        if not self.config.mask_padding:
+            return vectors.max(axis=1)  # padding takes part as zero vectors (tutorial)
+        real = (ids != 0)[..., None]  # [B, T, 1]
+        pooled = jnp.where(real, vectors, -jnp.inf).max(axis=1)  # [B, E]
+        return jnp.where(real.any(axis=1), pooled, 0.0)  # all padding -> 0
 
     @staticmethod
     def _group_inputs(group: AttentionGroup, batch: Batch, embeddings: Embeddings):

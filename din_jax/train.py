@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import traverse_util
+from flax import struct, traverse_util
 from flax.training import train_state
 
 from data.batches import Arrays, eval_batches
@@ -25,11 +25,43 @@ from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.model import DIN, Batch
 
 
+@struct.dataclass
+class MiniBatchAwareL2:
+    """The paper's mini-batch aware L2 on embedding tables (eq. 4-5, see
+    data/regularization.py): penalty = 1/2 sum_tables sum_j alpha_mj * s_j * ||w_j||^2
+    with s_j = lambda / n_j, so row j's gradient gains lambda * alpha_mj / n_j * w_j."""
+
+    scales: dict[str, jax.Array]  # table -> [V] lambda / n_j
+    columns: dict[str, tuple[str, ...]] = struct.field(pytree_node=False)  # table -> batch columns
+
+    @classmethod
+    def create(cls, schema: FeatureSchema, scales: dict[str, np.ndarray], dtype: Any = jnp.float32) -> "MiniBatchAwareL2":
+        columns = {table: schema.columns_of(table) for table in scales}
+        return cls({table: jnp.asarray(s, dtype) for table, s in scales.items()}, columns)
+
+    def __call__(self, params: Any, batch: Batch) -> jax.Array:
+        row_mask = batch.get(ROW_MASK)
+        total = 0.0
+        for table, scale in self.scales.items():
+            weight = params["embeddings"][f"tables_{table}"]["embedding"]  # [V, E]
+            present = jnp.zeros(scale.shape, bool)  # alpha_mj
+            for column in self.columns[table]:
+                ids = batch[column]  # [B] or [B, T]
+                if row_mask is not None:  # rows that only fill a short batch are not in it
+                    ids = jnp.where(row_mask.reshape((-1,) + (1,) * (ids.ndim - 1)) > 0, ids, 0)
+                present = present.at[ids.reshape(-1)].set(True)
+            present = present.at[0].set(False)  # padding
+            total = total + jnp.sum(jnp.where(present, scale, 0.0) * jnp.sum(jnp.square(weight), axis=1))
+        return 0.5 * total
+
+
 class TrainState(train_state.TrainState):
-    """Flax's TrainState plus BatchNorm statistics and the dropout RNG key."""
+    """Flax's TrainState plus BatchNorm statistics, the dropout RNG key and the
+    optional mini-batch aware regulariser (its row scales are state too)."""
 
     batch_stats: Any
     rng: jax.Array
+    regularizer: MiniBatchAwareL2 | None = None
 
 
 def enable_compilation_cache(path: str | None = None) -> str:
@@ -40,17 +72,28 @@ def enable_compilation_cache(path: str | None = None) -> str:
     return path
 
 
+def _not_embeddings(params: Any) -> Any:
+    return {name: jax.tree_util.tree_map(lambda _: name != "embeddings", tree) for name, tree in params.items()}
+
+
 def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
-    """torch.optim.Adam: L2 decay added to the gradient BEFORE the Adam moments."""
+    """torch.optim.Adam: L2 decay added to the gradient BEFORE the Adam moments.
+
+    With config.mba_reg the embedding tables get no weight decay: the
+    mini-batch aware term regularises them instead.
+    """
     return optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
+        optax.add_decayed_weights(config.weight_decay, mask=_not_embeddings if config.mba_reg > 0 else None),
         optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
     )
 
 
-def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> TrainState:
+def create_state(
+    model: DIN, sample: Batch, config: DINConfig, seed: int, mba_scales: dict[str, np.ndarray] | None = None
+) -> TrainState:
     """Initialises variables in eval mode (running statistics stay at 0 and 1),
-    as floats of `model.dtype`."""
+    as floats of `model.dtype`; mba_scales (lambda / n_j per table row) turn
+    on the mini-batch aware regulariser."""
     params_key, dropout_key = jax.random.split(jax.random.key(seed))
     # Jitted: flax's eager init runs op by op and takes seconds.
     variables = jax.jit(functools.partial(model.init, train=False))(params_key, sample)
@@ -63,6 +106,7 @@ def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> Tra
         batch_stats=variables["batch_stats"],
         tx=make_optimizer(config),
         rng=dropout_key,
+        regularizer=None if mba_scales is None else MiniBatchAwareL2.create(model.schema, mba_scales, model.dtype),
     ).replace(step=jnp.zeros((), jnp.int32))  # An array from the start: a Python 0 would recompile.
 
 
@@ -75,20 +119,22 @@ def loss_fn(logits: jax.Array, labels: jax.Array, row_mask: jax.Array | None = N
     return jnp.sum(losses * row_mask) / jnp.sum(row_mask)
 
 
+def objective(state: TrainState, params: Any, batch: Batch, rngs: dict | None = None) -> tuple[jax.Array, Any]:
+    """The training loss at `params` (train mode): mean BCE over the real rows,
+    plus the mini-batch aware L2 when on. Returns (loss, new batch_stats)."""
+    (logits, _), updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, batch, train=True, rngs=rngs, mutable=["batch_stats"]
+    )
+    loss = loss_fn(logits, batch[LABEL], batch.get(ROW_MASK))
+    if state.regularizer is not None:
+        loss = loss + state.regularizer(params, batch)
+    return loss, updates["batch_stats"]
+
+
 def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step in train mode (batch statistics, dropout)."""
-    dropout_key = jax.random.fold_in(state.rng, state.step)
-
-    def loss_and_stats(params):
-        (logits, _), updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch,
-            train=True,
-            rngs={"dropout": dropout_key},
-            mutable=["batch_stats"],
-        )
-        return loss_fn(logits, batch[LABEL], batch.get(ROW_MASK)), updates["batch_stats"]
-
+    rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+    loss_and_stats = functools.partial(objective, state, batch=batch, rngs=rngs)
     (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return state, {"loss": loss}
@@ -158,14 +204,22 @@ class JaxBackend:
 
     name = "jax"
 
-    def __init__(self, schema: FeatureSchema, config: DINConfig, steps_per_call: int = 16, dtype: Any = jnp.float32):
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        config: DINConfig,
+        steps_per_call: int = 16,
+        dtype: Any = jnp.float32,
+        mba_scales: dict[str, np.ndarray] | None = None,
+    ):
+        """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
         self.schema = schema
         self.model = DIN(schema, config, dtype=dtype)
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
         sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
         sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
         sample |= {name: jnp.zeros((2,), jnp.float32) for name in schema.numeric}
-        self.state = create_state(self.model, sample, config, config.seed)
+        self.state = create_state(self.model, sample, config, config.seed, mba_scales)
         self.steps_per_call = steps_per_call
         self._on_device: dict[int, tuple[Arrays, Batch]] = {}
         self.describe = f"jax {jax.__version__} on {', '.join(str(d) for d in jax.devices())}"

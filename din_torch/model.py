@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from data.config import DINConfig
+from data.config import PAPER_EMBEDDING_STD, DINConfig
 from data.schema import AttentionGroup, FeatureSchema
 
 Batch = dict[str, torch.Tensor]
@@ -44,20 +44,46 @@ class Embeddings(nn.Module):
         return self.tables[self.schema.table_of(name)](ids)  # [...] -> [..., E]
 
 
+class BatchNorm(nn.BatchNorm1d):
+    """nn.BatchNorm1d whose train-mode statistics can skip rows.
+
+    forward(x, mask): mask [N] (1 = real row, 0 = ignored) weights the batch
+    mean and variance and the running-statistic update, as the Flax BatchNorm
+    does; the ignored rows are still normalised. Without a mask (or in eval
+    mode) it is exactly nn.BatchNorm1d.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # [N, H] -> [N, H]
+        if mask is None or not self.training:
+            return super().forward(x)
+        weight = mask.to(x.dtype).unsqueeze(1)  # [N, 1]
+        count = weight.sum()
+        mean = (weight * x).sum(dim=0) / count.clamp(min=1)  # [H]
+        var = (weight * (x - mean).square()).sum(dim=0) / count.clamp(min=1)  # [H], biased
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(m * mean)
+            self.running_var.mul_(1 - m).add_(m * var * count / (count - 1).clamp(min=1))  # unbiased
+            self.num_batches_tracked.add_(1)
+        out = (x - mean) / torch.sqrt(var + self.eps)
+        return out * self.weight + self.bias if self.affine else out
+
+
 class Dice(nn.Module):
     """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x)).
 
     The BatchNorm uses batch statistics in train mode and running ones in eval
     mode, so the activation adapts to the data distribution (paper, eq. 2).
+    affine=False is the paper's form: a BatchNorm with no weight and bias.
     """
 
-    def __init__(self, features: int, eps: float, momentum: float):
+    def __init__(self, features: int, eps: float, momentum: float, affine: bool = True):
         super().__init__()
-        self.batchnorm = nn.BatchNorm1d(features, eps=eps, momentum=momentum)
+        self.batchnorm = BatchNorm(features, eps=eps, momentum=momentum, affine=affine)
         self.alpha = nn.Parameter(torch.zeros(features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, H] -> [N, H]
-        p = torch.sigmoid(self.batchnorm(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # [N, H] -> [N, H]
+        p = torch.sigmoid(self.batchnorm(x, mask))
         return self.alpha * (1 - p) * x + p * x
 
 
@@ -68,21 +94,35 @@ class MLP(nn.Module):
         super().__init__()
         sizes = (in_features, *hidden)
         self.dense = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
-        self.batchnorm = nn.ModuleList(
-            nn.BatchNorm1d(h, eps=config.bn_eps, momentum=config.bn_momentum) for h in hidden
-        )
+        self.batchnorm = nn.ModuleList(BatchNorm(h, eps=config.bn_eps, momentum=config.bn_momentum) for h in hidden)
         if activation == "dice":
-            self.activation = nn.ModuleList(Dice(h, config.dice_eps, config.bn_momentum) for h in hidden)
+            affine = config.dice == "tutorial"
+            self.activation = nn.ModuleList(Dice(h, config.dice_eps, config.bn_momentum, affine) for h in hidden)
         elif activation == "prelu":
             self.activation = nn.ModuleList(nn.PReLU(num_parameters=1, init=0.25) for _ in hidden)
         else:
             raise ValueError(f"activation must be 'dice' or 'prelu', got {activation!r}")
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in] -> [N, hidden[-1]]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, in] -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
         for dense, batchnorm, activation in zip(self.dense, self.batchnorm, self.activation):
-            x = self.dropout(activation(batchnorm(dense(x))))
+            x = batchnorm(dense(x), mask)
+            x = self.dropout(activation(x, mask) if isinstance(activation, Dice) else activation(x))
         return x
+
+
+def masked_softmax(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Softmax of scores [B, T] over the positions where real [B, T] is True.
+
+    Padded positions weigh exactly 0 and an all-padding row gets all-zero
+    weights (not NaN); written out so that the Flax model computes the same
+    float operations.
+    """
+    top = scores.masked_fill(~real, -math.inf).amax(dim=1, keepdim=True)  # [B, 1]
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    exp = torch.where(real, torch.exp(torch.where(real, scores - top, torch.zeros_like(scores))), torch.zeros_like(scores))
+    return exp / exp.sum(dim=1, keepdim=True).clamp(min=1.0)  # the sum is >= 1 unless all padding
 
 
 class AttentionUnit(nn.Module):
@@ -90,13 +130,15 @@ class AttentionUnit(nn.Module):
 
     The MLP sees concat(q, k, q - k, q * k) for every (example, position) row;
     its BatchNorm statistics are taken over all B * T rows, padded ones
-    included (tutorial behaviour). Scores are scaled by 1 / sqrt(D), positions
-    t >= length get -inf and a sigmoid (not a softmax) turns them into weights,
-    so padded positions weigh exactly 0.
+    included (tutorial behaviour), or over the real positions only
+    (config.mask_padding). Scores are scaled by 1 / sqrt(D) and turned into
+    weights by a sigmoid (tutorial) or a softmax over the real positions
+    (config.attention_norm); padded positions weigh exactly 0 either way.
     """
 
     def __init__(self, dim: int, config: DINConfig):
         super().__init__()
+        self.config = config
         self.mlp = MLP(4 * dim, config.attention_hidden, "dice", config.attention_dropout, config)
         self.fc = nn.Linear(config.attention_hidden[-1], 1)
 
@@ -107,10 +149,14 @@ class AttentionUnit(nn.Module):
         batch, steps, dim = keys.shape
         queries = query.unsqueeze(1).expand(-1, steps, -1)  # [B, T, D]
         x = torch.cat([queries, keys, queries - keys, queries * keys], dim=-1)  # [B, T, 4D]
-        hidden = self.mlp(x.reshape(batch * steps, 4 * dim))  # [B*T, H]
+        real = torch.arange(steps, device=keys.device) < length.unsqueeze(1)  # [B, T]
+        rows = real.reshape(batch * steps) if self.config.mask_padding else None  # [B*T]
+        hidden = self.mlp(x.reshape(batch * steps, 4 * dim), rows)  # [B*T, H]
         scores = self.fc(hidden).reshape(batch, steps) / math.sqrt(dim)  # [B, T]
-        mask = torch.arange(steps, device=keys.device) < length.unsqueeze(1)  # [B, T]
-        weights = torch.sigmoid(scores.masked_fill(~mask, -math.inf))  # [B, T], 0 where masked
+        if self.config.attention_norm == "softmax":
+            weights = masked_softmax(scores, real)
+        else:
+            weights = torch.sigmoid(scores.masked_fill(~real, -math.inf))  # [B, T], 0 where padded
         interest = torch.einsum("bt,btd->bd", weights, keys)  # [B, D]
         return interest, weights
 
@@ -132,14 +178,29 @@ class DIN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The SPEC's initialisation (embeddings keep nn.Embedding's N(0, 1))."""
+        """The SPEC's initialisation (embeddings keep nn.Embedding's N(0, 1)), or
+        with config.init 'paper' the CTR libraries' small one: embeddings
+        N(0, 1e-4^2) and zero Linear biases."""
+        paper = self.config.init == "paper"
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_uniform_(module.weight)  # bound sqrt(6 / fan_in)
-                nn.init.normal_(module.bias)
-            elif isinstance(module, nn.BatchNorm1d):
+                nn.init.zeros_(module.bias) if paper else nn.init.normal_(module.bias)
+            elif isinstance(module, nn.BatchNorm1d) and module.affine:
                 nn.init.normal_(module.weight, mean=1.0, std=0.02)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding) and paper:
+                nn.init.normal_(module.weight, std=PAPER_EMBEDDING_STD)
+                module.weight[module.padding_idx].zero_()
+
+    def _pool(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """Max over the sequence [B, T] -> [B, E]; with mask_padding, over real positions only."""
+        vectors = self.embeddings(name, ids)  # [B, T, E]
+        if not self.config.mask_padding:
+            return vectors.max(dim=1).values  # padding takes part as zero vectors (tutorial)
+        real = (ids != 0).unsqueeze(-1)  # [B, T, 1]
+        pooled = vectors.masked_fill(~real, -math.inf).max(dim=1).values  # [B, E]
+        return torch.where(real.any(dim=1), pooled, torch.zeros_like(pooled))  # all padding -> 0
 
     def _group_inputs(self, group: AttentionGroup, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         query = torch.cat([self.embeddings(q, batch[q]) for q in group.queries], dim=-1)  # [B, D]
@@ -156,7 +217,7 @@ class DIN(nn.Module):
         dtype = self.final.weight.dtype
         inputs = [batch[name].to(dtype).unsqueeze(1) for name in self.schema.numeric]  # each [B, 1]
         inputs += [self.embeddings(f.name, batch[f.name]) for f in self.schema.categorical]  # each [B, E]
-        inputs += [self.embeddings(f.name, batch[f.name]).max(dim=1).values for f in self.schema.pooled]  # [B, E]
+        inputs += [self._pool(f.name, batch[f.name]) for f in self.schema.pooled]  # each [B, E]
         intermediates: dict[str, torch.Tensor] = {}
         for group in self.schema.attention_groups:
             interest, weights = self.attention[group.name](*self._group_inputs(group, batch))

@@ -17,12 +17,20 @@ from din_torch.model import DIN, Batch
 def make_optimizer(model: torch.nn.Module, config: DINConfig, fused: bool = True) -> torch.optim.Adam:
     """Adam with L2 weight decay added to the gradient (torch's coupled form).
 
-    fused=True: the same update in one kernel over all parameters, clearly
-    faster on CPU than the default for-each implementation (bench/throughput.py
-    measures both).
+    With config.mba_reg the embedding tables get no weight decay: the
+    mini-batch aware term regularises them instead. fused=True: the same
+    update in one kernel over all parameters, clearly faster on CPU than the
+    default for-each implementation (bench/throughput.py measures both).
     """
+    params: list | object = model.parameters()
+    if config.mba_reg > 0:
+        named = list(model.named_parameters())
+        params = [
+            {"params": [p for n, p in named if not n.startswith("embeddings.")]},
+            {"params": [p for n, p in named if n.startswith("embeddings.")], "weight_decay": 0.0},
+        ]
     return torch.optim.Adam(
-        model.parameters(),
+        params,
         lr=config.learning_rate,
         betas=(config.adam_b1, config.adam_b2),
         eps=config.adam_eps,
@@ -39,11 +47,41 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
-def train_step(model: DIN, optimizer: torch.optim.Optimizer, batch: Batch) -> torch.Tensor:
-    """One optimiser step in train mode; returns the (detached) batch loss."""
-    model.train()
+class MiniBatchAwareL2:
+    """The paper's mini-batch aware L2 on embedding tables (eq. 4-5, see
+    data/regularization.py): penalty = 1/2 sum_tables sum_j alpha_mj * s_j * ||w_j||^2
+    with s_j = lambda / n_j, so row j's gradient gains lambda * alpha_mj / n_j * w_j."""
+
+    def __init__(self, schema: FeatureSchema, scales: dict[str, np.ndarray], device: torch.device | str = "cpu"):
+        self.columns = {table: schema.columns_of(table) for table in scales}
+        self.scales = {table: torch.as_tensor(s, device=device) for table, s in scales.items()}  # each [V]
+
+    def __call__(self, model: DIN, batch: Batch) -> torch.Tensor:
+        total = 0.0
+        for table, scale in self.scales.items():
+            weight = model.embeddings.tables[table].weight  # [V, E]
+            present = torch.zeros(len(scale), dtype=torch.bool, device=weight.device)  # alpha_mj
+            for column in self.columns[table]:
+                present[batch[column].reshape(-1)] = True
+            present[0] = False  # padding
+            rows = torch.where(present, scale.to(weight.dtype), 0.0)  # [V]
+            total = total + (rows * weight.square().sum(dim=1)).sum()
+        return 0.5 * total
+
+
+def objective(model: DIN, batch: Batch, regularizer: MiniBatchAwareL2 | None = None) -> torch.Tensor:
+    """The training loss: mean BCE, plus the mini-batch aware L2 when on (train mode)."""
     logits, _ = model(batch)
     loss = loss_fn(logits, batch[LABEL])
+    return loss if regularizer is None else loss + regularizer(model, batch)
+
+
+def train_step(
+    model: DIN, optimizer: torch.optim.Optimizer, batch: Batch, regularizer: MiniBatchAwareL2 | None = None
+) -> torch.Tensor:
+    """One optimiser step in train mode; returns the (detached) batch loss."""
+    model.train()
+    loss = objective(model, batch, regularizer)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -55,11 +93,19 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, schema: FeatureSchema, config: DINConfig, device: str | None = None):
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        config: DINConfig,
+        device: str | None = None,
+        mba_scales: dict[str, np.ndarray] | None = None,
+    ):
+        """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
+        self.regularizer = None if mba_scales is None else MiniBatchAwareL2(schema, mba_scales, self.device)
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
         self.describe = f"torch {torch.__version__} on {self.device} ({torch.get_num_threads()} threads)"
 
@@ -67,7 +113,7 @@ class TorchBackend:
         total = torch.zeros((), device=self.device)
         for rows in batches:
             batch = to_tensors(take(data, rows), self.inputs + (LABEL,), self.device)
-            total += train_step(self.model, self.optimizer, batch) * len(rows)
+            total += train_step(self.model, self.optimizer, batch, self.regularizer) * len(rows)
             progress(len(rows))
         return float(total) / sum(len(rows) for rows in batches)
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from data.config import DINConfig
-from data.schema import LABEL, USER, FeatureSchema
+from data.schema import USER, FeatureSchema
 from din_jax import model as jax_model
-from din_jax.train import TrainState, loss_fn as jax_loss, make_optimizer as jax_optimizer, train_step as jax_train_step
+from din_jax import train as jax_train
 from din_torch import model as torch_model
-from din_torch.train import loss_fn as torch_loss, make_optimizer as torch_optimizer, train_step as torch_train_step
+from din_torch import train as torch_train
 from parity.convert import flax_to_torch, torch_to_flax
 
 # Max abs difference allowed, per dtype and kind of quantity. AUC gets 1e-6 in
@@ -70,9 +70,19 @@ def format_table(rows: list[Diff]) -> str:
 
 
 class Pair:
-    """One DIN in both frameworks with the same weights, in float32 or float64."""
+    """One DIN in both frameworks with the same weights, in float32 or float64;
+    mba_scales (lambda / n_j per table row) adds the mini-batch aware L2 to
+    both training objectives."""
 
-    def __init__(self, schema: FeatureSchema, config: DINConfig, dtype: str, torch_state: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        config: DINConfig,
+        dtype: str,
+        torch_state: dict | None = None,
+        seed: int = 0,
+        mba_scales: dict[str, np.ndarray] | None = None,
+    ):
         if dtype == "float64" and not jax.config.jax_enable_x64:
             raise RuntimeError("float64 parity needs jax_enable_x64 set before JAX is used (JAX_ENABLE_X64=1)")
         self.schema, self.config, self.dtype = schema, config, dtype
@@ -84,6 +94,22 @@ class Pair:
             self.torch.to(TORCH_DTYPES[dtype])
         self.flax = jax_model.DIN(schema, config, dtype=jnp.dtype(dtype))
         self.variables = self.flax_variables(self.torch.state_dict())
+        self.mba_scales = mba_scales
+        self.torch_regularizer = None if mba_scales is None else torch_train.MiniBatchAwareL2(schema, mba_scales)
+
+    def jax_state(self) -> jax_train.TrainState:
+        """A Flax TrainState holding the pair's current weights."""
+        regularizer = None
+        if self.mba_scales is not None:
+            regularizer = jax_train.MiniBatchAwareL2.create(self.schema, self.mba_scales, jnp.dtype(self.dtype))
+        return jax_train.TrainState.create(
+            apply_fn=self.flax.apply,
+            params=self.variables["params"],
+            batch_stats=self.variables["batch_stats"],
+            tx=jax_train.make_optimizer(self.config),
+            rng=jax.random.key(0),
+            regularizer=regularizer,
+        )
 
     def flax_variables(self, state_dict: dict) -> dict:
         sample = {f.name: np.zeros((2,), np.int32) for f in self.schema.categorical}
@@ -130,31 +156,24 @@ class Pair:
         return t_logits, np.asarray(_apply(self.flax, False)(self.variables, self.jax_batch(batch))[0][0])
 
     def gradients(self, batch: dict) -> list[Diff]:
-        """Gradient of the mean BCE loss w.r.t. every parameter (train mode)."""
+        """Gradient of the training objective w.r.t. every parameter (train mode)."""
         saved = {k: v.clone() for k, v in self.torch.state_dict().items()}
         self.torch.train()
         self.torch.zero_grad(set_to_none=True)
-        t_batch = self.torch_batch(batch)
-        torch_loss(self.torch(t_batch)[0], t_batch[LABEL]).backward()
+        torch_train.objective(self.torch, self.torch_batch(batch), self.torch_regularizer).backward()
         t_grads = {k: p.grad for k, p in self.torch.named_parameters()}
         self.torch.load_state_dict(saved)
-        j_grads = flax_to_torch({"params": _grads(self.flax)(self.variables, self.jax_batch(batch))})
+        j_grads = flax_to_torch({"params": _grads(self.jax_state(), self.jax_batch(batch))})
         return [diff(f"grad {k}", t_grads[k], j_grads[k], self.tol["grad"]) for k in sorted(j_grads)]
 
     def train_steps(self, batches: list[dict]) -> list[Diff]:
         """Adam steps (coupled weight decay) on the same batches; every weight compared after."""
         model = self.torch
-        optimizer = torch_optimizer(model, self.config)
+        optimizer = torch_train.make_optimizer(model, self.config)
         for batch in batches:
-            torch_train_step(model, optimizer, self.torch_batch(batch))
-        state = TrainState.create(
-            apply_fn=self.flax.apply,
-            params=self.variables["params"],
-            batch_stats=self.variables["batch_stats"],
-            tx=jax_optimizer(self.config),
-            rng=jax.random.key(0),
-        )
-        step = jax.jit(jax_train_step)
+            torch_train.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer)
+        state = self.jax_state()
+        step = jax.jit(jax_train.train_step)
         for batch in batches:
             state, _ = step(state, self.jax_batch(batch))
         final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
@@ -173,12 +192,6 @@ def _apply(model, train: bool):
     return jax.jit(apply)
 
 
-@functools.lru_cache(maxsize=None)
-def _grads(model):
-    def loss(params, batch_stats, batch):
-        (logits, _), _ = model.apply(
-            {"params": params, "batch_stats": batch_stats}, batch, train=True, mutable=["batch_stats"]
-        )
-        return jax_loss(logits, batch[LABEL])
-
-    return jax.jit(lambda variables, batch: jax.grad(loss)(variables["params"], variables["batch_stats"], batch))
+@jax.jit
+def _grads(state: jax_train.TrainState, batch: dict) -> dict:
+    return jax.grad(lambda params: jax_train.objective(state, params, batch)[0])(state.params)

@@ -6,6 +6,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from data.regularization import mba_scales
+
 Arrays = dict[str, np.ndarray]
 
 
@@ -28,15 +30,21 @@ class Backend(Protocol):
         """Replaces every parameter and buffer; an unknown or missing name is an error."""
 
 
-def make_backend(name: str, schema, config) -> Backend:
-    """Imports only the framework that is asked for."""
+def make_backend(name: str, schema, config, train: Arrays | None = None) -> Backend:
+    """Imports only the framework that is asked for. `train`, the encoded training
+    split, is needed with config.mba_reg (its id counts scale the regulariser)."""
+    scales = None
+    if config.mba_reg > 0:
+        if train is None:
+            raise ValueError("mba_reg needs the training split to count id occurrences")
+        scales = mba_scales(schema, train, config.mba_reg)
     if name == "torch":
         from din_torch.train import TorchBackend
 
-        return TorchBackend(schema, config)
+        return TorchBackend(schema, config, mba_scales=scales)
     if name == "jax":
         from din_jax.train import JaxBackend, enable_compilation_cache
 
         enable_compilation_cache()
-        return JaxBackend(schema, config)
+        return JaxBackend(schema, config, mba_scales=scales)
     raise ValueError(f"unknown backend {name!r}: expected 'jax' or 'torch'")

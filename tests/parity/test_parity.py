@@ -13,6 +13,7 @@ from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
 from parity.compare import Pair, diff, format_table
 from parity.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
+from data.regularization import mba_scales
 from parity.synthetic import random_batch, random_schema
 
 X64 = bool(jax.config.jax_enable_x64)
@@ -39,6 +40,55 @@ def test_forward_random_schemas(seed, share, train):
     rows = pair.forward(random_batch(schema, 13, rng, dtype=np.dtype(DTYPE)), train=train)
     assert {"logits", "mlp_input"} <= {r.name for r in rows}
     assert_within(rows)
+
+
+# The paper's options (README "Beyond the tutorial"), alone and together.
+OPTIONS = {
+    "softmax": dict(attention_norm="softmax"),
+    "mask-padding": dict(mask_padding=True),
+    "dice-paper": dict(dice="paper"),
+    "init-paper": dict(init="paper"),
+    "mba-reg": dict(mba_reg=0.05),
+    "all": dict(attention_norm="softmax", mask_padding=True, dice="paper", init="paper", mba_reg=0.05, share=True),
+}
+
+
+def option_pair(name, seed=5):
+    options = dict(OPTIONS[name])
+    share = options.pop("share", False)
+    rng = np.random.default_rng(seed)
+    schema = random_schema(rng, share=share)
+    config = NO_DROPOUT.replace(**options)
+    scales = mba_scales(schema, random_batch(schema, 40, rng), config.mba_reg) if config.mba_reg else None
+    return Pair(schema, config, DTYPE, seed=seed, mba_scales=scales), schema, rng
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_options_forward_and_gradients(name):
+    pair, schema, rng = option_pair(name)
+    batch = random_batch(schema, 13, rng, dtype=np.dtype(DTYPE))
+    rows = pair.forward(batch, train=True) + pair.forward(batch, train=False, prefix="eval ") + pair.gradients(batch)
+    assert_within(rows)
+
+
+# init-paper is left out: its zero biases feed BatchNorm, whose true gradient
+# is 0, so Adam (with no weight decay pull, the bias being 0) turns float32
+# rounding noise into lr-sized steps that differ between frameworks.
+@pytest.mark.parametrize("name", ["mask-padding", "mba-reg", "softmax"])
+def test_options_ten_adam_steps(name):
+    pair, schema, rng = option_pair(name)
+    assert_within(pair.train_steps([random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)]))
+
+
+def test_all_options_on_seed_data(seed_data_dir):
+    from data.movielens import load_splits
+
+    config = NO_DROPOUT.replace(**{k: v for k, v in OPTIONS["all"].items() if k != "share"}, share_embeddings=True)
+    splits = load_splits(seed_data_dir, config)
+    schema = splits.encoders.schema()
+    pair = Pair(schema, config, DTYPE, mba_scales=mba_scales(schema, splits.train, config.mba_reg))
+    batch = pair.batch(splits.train, np.arange(128))
+    assert_within(pair.forward(batch, train=True) + pair.gradients(batch))
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
@@ -135,10 +185,11 @@ def test_diff_flags_nan_and_shape_mismatch():
 
 
 @float32_only
-def test_initialisation_schemes_match_in_distribution():
+@pytest.mark.parametrize("init", ["tutorial", "paper"])
+def test_initialisation_schemes_match_in_distribution(init):
     """Weights cannot be equal across RNGs; their per-parameter moments must be."""
     schema = random_schema(np.random.default_rng(7), groups=1)
-    config = DINConfig()
+    config = DINConfig(init=init)
     inits = 300
     torch_values: dict[str, list] = {}
     for seed in range(inits):
