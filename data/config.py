@@ -19,6 +19,7 @@ CHOICES = {
     "attention_norm": ("sigmoid", "softmax"),
     "dice": ("tutorial", "paper"),
     "init": ("tutorial", "paper"),
+    "dtype": ("float32", "bfloat16"),
     "protocol": ("sequential", "seed"),
     "split": ("fraction", "leave-last-out"),
 }
@@ -42,6 +43,9 @@ class DINConfig:
     mask_padding: bool = False  # max-pooling and attention BatchNorm/Dice statistics skip padding
     dice: str = "tutorial"  # or "paper": Dice's BatchNorm without affine parameters
     init: str = "tutorial"  # or "paper": embeddings N(0, 1e-4^2), zero Linear biases
+    # Activations' dtype ("bfloat16": JAX only); parameters, optimiser state,
+    # BatchNorm statistics and the loss stay float32.
+    dtype: str = "float32"
 
     # Optimiser: torch.optim.Adam, weight decay added to the gradient (coupled).
     learning_rate: float = 0.002

@@ -41,9 +41,15 @@ def batchnorm_scale_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jn
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)  # N(1, 0.02)
 
 
-def padded_embedding_init(stddev: float) -> nn.initializers.Initializer:
+def padded_embedding_init(stddev: float, vocab_size: int | None = None) -> nn.initializers.Initializer:
+    """N(0, stddev^2) rows, row 0 (padding) zero. A table allocated with more
+    rows than `vocab_size` (padded so that it shards evenly) gets the same
+    first vocab_size rows as an unpadded one, and zeros after them."""
+
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return (stddev * jax.random.normal(key, shape, dtype)).at[0].set(0.0)  # N(0, stddev^2), row 0 zero
+        rows = shape[0] if vocab_size is None else vocab_size
+        table = (stddev * jax.random.normal(key, (rows, *shape[1:]), dtype)).at[0].set(0.0)
+        return jnp.pad(table, ((0, shape[0] - rows), (0, 0)))
 
     return init
 
@@ -53,8 +59,17 @@ def bias_init(config: DINConfig) -> nn.initializers.Initializer:
     return nn.initializers.zeros if config.init == "paper" else normal_bias
 
 
-def embedding_init(config: DINConfig) -> nn.initializers.Initializer:
-    return padded_embedding_init(PAPER_EMBEDDING_STD if config.init == "paper" else 1.0)
+def embedding_init(config: DINConfig, vocab_size: int) -> nn.initializers.Initializer:
+    return padded_embedding_init(PAPER_EMBEDDING_STD if config.init == "paper" else 1.0, vocab_size)
+
+
+def padded_rows(vocab_size: int, multiple: int) -> int:
+    return -(-vocab_size // multiple) * multiple
+
+
+def wide(dtype: Any) -> Any:
+    """The dtype of statistics, normalisation and the loss: at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 class BatchNorm(nn.Module):
@@ -74,8 +89,12 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        """x [N, H] -> [N, H]; mask [N] (1 = real row, 0 = ignored) weights the statistics."""
-        features = x.shape[-1]
+        """x [N, H] -> [N, H]; mask [N] (1 = real row, 0 = ignored) weights the statistics.
+
+        Statistics and the normalisation run in at least float32 (x may be bfloat16).
+        """
+        features, dtype = x.shape[-1], x.dtype
+        x = x.astype(wide(dtype))
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), x.dtype)
         running_var = self.variable("batch_stats", "var", jnp.ones, (features,), x.dtype)
         # torch's buffer, kept so that a checkpoint converts both ways unchanged.
@@ -96,10 +115,10 @@ class BatchNorm(nn.Module):
             mean, var = running_mean.value, running_var.value
         out = (x - mean) / jnp.sqrt(var + self.eps)
         if not self.affine:  # the paper's Dice: no weight and bias
-            return out
+            return out.astype(dtype)
         scale = self.param("scale", batchnorm_scale_init, (features,))
         bias = self.param("bias", nn.initializers.zeros, (features,))
-        return out * scale + bias
+        return (out * scale + bias).astype(dtype)
 
     def _sum(self, value: jax.Array) -> jax.Array:
         return value if self.axis_name is None else jax.lax.psum(value, self.axis_name)
@@ -119,7 +138,7 @@ class Dice(nn.Module):
         batchnorm = BatchNorm(self.eps, self.momentum, self.axis_name, self.affine, name="batchnorm")
         p = nn.sigmoid(batchnorm(x, train, mask))
         alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],))
-        return alpha * (1 - p) * x + p * x
+        return (alpha * (1 - p) * x + p * x).astype(x.dtype)
 
 
 class MLP(nn.Module):
@@ -130,13 +149,17 @@ class MLP(nn.Module):
     dropout: float
     config: DINConfig
     axis_name: str | None = None
+    compute_dtype: Any = None  # None: the parameters' dtype
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
         """x [N, in] -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
         config = self.config
         for i, features in enumerate(self.hidden):
-            x = nn.Dense(features, kernel_init=kaiming_uniform, bias_init=bias_init(config), name=f"dense_{i}")(x)
+            dense = nn.Dense(
+                features, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.compute_dtype, name=f"dense_{i}"
+            )
+            x = dense(x)
             x = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, name=f"batchnorm_{i}")(x, train, mask)
             if self.activation == "dice":
                 dice = Dice(config.dice_eps, config.bn_momentum, self.axis_name, config.dice == "tutorial", name=f"activation_{i}")
@@ -174,6 +197,7 @@ class AttentionUnit(nn.Module):
 
     config: DINConfig
     train: bool = False
+    compute_dtype: Any = None
 
     @nn.compact
     def __call__(
@@ -192,16 +216,15 @@ class AttentionUnit(nn.Module):
         mask = None if row_mask is None else jnp.broadcast_to(row_mask, (steps,))  # [T]
         if config.mask_padding:
             mask = real if mask is None else mask * real
-        hidden = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, name="mlp")(
-            x, self.train, mask
-        )  # [T, H]
-        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), name="fc")
-        scores = fc(hidden)[:, 0] / math.sqrt(dim)  # [T]
+        mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, self.compute_dtype, name="mlp")
+        hidden = mlp(x, self.train, mask)  # [T, H]
+        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.compute_dtype, name="fc")
+        scores = fc(hidden)[:, 0].astype(wide(keys.dtype)) / math.sqrt(dim)  # [T], normalised in >= float32
         if config.attention_norm == "softmax":
             weights = masked_softmax(scores, real)
         else:
             weights = nn.sigmoid(jnp.where(real, scores, -jnp.inf))  # [T], 0 where padded
-        return weights @ keys, weights  # [D], [T]
+        return (weights @ keys.astype(weights.dtype)).astype(keys.dtype), weights  # [D], [T]
 
 
 # One example's unit mapped over the batch: parameters and running statistics
@@ -222,13 +245,23 @@ class Embeddings(nn.Module):
 
     schema: FeatureSchema
     config: DINConfig
+    rows_multiple: int = 1  # tables get padded_rows(vocab_size, rows_multiple) rows (even sharding)
+    compute_dtype: Any = None
 
     def setup(self) -> None:
-        init = embedding_init(self.config)
-        self.tables = {f.name: nn.Embed(f.vocab_size, self.config.embedding_dim, embedding_init=init) for f in self.schema.tables}
+        self.tables = {
+            f.name: nn.Embed(
+                padded_rows(f.vocab_size, self.rows_multiple),
+                self.config.embedding_dim,
+                embedding_init=embedding_init(self.config, f.vocab_size),
+            )
+            for f in self.schema.tables
+        }
 
     def __call__(self, name: str, ids: jax.Array) -> jax.Array:  # [...] -> [..., E]
         vectors = jnp.take(self.tables[self.schema.table_of(name)].embedding, ids, axis=0)
+        if self.compute_dtype is not None:
+            vectors = vectors.astype(self.compute_dtype)
         # Padding ids give zero vectors and send no gradient to row 0, as
         # torch's padding_idx does (cheaper than copying the table).
         return jnp.where((ids != 0)[..., None], vectors, 0.0)
@@ -239,7 +272,11 @@ class DIN(nn.Module):
 
     schema: FeatureSchema
     config: DINConfig
-    dtype: Any = jnp.float32  # dtype of the numeric inputs; parameters decide the rest.
+    dtype: Any = jnp.float32  # dtype of the parameters and numeric inputs
+    # Activations' dtype (e.g. bfloat16; None: the parameters'). BatchNorm
+    # statistics, attention normalisation and the logits stay >= float32.
+    compute_dtype: Any = None
+    table_rows_multiple: int = 1  # pad every table's rows to a multiple (sharded tables)
 
     @nn.compact
     def __call__(self, batch: Batch, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -254,22 +291,23 @@ class DIN(nn.Module):
         first = batch[schema.embedded[0].name] if schema.embedded else batch[schema.numeric[0]]
         if train and first.shape[0] == 1:
             raise ValueError("DIN cannot train on a batch of one: BatchNorm needs more than one row per feature")
-        embeddings = Embeddings(schema, config, name="embeddings")
-        inputs = [batch[name].astype(self.dtype)[:, None] for name in schema.numeric]  # each [B, 1]
+        cdt = self.compute_dtype
+        embeddings = Embeddings(schema, config, self.table_rows_multiple, cdt, name="embeddings")
+        inputs = [batch[name].astype(cdt or self.dtype)[:, None] for name in schema.numeric]  # each [B, 1]
         inputs += [embeddings(f.name, batch[f.name]) for f in schema.categorical]  # each [B, E]
         inputs += [self._pool(embeddings, f.name, batch[f.name]) for f in schema.pooled]  # each [B, E]
         intermediates: dict[str, jax.Array] = {}
         for group in schema.attention_groups:
             query, keys, length = self._group_inputs(group, batch, embeddings)
-            unit = BatchedAttentionUnit(config, train, name=f"attention_{group.name}")
+            unit = BatchedAttentionUnit(config, train, cdt, name=f"attention_{group.name}")
             interest, weights = unit(query, keys, length, row_mask)  # [B, D], [B, T]
             inputs.append(interest)
             intermediates[f"attention_weights/{group.name}"] = weights
             intermediates[f"interest/{group.name}"] = interest
         mlp_input = jnp.concatenate(inputs, axis=1)  # [B, F]
-        hidden = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, name="mlp")(mlp_input, train, row_mask)
-        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), name="final")
-        logits = final(hidden)[:, 0]  # [B]
+        hidden = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, None, cdt, name="mlp")(mlp_input, train, row_mask)
+        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=cdt, name="final")
+        logits = final(hidden)[:, 0].astype(wide(hidden.dtype))  # [B], the loss's dtype
         intermediates["mlp_input"] = mlp_input
         return logits, intermediates
 

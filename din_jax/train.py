@@ -16,13 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import struct, traverse_util
 from flax.training import train_state
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from data.batches import Arrays, eval_batches
 from data.config import DINConfig
 from data.schema import LABEL, ROW_MASK, FeatureSchema
-from din_jax.model import DIN, Batch
+from din_jax.mesh import DATA, describe, global_array, make_mesh, replicated, rows_sharding, state_shardings, table_rows_multiple
+from din_jax.model import DIN, Batch, padded_rows
 
 
 @struct.dataclass
@@ -150,7 +154,6 @@ def _gather(data: Batch, rows: jax.Array) -> Batch:
     return {name: values[rows] for name, values in data.items()}  # each [B, ...]
 
 
-@functools.partial(jax.jit, donate_argnums=0)
 def train_steps(
     state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array
 ) -> tuple[TrainState, jax.Array]:
@@ -177,7 +180,6 @@ def train_steps(
     return jax.lax.scan(body, state, (rows, row_mask))
 
 
-@jax.jit
 def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:
     return eval_step(state, _gather(data, rows))  # [B]
 
@@ -199,8 +201,16 @@ def blocks(batches: list[np.ndarray], steps_per_call: int) -> list[tuple[np.ndar
     return [(rows[i : i + count], mask[i : i + count]) for i in range(0, len(rows), count)]
 
 
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
 class JaxBackend:
-    """The shared loop's backend interface (see training/backend.py) for JAX."""
+    """The shared loop's backend interface (see training/backend.py) for JAX.
+
+    Runs on a ('data', 'model') device mesh (din_jax/mesh.py; default: every
+    device on 'data'): batches are split over 'data', embedding tables over
+    'model' when shard_embeddings. On one device that is the plain jitted step.
+    """
 
     name = "jax"
 
@@ -211,36 +221,66 @@ class JaxBackend:
         steps_per_call: int = 16,
         dtype: Any = jnp.float32,
         mba_scales: dict[str, np.ndarray] | None = None,
+        mesh: Mesh | None = None,
+        shard_embeddings: bool = False,
     ):
-        """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
+        """dtype: parameters (float32, or float64 for parity); config.dtype: activations.
+        mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
         self.schema = schema
-        self.model = DIN(schema, config, dtype=dtype)
+        self.mesh = mesh or make_mesh()
+        data_size = self.mesh.shape[DATA]
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(config, name) % data_size:
+                raise ValueError(f"{name} {getattr(config, name)} is not divisible by the mesh's data axis ({data_size})")
+        multiple = table_rows_multiple(self.mesh, shard_embeddings)
+        self.model = DIN(schema, config, dtype, COMPUTE_DTYPES[config.dtype], multiple)
+        self.vocab = {f.name: f.vocab_size for f in schema.tables}
+        if mba_scales is not None:
+            mba_scales = {t: np.pad(s, (0, padded_rows(len(s), multiple) - len(s))) for t, s in mba_scales.items()}
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
         sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
         sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
         sample |= {name: jnp.zeros((2,), jnp.float32) for name in schema.numeric}
-        self.state = create_state(self.model, sample, config, config.seed, mba_scales)
+        make = functools.partial(create_state, self.model, sample, config, config.seed, mba_scales)
+        # Every array is created where it lives (no host copy of a sharded table).
+        self.state_sharding = state_shardings(self.mesh, jax.eval_shape(make), shard_embeddings)
+        self.state = jax.jit(make, out_shardings=self.state_sharding)()
         self.steps_per_call = steps_per_call
+        self._train_steps = jax.jit(
+            train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
+        )
+        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh))
         self._on_device: dict[int, tuple[Arrays, Batch]] = {}
-        self.describe = f"jax {jax.__version__} on {', '.join(str(d) for d in jax.devices())}"
+        devices = jax.devices()
+        self.describe = (
+            f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind} ({jax.process_count()} process), "
+            f"{describe(self.mesh)}{', sharded embeddings' if shard_embeddings else ''}, compute {config.dtype}"
+        )
 
     def _device_data(self, data: Arrays, names: tuple[str, ...]) -> Batch:
-        """Copies a split to the device once; later calls with the same split reuse it."""
+        """Copies a split to the devices once (replicated: each batch gathers its rows
+        there); later calls with the same split reuse it."""
         key = id(data)
         if key not in self._on_device:
             # Holding `data` keeps its id from being reused by another object.
-            self._on_device[key] = (data, jax.device_put({name: data[name] for name in self.inputs + (LABEL,)}))
+            arrays = {name: global_array(replicated(self.mesh), data[name]) for name in self.inputs + (LABEL,)}
+            self._on_device[key] = (data, arrays)
         return {name: self._on_device[key][1][name] for name in names}
 
     def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
         device_data = self._device_data(data, self.inputs + (LABEL,))
         losses = []
         for rows, row_mask in blocks(batches, self.steps_per_call):
-            self.state, block_losses = train_steps(self.state, device_data, rows, row_mask)
+            rows_global, mask_global = self._device_rows(rows), self._device_rows(row_mask)
+            self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global)
             losses.append(block_losses * row_mask.sum(axis=1))  # [K], sample-weighted
             progress(int(row_mask.sum()))
         # One host sync per epoch: the losses stay on the device until here.
         return float(jnp.sum(jnp.concatenate(losses))) / sum(len(rows) for rows in batches)
+
+    def _device_rows(self, rows: np.ndarray) -> jax.Array:
+        """[K, B] (or [B]) row indices or masks with B split over 'data'."""
+        return global_array(rows_sharding(self.mesh, leading=rows.ndim - 1), rows)
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         device_data = self._device_data(data, self.inputs)
@@ -249,27 +289,83 @@ class JaxBackend:
         for rows in eval_batches(n, batch_size):
             # Every batch is padded to `batch_size` (eval mode is row-independent),
             # so evaluation compiles once whatever the split's size.
-            padded = np.pad(rows, (0, batch_size - len(rows)), mode="edge")
-            out.append(eval_logits(self.state, device_data, jnp.asarray(padded, jnp.int32))[: len(rows)])
-        return np.asarray(jnp.concatenate(out))
+            padded = np.pad(rows, (0, batch_size - len(rows)), mode="edge").astype(np.int32)
+            out.append(self._eval_logits(self.state, device_data, self._device_rows(padded)))
+        # One gather from every device (and host) per evaluation.
+        return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]
 
     def _variables(self) -> dict[str, jax.Array]:
         """Every variable by its '/'-joined path, e.g. 'params/final/kernel'."""
         variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
         return traverse_util.flatten_dict(variables, sep="/")
 
+    def _table(self, name: str) -> str | None:
+        parts = name.split("/")
+        if parts[:2] == ["params", "embeddings"] and parts[2].startswith("tables_"):
+            return parts[2][len("tables_") :]
+        return None
+
     def weights(self) -> dict[str, np.ndarray]:
-        return {name: np.array(value) for name, value in self._variables().items()}
+        """Host copies; tables without the rows that only pad them for sharding."""
+        weights = {}
+        for name, value in to_host(self._variables()).items():
+            table = self._table(name)
+            weights[name] = np.array(value[: self.vocab[table]] if table else value)
+        return weights
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         current = self._variables()
         missing, extra = sorted(set(current) - set(weights)), sorted(set(weights) - set(current))
         if missing or extra:
             raise KeyError(f"weights do not fit this model: missing {missing}, unexpected {extra}")
+        padded = {}
         for name, value in weights.items():
+            table = self._table(name)
+            if table and np.shape(value)[0] == self.vocab[table]:
+                value = np.pad(value, ((0, current[name].shape[0] - self.vocab[table]), (0, 0)))
             if np.shape(value) != current[name].shape:
                 raise ValueError(f"{name}: shape {np.shape(value)}, the model has {current[name].shape}")
-        variables = traverse_util.unflatten_dict(
-            {name: jnp.asarray(value, current[name].dtype) for name, value in weights.items()}, sep="/"
+            padded[name] = np.asarray(value, current[name].dtype)
+        variables = traverse_util.unflatten_dict(padded, sep="/")
+        shardings = self.state_sharding
+        params = jax.tree_util.tree_map(global_array, shardings.params, variables["params"])
+        batch_stats = jax.tree_util.tree_map(global_array, shardings.batch_stats, variables["batch_stats"])
+        self.state = self.state.replace(params=params, batch_stats=batch_stats)
+
+    def save_state(self, path: str) -> None:
+        """The full training state (parameters, statistics, Adam moments, step, RNG)
+        into the new directory `path`, each process writing its own shards."""
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(os.path.abspath(path), self._checkpoint_tree())
+        checkpointer.wait_until_finished()
+
+    def load_state(self, path: str) -> None:
+        """Restores save_state's directory onto this backend's mesh and shardings."""
+        template = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self._checkpoint_tree()
         )
-        self.state = self.state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+        restored = ocp.StandardCheckpointer().restore(os.path.abspath(path), template)
+        self.state = self.state.replace(
+            params=restored["params"],
+            batch_stats=restored["batch_stats"],
+            opt_state=restored["opt_state"],
+            step=restored["step"],
+            rng=jax.random.wrap_key_data(restored["rng"]),
+        )
+
+    def _checkpoint_tree(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "params": state.params,
+            "batch_stats": state.batch_stats,
+            "opt_state": state.opt_state,
+            "step": state.step,
+            "rng": jax.random.key_data(state.rng),  # typed keys are not serialisable
+        }
+
+
+def to_host(tree: Any) -> Any:
+    """numpy copies of a tree of (possibly sharded, multi-host) arrays."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    return multihost_utils.process_allgather(tree, tiled=True)

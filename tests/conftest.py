@@ -14,6 +14,11 @@ os.environ.setdefault("DIN_XLA_CACHE", str(ROOT / ".cache" / "xla"))
 os.environ.setdefault("DIN_CACHE_DIR", str(ROOT / ".cache" / "din"))
 
 
+# tests/multidevice needs 8 devices set up before JAX starts: tests/test_multidevice.py
+# runs it in a child process with XLA_FLAGS; the main session leaves it alone.
+collect_ignore = [] if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") else ["multidevice"]
+
+
 def _data_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("DIN_DATA_DIR", ROOT.parent / "shared" / "data"))
 

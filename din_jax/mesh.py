@@ -1,0 +1,96 @@
+"""The device mesh and where each array lives on it.
+
+A 2-D mesh with axes ('data', 'model'):
+  - a batch is split over 'data' (each device holds B / data rows),
+  - dense parameters, BatchNorm statistics and the optimiser's moments of
+    dense parameters are replicated,
+  - with shard_embeddings, every embedding table [V, E] (and its Adam
+    moments and mini-batch aware row scales) is split along the vocabulary
+    over 'model'; otherwise replicated too.
+The train step itself is unchanged: jit receives arrays with these shardings
+and XLA inserts the collectives (the BatchNorm sums over the batch become
+all-reduces, so statistics stay those of the whole global batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA, MODEL = "data", "model"
+
+
+def parse_mesh(text: str | None) -> dict[str, int]:
+    """'data=4,model=2' -> {'data': 4, 'model': 2}; '' or None -> all devices on 'data'."""
+    shape = {DATA: 0, MODEL: 1}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, size = part.partition("=")
+        name = name.strip()
+        if name not in shape or not size.strip().isdigit() or int(size) < 1:
+            raise ValueError(f"--mesh {text!r}: expected data=N[,model=M] with positive sizes, got {part!r}")
+        shape[name] = int(size)
+    if not shape[DATA]:
+        shape[DATA] = max(jax.device_count() // shape[MODEL], 1)
+    return shape
+
+
+def make_mesh(shape: dict[str, int] | None = None) -> Mesh:
+    """A ('data', 'model') mesh over the first data * model devices (all hosts' devices)."""
+    shape = shape or parse_mesh(None)
+    size = shape[DATA] * shape[MODEL]
+    devices = jax.devices()
+    if size > len(devices):
+        raise ValueError(f"mesh data={shape[DATA]},model={shape[MODEL]} needs {size} devices, {len(devices)} available")
+    # create_device_mesh orders devices by the physical topology (TPU ICI rings).
+    grid = mesh_utils.create_device_mesh((shape[DATA], shape[MODEL]), devices=devices[:size])
+    return Mesh(grid, (DATA, MODEL))
+
+
+def describe(mesh: Mesh) -> str:
+    return f"mesh data={mesh.shape[DATA]},model={mesh.shape[MODEL]}"
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def rows_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
+    """Batch rows split over 'data', after `leading` unsplit axes (e.g. the K steps of a block)."""
+    return NamedSharding(mesh, P(*([None] * leading), DATA))
+
+
+def _names(path) -> list[str]:
+    return [str(getattr(key, "key", getattr(key, "name", ""))) for key in path]
+
+
+def state_shardings(mesh: Mesh, state: Any, shard_embeddings: bool) -> Any:
+    """A sharding for every leaf of a TrainState (or any tree holding it)."""
+
+    def sharding(path, leaf) -> NamedSharding:
+        names = _names(path)
+        if shard_embeddings and getattr(leaf, "ndim", 0) >= 1:
+            if "embeddings" in names and leaf.ndim == 2:  # a table [V, E] or its Adam moments
+                return NamedSharding(mesh, P(MODEL, None))
+            if "scales" in names and leaf.ndim == 1:  # mini-batch aware row scales [V]
+                return NamedSharding(mesh, P(MODEL))
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(sharding, state)
+
+
+def table_rows_multiple(mesh: Mesh, shard_embeddings: bool) -> int:
+    """Tables are padded to a multiple of the 'model' size: XLA shards only evenly."""
+    return mesh.shape[MODEL] if shard_embeddings else 1
+
+
+def global_array(sharding: NamedSharding, value: np.ndarray) -> jax.Array:
+    """A global array from a value every process knows in full (all hosts draw the
+    same batches from the same seed): each process fills only the shards of
+    its own devices, so on several hosts each feeds its slice of the batch."""
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
