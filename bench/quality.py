@@ -16,6 +16,7 @@ Results are also written to OUT_ROOT/quality.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -39,6 +40,20 @@ OPTIONS = {
     "init-paper": dict(init="paper"),
 }
 GRID = {"default": {}, **OPTIONS, "all": {k: v for changes in OPTIONS.values() for k, v in changes.items()}}
+
+
+def parse_setting(item: str) -> tuple[str, object]:
+    """'learning_rate=0.001' -> ('learning_rate', 0.001), typed by the DINConfig field."""
+    name, _, value = item.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(DINConfig)}
+    if name not in fields or not value:
+        raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+    default = getattr(DINConfig(), name)
+    if isinstance(default, bool):
+        return name, value.lower() in ("1", "true", "yes")
+    if isinstance(default, tuple):
+        return name, tuple(int(v) for v in value.split(","))
+    return name, type(default)(value)
 
 
 def mean_sd(values) -> str:
@@ -82,11 +97,15 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", choices=sorted(GRID), default=list(GRID), help="a subset of the grid")
     parser.add_argument("--epochs", type=int, default=DINConfig.epochs)
     parser.add_argument("--mba-reg", type=float, default=OPTIONS["mba-reg"]["mba_reg"], help="lambda of the mba-reg runs")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="DINConfig changes applied to every configuration"
+    )
     parser.add_argument("--out-root", default="runs/quality")
     parser.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    common = dict(parse_setting(item) for item in args.set)
     results: dict[str, list[dict]] = {}
     splits_cache = {}
     for name in args.configs:
@@ -94,7 +113,7 @@ def main() -> None:
         if "mba_reg" in changes:
             changes["mba_reg"] = args.mba_reg
         for seed in range(args.seeds):
-            config = DINConfig(epochs=args.epochs, seed=seed, **changes)
+            config = DINConfig(epochs=args.epochs, seed=seed, **common, **changes)
             # Splits depend on the seed (validation users) and on shared vocabularies.
             key = (seed, config.share_embeddings)
             if key not in splits_cache:
