@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from data.config import CHOICES, DINConfig
 from data.datasets import load_splits
 from data.download import ML_1M, DownloadError, fetch
 from data.movielens import DataError
-from training import fit, make_backend
+from training import checkpoint, fit, make_backend
 
 # Flags that map one-to-one onto DINConfig fields; their defaults come from it.
 CONFIG_FLAGS = {
@@ -41,12 +42,15 @@ CONFIG_FLAGS = {
     "dice": str,
     "init": str,
     "mba_reg": float,
+    "dtype": str,
 }
 HELP = {
     "attention_norm": "softmax: masked softmax over the history (the paper) instead of the tutorial's scaled sigmoid",
     "dice": "paper: Dice's BatchNorm has no affine parameters",
     "init": "paper: embeddings N(0, 1e-4^2) and zero Linear biases instead of the tutorial's N(0, 1)",
     "mba_reg": "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7); 0 = off",
+    "dtype": "activations' dtype; bfloat16 (JAX) keeps parameters, optimiser state, BatchNorm statistics "
+    "and the loss in float32",
 }
 
 
@@ -63,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-dir", help="downloads and built raw datasets (default: $DIN_CACHE_DIR or ~/.cache/din-jax)"
     )
-    parser.add_argument("--out", required=True, help="run directory to write")
+    parser.add_argument("--out", help="run directory to write (required unless --resume)")
     for field, kind in CONFIG_FLAGS.items():
         parser.add_argument(
             f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=CHOICES.get(field),
@@ -80,28 +84,80 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mask-padding", action="store_true",
         help="max-pooling and the attention's BatchNorm/Dice statistics ignore padded positions",
     )
+    scale = parser.add_argument_group("scaling out (README: Scaling out)")
+    scale.add_argument(
+        "--mesh", help="jax device mesh data=N[,model=M] (default: every device on data); batches split over data"
+    )
+    scale.add_argument(
+        "--shard-embeddings", action="store_true", help="jax: split embedding tables along the vocabulary over model"
+    )
+    scale.add_argument(
+        "--distributed", action="store_true",
+        help="jax multi-host: call jax.distributed.initialize() (coordinator from the cluster environment)",
+    )
+    scale.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="STEPS",
+        help="write the full training state every STEPS optimiser steps into RUN_DIR/checkpoints (0: never)",
+    )
+    scale.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue RUN_DIR from its newest checkpoint, with its config.json (flags other than "
+        "--backend, --data, --mesh, --checkpoint-every and --no-progress are ignored)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.out and not args.resume:
+        parser.error("--out is required (or --resume RUN_DIR)")
+    if args.checkpoint_every < 0:
+        parser.error("--checkpoint-every must be >= 0")
+    if args.backend == "torch" and (args.mesh or args.shard_embeddings or args.distributed):
+        parser.error("--mesh, --shard-embeddings and --distributed are for --backend jax")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    config = DINConfig(
-        **{field: getattr(args, field) for field in CONFIG_FLAGS},
-        valid_on_test=args.valid_on_test,
-        share_embeddings=args.share_embeddings,
-        mask_padding=args.mask_padding,
-    )
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()  # before any other JAX call
     try:
-        data_dir = args.data or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+        if args.resume:
+            config, data_dir = resume_setup(args.resume)
+            data_dir = args.data or data_dir
+        else:
+            config = DINConfig(
+                **{field: getattr(args, field) for field in CONFIG_FLAGS},
+                valid_on_test=args.valid_on_test,
+                share_embeddings=args.share_embeddings,
+                mask_padding=args.mask_padding,
+            )
+            data_dir = args.data
+        data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
         splits = load_splits(data_dir, config, args.cache_dir)
-    except (DataError, DownloadError, FileNotFoundError) as error:
+        backend = make_backend(
+            args.backend, splits.encoders.schema(), config, splits.train, args.mesh, args.shard_embeddings
+        )
+        fit(
+            backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
+            checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+        )
+    except (DataError, DownloadError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
-    fit(backend, splits, config, args.out, progress=not args.no_progress, data_dir=data_dir)
     return 0
+
+
+def resume_setup(run: str) -> tuple[DINConfig, str | None]:
+    """The config and data folder of a run directory that holds a checkpoint."""
+    path = checkpoint.latest(run)
+    if path is None:
+        raise FileNotFoundError(f"{run}: no checkpoint to resume from (train with --checkpoint-every STEPS)")
+    with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+        config = DINConfig.from_json(f.read())
+    with open(os.path.join(path, "loop.json"), encoding="utf-8") as f:
+        return config, checkpoint.LoopState.from_json(f.read()).data
 
 
 if __name__ == "__main__":

@@ -184,15 +184,16 @@ def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:
     return eval_step(state, _gather(data, rows))  # [B]
 
 
-def blocks(batches: list[np.ndarray], steps_per_call: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Packs an epoch's batches into (rows [K, B], row_mask [K, B]) blocks of one shape.
+def blocks(batches: list[np.ndarray], steps_per_call: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Packs batches (an epoch, or the part of one between checkpoints) into
+    (rows [K, B], row_mask [K, B]) blocks of one shape, K = steps_per_call.
 
-    B is the largest batch; a shorter batch is filled by repeating its rows,
-    masked out. The last block is filled with all-masked steps, which
-    `train_steps` skips. One shape means one compilation per run.
+    B is batch_size; a shorter batch is filled by repeating its rows, masked
+    out. The last block is filled with all-masked steps, which `train_steps`
+    skips. One shape means one compilation per run, whatever the batches.
     """
-    size = max(len(rows) for rows in batches)
-    count = min(steps_per_call, len(batches))
+    size = max(batch_size, *(len(rows) for rows in batches))
+    count = steps_per_call
     rows = np.zeros((-(-len(batches) // count) * count, size), dtype=np.int32)
     mask = np.zeros(rows.shape, dtype=np.float32)
     for i, batch in enumerate(batches):
@@ -227,6 +228,7 @@ class JaxBackend:
         """dtype: parameters (float32, or float64 for parity); config.dtype: activations.
         mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
         self.schema = schema
+        self.primary = jax.process_index() == 0
         self.mesh = mesh or make_mesh()
         data_size = self.mesh.shape[DATA]
         for name in ("batch_size", "eval_batch_size"):
@@ -245,7 +247,7 @@ class JaxBackend:
         # Every array is created where it lives (no host copy of a sharded table).
         self.state_sharding = state_shardings(self.mesh, jax.eval_shape(make), shard_embeddings)
         self.state = jax.jit(make, out_shardings=self.state_sharding)()
-        self.steps_per_call = steps_per_call
+        self.steps_per_call, self.batch_size = steps_per_call, config.batch_size
         self._train_steps = jax.jit(
             train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
         )
@@ -270,7 +272,7 @@ class JaxBackend:
     def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
         device_data = self._device_data(data, self.inputs + (LABEL,))
         losses = []
-        for rows, row_mask in blocks(batches, self.steps_per_call):
+        for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
             rows_global, mask_global = self._device_rows(rows), self._device_rows(row_mask)
             self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global)
             losses.append(block_losses * row_mask.sum(axis=1))  # [K], sample-weighted

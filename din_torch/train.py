@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -92,6 +93,7 @@ class TorchBackend:
     """The shared loop's backend interface (see training/backend.py) for torch."""
 
     name = "torch"
+    primary = True
 
     def __init__(
         self,
@@ -101,6 +103,8 @@ class TorchBackend:
         mba_scales: dict[str, np.ndarray] | None = None,
     ):
         """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
+        if config.dtype != "float32":
+            raise ValueError(f"dtype {config.dtype!r}: the torch backend trains in float32 (bfloat16 is JAX's)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config).to(self.device)
@@ -130,3 +134,22 @@ class TorchBackend:
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         state = {name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()}
         self.model.load_state_dict(state, strict=True)
+
+    def save_state(self, path: str) -> None:
+        """Model, Adam state and the RNG streams (dropout) into path/state.pt."""
+        os.makedirs(path)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, os.path.join(path, "state.pt"))
+
+    def load_state(self, path: str) -> None:
+        state = torch.load(os.path.join(path, "state.pt"), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])

@@ -14,6 +14,7 @@ Arrays = dict[str, np.ndarray]
 class Backend(Protocol):
     name: str
     describe: str  # Framework, version and device, for the log.
+    primary: bool  # Writes the run directory (one process of a multi-host job).
 
     def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
         """Trains on `data` rows batch by batch (each entry of `batches` holds row
@@ -29,10 +30,20 @@ class Backend(Protocol):
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Replaces every parameter and buffer; an unknown or missing name is an error."""
 
+    def save_state(self, path: str) -> None:
+        """Writes the full training state (weights, optimiser state, step, RNG) into
+        the new directory `path`."""
 
-def make_backend(name: str, schema, config, train: Arrays | None = None) -> Backend:
+    def load_state(self, path: str) -> None:
+        """Restores what save_state wrote, so training continues bit for bit."""
+
+
+def make_backend(
+    name: str, schema, config, train: Arrays | None = None, mesh: str | None = None, shard_embeddings: bool = False
+) -> Backend:
     """Imports only the framework that is asked for. `train`, the encoded training
-    split, is needed with config.mba_reg (its id counts scale the regulariser)."""
+    split, is needed with config.mba_reg (its id counts scale the regulariser);
+    mesh ('data=N[,model=M]') and shard_embeddings place a JAX run on devices."""
     scales = None
     if config.mba_reg > 0:
         if train is None:
@@ -43,8 +54,11 @@ def make_backend(name: str, schema, config, train: Arrays | None = None) -> Back
 
         return TorchBackend(schema, config, mba_scales=scales)
     if name == "jax":
+        from din_jax.mesh import make_mesh, parse_mesh
         from din_jax.train import JaxBackend, enable_compilation_cache
 
         enable_compilation_cache()
-        return JaxBackend(schema, config, mba_scales=scales)
+        return JaxBackend(
+            schema, config, mba_scales=scales, mesh=make_mesh(parse_mesh(mesh)), shard_embeddings=shard_embeddings
+        )
     raise ValueError(f"unknown backend {name!r}: expected 'jax' or 'torch'")

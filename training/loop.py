@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 
@@ -14,7 +13,7 @@ from data.batches import epoch_batches, num_rows
 from data.config import DINConfig
 from data.movielens import Splits
 from data.schema import LABEL, USER
-from training import run_dir
+from training import checkpoint, run_dir
 from training.backend import Backend
 
 log = logging.getLogger("din")
@@ -26,65 +25,101 @@ def evaluate(backend: Backend, split: dict, config: DINConfig) -> dict[str, floa
 
 
 def fit(
-    backend: Backend, splits: Splits, config: DINConfig, out_dir: str, progress: bool = True, data_dir: str | None = None
+    backend: Backend,
+    splits: Splits,
+    config: DINConfig,
+    out_dir: str,
+    progress: bool = True,
+    data_dir: str | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict:
     """Trains with early stopping on validation AUC, restores the best weights,
-    evaluates on test and writes the run directory. Returns metrics.json's content."""
-    run_dir.write_setup(out_dir, config, splits.encoders)
+    evaluates on test and writes the run directory. Returns metrics.json's content.
+
+    checkpoint_every > 0 writes the full training state every that many
+    optimiser steps (training/checkpoint.py); resume=True continues from the
+    newest checkpoint in out_dir, ending exactly where an uninterrupted run
+    with the same checkpoint_every ends.
+    """
+    primary = backend.primary  # on several hosts, one process writes the run directory
+    if resume:
+        loop, best_weights = checkpoint.restore(out_dir, backend)
+        log.info("resuming %s at epoch %d, batch %d (step %d)", out_dir, loop.epoch, loop.position, loop.step)
+    else:
+        loop, best_weights = checkpoint.LoopState(backend.name, data=data_dir), None
+        if primary:
+            run_dir.write_setup(out_dir, config, splits.encoders)
     n_train = num_rows(splits.train)
     has_valid = num_rows(splits.valid) > 0
     log.info("backend: %s", backend.describe)
     log.info("rows: train %d, valid %d, test %d", n_train, num_rows(splits.valid), num_rows(splits.test))
 
-    history: list[dict[str, float]] = []
-    best_auc, best_epoch, best_weights = -math.inf, 0, None
-    # Speed is measured after the first epoch, which includes JAX's compilation.
-    train_seconds, train_samples, first_epoch_seconds = 0.0, 0, 0.0
-    for epoch in range(1, config.epochs + 1):
+    while loop.epoch <= config.epochs:
+        epoch = loop.epoch
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
-        samples = sum(len(rows) for rows in batches)
-        with tqdm(total=samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress) as bar:
+        total = sum(len(rows) for rows in batches)
+        with tqdm(total=total, initial=loop.samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False,
+                  disable=not progress) as bar:
             start = time.perf_counter()
-            train_loss = backend.train_epoch(splits.train, batches, bar.update)
+            while loop.position < len(batches):
+                # Up to the next multiple of checkpoint_every steps (the whole epoch without checkpoints).
+                stop = len(batches)
+                if checkpoint_every:
+                    stop = min(stop, loop.position + checkpoint_every - loop.step % checkpoint_every)
+                segment = batches[loop.position : stop]
+                samples = sum(len(rows) for rows in segment)
+                loop.loss_sum += backend.train_epoch(splits.train, segment, bar.update) * samples
+                loop.samples += samples
+                loop.step += len(segment)
+                loop.position = stop
+                if checkpoint_every and loop.step % checkpoint_every == 0:
+                    checkpoint.save(out_dir, backend, loop, best_weights)
             seconds = time.perf_counter() - start
+        # Speed is measured after the first epoch, which includes JAX's compilation.
         if epoch == 1:
-            first_epoch_seconds = seconds
+            loop.first_epoch_seconds = seconds
         if epoch > 1 or config.epochs == 1:
-            train_seconds, train_samples = train_seconds + seconds, train_samples + samples
+            loop.train_seconds, loop.train_samples = loop.train_seconds + seconds, loop.train_samples + total
 
-        row = {"epoch": epoch, "train_loss": train_loss}
+        row = {"epoch": epoch, "train_loss": loop.loss_sum / max(loop.samples, 1)}
         if has_valid:
             valid = evaluate(backend, splits.valid, config)
             row.update(valid_auc=valid["auc"], valid_logloss=valid["logloss"])
-        history.append(row)
-        run_dir.write_history(os.path.join(out_dir, "history.csv"), history)
+        loop.history.append(row)
+        if primary:
+            run_dir.write_history(os.path.join(out_dir, "history.csv"), loop.history)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+        loop.epoch, loop.position, loop.loss_sum, loop.samples = epoch + 1, 0, 0.0, 0
 
         # Valid AUC decides; without a validation split the last epoch is kept.
         score = row.get("valid_auc", float(epoch))
-        if best_weights is None or score > best_auc:
-            best_auc, best_epoch, best_weights = score, epoch, backend.weights()
-            run_dir.write_weights(os.path.join(out_dir, run_dir.WEIGHTS), best_weights, backend.name)
-        elif epoch - best_epoch >= config.patience:
-            log.info("no valid AUC gain for %d epochs: stopping, best epoch %d", config.patience, best_epoch)
+        if best_weights is None or score > loop.best_score:
+            loop.best_score, loop.best_epoch, best_weights = score, epoch, backend.weights()
+            if primary:
+                run_dir.write_weights(os.path.join(out_dir, run_dir.WEIGHTS), best_weights, backend.name)
+        elif epoch - loop.best_epoch >= config.patience:
+            log.info("no valid AUC gain for %d epochs: stopping, best epoch %d", config.patience, loop.best_epoch)
             break
 
     backend.load_weights(best_weights)
     result = {
         "backend": backend.name,
         "device": backend.describe,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "best_epoch": loop.best_epoch,
+        "epochs_run": len(loop.history),
         "seed": config.seed,
-        "data": os.path.abspath(data_dir) if data_dir else None,
+        "data": os.path.abspath(loop.data or data_dir) if (loop.data or data_dir) else None,
         "rows": {"train": n_train, "valid": num_rows(splits.valid), "test": num_rows(splits.test)},
-        "train_samples_per_s": train_samples / train_seconds if train_seconds else float("nan"),
-        "first_epoch_seconds": first_epoch_seconds,
+        "train_samples_per_s": loop.train_samples / loop.train_seconds if loop.train_seconds else float("nan"),
+        "first_epoch_seconds": loop.first_epoch_seconds,
+        "steps": loop.step,
     }
     for name, split in (("valid", splits.valid), ("test", splits.test)):
         if num_rows(split):
             for key, value in evaluate(backend, split, config).items():
                 result[f"{name}_{key}"] = value
-    run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
-    log.info("test AUC %.4f, logloss %.4f (best epoch %d)", result["test_auc"], result["test_logloss"], best_epoch)
+    if primary:
+        run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
+    log.info("test AUC %.4f, logloss %.4f (best epoch %d)", result["test_auc"], result["test_logloss"], loop.best_epoch)
     return result
