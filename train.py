@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     scale.add_argument(
         "--distributed", action="store_true",
-        help="jax multi-host: call jax.distributed.initialize() (coordinator from the cluster environment)",
+        help="jax multi-host: jax.distributed.initialize() (TPU/SLURM/MPI environments, or JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
     )
     scale.add_argument(
         "--checkpoint-every", type=int, default=0, metavar="STEPS",
@@ -119,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.distributed:
-        import jax
+        from din_jax.mesh import initialize_distributed
 
-        jax.distributed.initialize()  # before any other JAX call
+        initialize_distributed()  # before any other JAX call
     try:
         if args.resume:
             config, data_dir = resume_setup(args.resume)

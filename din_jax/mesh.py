@@ -14,6 +14,7 @@ all-reduces, so statistics stay those of the whole global batch).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -22,6 +23,20 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA, MODEL = "data", "model"
+
+
+def initialize_distributed() -> None:
+    """jax.distributed.initialize() for a multi-host run, before any other JAX call.
+
+    On Cloud TPU, SLURM and Open MPI JAX finds the coordinator itself;
+    elsewhere set JAX_COORDINATOR_ADDRESS (read by JAX) and JAX_NUM_PROCESSES,
+    JAX_PROCESS_ID (read here) on every host.
+    """
+    kwargs = {}
+    for name, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(name):
+            kwargs[key] = int(os.environ[name])
+    jax.distributed.initialize(**kwargs)
 
 
 def parse_mesh(text: str | None) -> dict[str, int]:
