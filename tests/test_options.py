@@ -31,13 +31,14 @@ def forward(backend, schema, config, batch, train=False, seed=0, edit=None):
         logits, inter = model({k: torch.from_numpy(v) for k, v in batch.items()})
         return logits.detach().numpy(), {k: v.detach().numpy() for k, v in inter.items()}
     model = jax_model.DIN(schema, config)
-    variables = model.init(jax.random.key(seed), batch)
+    variables = jax.jit(model.init)(jax.random.key(seed), batch)
     if edit:
         tables = {name[len("tables_"):]: np.array(t["embedding"]) for name, t in variables["params"]["embeddings"].items()}
         edit(tables)
         params = dict(variables["params"], embeddings={f"tables_{n}": {"embedding": t} for n, t in tables.items()})
         variables = dict(variables, params=params)
-    (logits, inter), _ = model.apply(variables, batch, train=train, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+    apply = jax.jit(lambda v, b: model.apply(v, b, train=train, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)}))
+    (logits, inter), _ = apply(variables, batch)  # jitted: eager Flax runs op by op, slowly
     return np.asarray(logits), {k: np.asarray(v) for k, v in inter.items()}
 
 
@@ -73,7 +74,8 @@ def test_softmax_gradients_are_finite_with_an_all_padding_history(backend):
     else:
         model = jax_model.DIN(schema, config)
         state = jax_train.create_state(model, batch, config, seed=0)
-        grads = jax.tree_util.tree_leaves(jax.grad(lambda p: jax_train.objective(state, p, batch, {"dropout": state.rng})[0])(state.params))
+        grad = jax.jit(jax.grad(lambda p: jax_train.objective(state, p, batch, {"dropout": state.rng})[0]))
+        grads = jax.tree_util.tree_leaves(grad(state.params))
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
@@ -162,8 +164,8 @@ def test_mask_padding_makes_attention_statistics_blind_to_padded_positions(backe
             model({k: torch.from_numpy(v) for k, v in b.items()})
             return {k: v.numpy() for k, v in model.state_dict().items() if "attention" in k and "running" in k}
         model = jax_model.DIN(s, config)
-        variables = model.init(jax.random.key(0), b)
-        _, updates = model.apply(variables, b, train=True, mutable=["batch_stats"])
+        variables = jax.jit(model.init)(jax.random.key(0), b)
+        _, updates = jax.jit(lambda v: model.apply(v, b, train=True, mutable=["batch_stats"]))(variables)
         return {"/".join(k): np.asarray(v) for k, v in flatten_dict(updates["batch_stats"]).items() if "count" not in k[-1]}
 
     for mask_padding in (True, False):
@@ -180,7 +182,7 @@ def test_paper_dice_has_no_affine_batchnorm(backend):
         names = set(torch_model.DIN(schema, config).state_dict())
         dice_names = {n for n in names if ".activation." in n and n.startswith("attention")}
     else:
-        variables = jax_model.DIN(schema, config).init(jax.random.key(0), random_batch(schema, 2, np.random.default_rng(0)))
+        variables = jax.eval_shape(jax_model.DIN(schema, config).init, jax.random.key(0), random_batch(schema, 2, np.random.default_rng(0)))
         dice_names = {"/".join(k) for k in flatten_dict(variables) if any(p.startswith("activation_") for p in k) and "attention" in k[1]}
     assert dice_names and not any(n.endswith(("weight", "scale", "batchnorm/bias", "batchnorm.bias")) for n in dice_names)
     assert any("alpha" in n for n in dice_names) and any("mean" in n for n in dice_names)
@@ -254,7 +256,7 @@ def test_mba_takes_the_embeddings_out_of_weight_decay(backend):
         optimizer.step()
         moved = {n: not torch.equal(before[n], p) for n, p in model.named_parameters()}
     else:
-        params = jax_model.DIN(schema, config).init(jax.random.key(0), batch)["params"]
+        params = jax.jit(jax_model.DIN(schema, config).init)(jax.random.key(0), batch)["params"]
         tx = jax_train.make_optimizer(config)
         updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), tx.init(params), params)
         moved = {"/".join(k): bool(np.any(np.asarray(v) != 0)) for k, v in flatten_dict(updates).items()}
