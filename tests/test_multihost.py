@@ -31,7 +31,7 @@ def train(seed_data_dir, out, mesh, devices, extra=(), env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     env.update(env_extra or {})
     argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", seed_data_dir, "--out", str(out),
-            "--epochs", "2", "--batch-size", "128", "--mesh", mesh, "--no-progress", *extra]
+            "--epochs", "1", "--batch-size", "128", "--mesh", mesh, "--no-progress", *extra]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -43,7 +43,7 @@ def test_two_process_job_matches_one_process(seed_data_dir, tmp_path, mesh, shar
     assert single.wait(timeout=600) == 0, single.stdout.read()[-3000:]
 
     port = free_port()
-    extra = ["--distributed", "--checkpoint-every", "20"] + (["--shard-embeddings"] if shard else [])
+    extra = ["--distributed", "--checkpoint-every", "16"] + (["--shard-embeddings"] if shard else [])
     jobs = [
         train(seed_data_dir, tmp_path / "multi", mesh, 4, extra,
               {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
