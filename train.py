@@ -152,13 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None]:
     """The config and data folder of a run directory that holds a checkpoint."""
-    path = checkpoint.latest(run)
-    if path is None:
-        raise FileNotFoundError(f"{run}: no checkpoint to resume from (train with --checkpoint-every STEPS)")
+    _, loop = checkpoint.newest(run)
     with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
-        config = DINConfig.from_json(f.read())
-    with open(os.path.join(path, "loop.json"), encoding="utf-8") as f:
-        return config, checkpoint.LoopState.from_json(f.read()).data
+        return DINConfig.from_json(f.read()), loop.data
 
 
 if __name__ == "__main__":

@@ -188,26 +188,26 @@ def test_paper_dice_has_no_affine_batchnorm(backend):
     assert any("alpha" in n for n in dice_names) and any("mean" in n for n in dice_names)
 
 
-def test_occurrences_count_every_column_of_a_shared_table():
-    schema = FeatureSchema(
+def item_history_schema(items: int, history_items: int, shared: bool = False) -> FeatureSchema:
+    """One query `item` and its history `hist` (max_len 3), nothing else."""
+    return FeatureSchema(
         numeric=(),
-        categorical=(CategoricalFeature("item", 5),),
-        sequence=(SequenceFeature("hist", 5, 3),),
+        categorical=(CategoricalFeature("item", items),),
+        sequence=(SequenceFeature("hist", history_items, 3),),
         attention_groups=(AttentionGroup("g", (("item", "hist"),)),),
-        shared=(("hist", "item"),),
+        shared=(("hist", "item"),) if shared else (),
     )
+
+
+def test_occurrences_count_every_column_of_a_shared_table():
+    schema = item_history_schema(5, 5, shared=True)
     train = {"item": np.array([1, 1, 2]), "hist": np.array([[2, 3, 0], [1, 0, 0], [3, 3, 2]])}
     assert occurrences(schema, train)["item"].tolist() == [0, 3, 3, 3, 0]
     np.testing.assert_allclose(mba_scales(schema, train, 0.6)["item"], [0, 0.2, 0.2, 0.2, 0])
 
 
 def mba_setup():
-    schema = FeatureSchema(
-        numeric=(),
-        categorical=(CategoricalFeature("item", 6),),
-        sequence=(SequenceFeature("hist", 7, 3),),
-        attention_groups=(AttentionGroup("g", (("item", "hist"),)),),
-    )
+    schema = item_history_schema(6, 7)
     train = {"item": np.array([1, 1, 2, 3, 4, 1]), "hist": np.array([[1, 2, 0]] * 4 + [[5, 5, 5]] * 2)}
     # n_item = [_, 3, 1, 1, 1, 0], n_hist = [_, 4, 4, 0, 0, 6, 0]
     batch = {"item": np.array([1, 2, 2], np.int32), "hist": np.array([[5, 0, 0], [2, 5, 0], [0, 0, 0]], np.int32)}

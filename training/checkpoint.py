@@ -93,13 +93,18 @@ def latest(out_dir: str) -> str | None:
     return os.path.join(folder, max(steps)[1]) if steps else None
 
 
-def restore(out_dir: str, backend: Backend) -> tuple[LoopState, dict[str, np.ndarray] | None]:
-    """Loads the newest checkpoint into `backend`; returns the loop state and best weights."""
+def newest(out_dir: str) -> tuple[str, LoopState]:
+    """(path, loop state) of the newest checkpoint; an error if there is none."""
     path = latest(out_dir)
     if path is None:
         raise FileNotFoundError(f"{out_dir}: no checkpoint to resume from (train with --checkpoint-every STEPS)")
     with open(os.path.join(path, "loop.json"), encoding="utf-8") as f:
-        loop = LoopState.from_json(f.read())
+        return path, LoopState.from_json(f.read())
+
+
+def restore(out_dir: str, backend: Backend) -> tuple[LoopState, dict[str, np.ndarray] | None]:
+    """Loads the newest checkpoint into `backend`; returns the loop state and best weights."""
+    path, loop = newest(out_dir)
     if loop.backend != backend.name:
         raise ValueError(f"{path} was written by the {loop.backend} backend, not {backend.name}")
     backend.load_state(os.path.join(path, "state"))
