@@ -118,7 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # The run's own log at INFO; libraries' INFO chatter (JAX's probe for a TPU
+    # on every start, orbax's per-checkpoint lines) stays out, their warnings not.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("din").setLevel(logging.INFO)
     if args.distributed:
         from din_jax.mesh import initialize_distributed
 

@@ -41,6 +41,10 @@ ML_1M = Release(
 class DownloadError(RuntimeError):
     """The release could not be fetched; the message says how to pass a local copy."""
 
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason  # why the fetch failed, e.g. the network's error
+
 
 def default_cache_dir() -> str:
     return os.environ.get("DIN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "din-jax")
@@ -59,7 +63,8 @@ def _download(url: str, path: str, progress: bool) -> None:
         reason = getattr(error, "reason", error)
         raise DownloadError(
             f"could not download {url} ({reason}). Without network access, download the archive "
-            f"elsewhere, unzip it and pass the folder holding its files with --data DIR"
+            f"elsewhere, unzip it and pass the folder holding its files with --data DIR",
+            str(reason),
         ) from None
 
 

@@ -14,11 +14,18 @@ encoders. Needs users.dat (MovieLens-1M).
 
 from __future__ import annotations
 
+import csv
+import os
+import shutil
+import tempfile
+
 import numpy as np
 
 from data.config import DINConfig
 from data.grouplens import RawMovieLens, read_raw
-from data.movielens import CATEGORICAL, NUMERIC, DataError, Splits, holdout_users, split_and_encode
+from data.movielens import (
+    CATEGORICAL, NUMERIC, REQUIRED_COLUMNS, USER_COLUMN, DataError, Splits, holdout_users, split_and_encode,
+)
 from data.schema import LABEL, USER
 from data.sequential import HISTORY, build_samples
 
@@ -75,3 +82,28 @@ def build_seed_columns(raw: RawMovieLens, seed: int) -> tuple[dict[str, np.ndarr
 def load_seed_protocol(data_dir: str, config: DINConfig) -> Splits:
     train, test = build_seed_columns(read_raw(data_dir), config.seed)
     return split_and_encode(train, test, config)
+
+
+def write_tutorial_split(raw_dir: str, out_dir: str, seed: int = 0) -> str:
+    """Writes the tutorial's train.csv / test.csv built from raw MovieLens-1M
+    in `raw_dir` (this protocol, seeded) into `out_dir`, whole or not at all.
+
+    The columns are those `data.movielens.read_tutorial_csv` requires, so the
+    folder reads as the tutorial's split (`--data out_dir`).
+    """
+    train, test = build_seed_columns(read_raw(raw_dir), seed)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".seed-split-", dir=parent)
+    try:
+        for name, columns in (("train.csv", train), ("test.csv", test)):
+            source = {USER_COLUMN: columns[USER], **columns}
+            with open(os.path.join(work, name), "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(REQUIRED_COLUMNS)
+                for row in zip(*(source[c] for c in REQUIRED_COLUMNS)):
+                    writer.writerow(f"{v:g}" if isinstance(v, (float, np.floating)) else v for v in row)
+        os.replace(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir

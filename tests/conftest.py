@@ -1,4 +1,18 @@
-"""Shared fixtures: the real MovieLens data (required, never skipped) and a warm XLA cache."""
+"""Shared fixtures: synthetic data in every layout, the real-data tiers, a warm XLA cache.
+
+Three tiers of data:
+  synthetic    generated here (tests/synthetic_movielens.py): every unit,
+               parity and end-to-end test that needs no real data.
+  MovieLens-1M the tutorial's split from $DIN_DATA_DIR/movielens-1m-seed (or
+               ../shared/data/...); when absent, raw MovieLens-1M is
+               downloaded (verified, cached in .cache/) and the split rebuilt
+               by the `seed` protocol; offline, each such test fails with one
+               line saying how to provide the data.
+  samples      folders with no verified public download (ml-latest-small):
+               used when present, else skipped with the reason.
+With DIN_REQUIRE_DATA=1 (CI) nothing is downloaded and nothing skips: a
+missing folder fails.
+"""
 
 from __future__ import annotations
 
@@ -13,27 +27,70 @@ os.environ.setdefault("DIN_XLA_CACHE", str(ROOT / ".cache" / "xla"))
 # Built raw datasets and downloads stay inside the checkout (ignored by git).
 os.environ.setdefault("DIN_CACHE_DIR", str(ROOT / ".cache" / "din"))
 
+REQUIRE_DATA = os.environ.get("DIN_REQUIRE_DATA") == "1"
+SYNTHETIC_USERS = 3000  # the tutorial layout: 2,160 training rows, 240 validation, 600 test
+
 
 # tests/multidevice needs 8 devices set up before JAX starts: tests/test_multidevice.py
 # runs it in a child process with XLA_FLAGS; the main session leaves it alone.
 collect_ignore = [] if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") else ["multidevice"]
 
 
-def _data_root() -> pathlib.Path:
+def data_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("DIN_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def ml1m_release():
+    """GroupLens' MovieLens-1M; a test may stand a local server in for it."""
+    from data.download import ML_1M, Release
+
+    url, sha256 = os.environ.get("DIN_TEST_ML1M_URL"), os.environ.get("DIN_TEST_ML1M_SHA256")
+    return Release(ML_1M.name, url, sha256, ML_1M.folder) if url and sha256 else ML_1M
+
+
+def provide_seed_split() -> str:
+    """The tutorial's MovieLens-1M split: the data folder's, or rebuilt from a verified download."""
+    from data.download import DownloadError, default_cache_dir, fetch
+    from data.movielens import DataError
+    from data.seed_protocol import write_tutorial_split
+
+    path = data_root() / "movielens-1m-seed"
+    if (path / "train.csv").is_file() and (path / "test.csv").is_file():
+        return str(path)
+    how = "set DIN_DATA_DIR=DIR, DIR holding movielens-1m-seed/ (train.csv, test.csv)"
+    if REQUIRE_DATA:
+        pytest.fail(f"MovieLens-1M seed split not found at {path} (DIN_REQUIRE_DATA=1: no download): {how}", pytrace=False)
+    rebuilt = pathlib.Path(default_cache_dir()) / "movielens-1m-seed"
+    if not rebuilt.is_dir():
+        problem = None
+        try:
+            raw = fetch(ml1m_release(), progress=False)
+        except DownloadError as error:
+            problem = f"not downloadable ({error.reason})"
+        except DataError as error:  # a download that fails its checksum
+            problem = f"not downloadable: {error}"
+        if problem:  # failed outside the except block: one line, no chained traceback
+            pytest.fail(f"MovieLens-1M not found at {path} and {problem}: {how}, or run with network access",
+                        pytrace=False)
+        write_tutorial_split(raw, str(rebuilt), seed=0)
+    return str(rebuilt)
+
+
+def sample_dir(name: str) -> str:
+    """A sample folder of ../shared/data (no public download): skipped when absent, failed under CI."""
+    path = data_root() / name
+    if path.is_dir():
+        return str(path)
+    message = f"sample data {name}/ not found under {data_root()} (set DIN_DATA_DIR)"
+    if REQUIRE_DATA:
+        pytest.fail(message + "; DIN_REQUIRE_DATA=1 forbids skipping", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def seed_data_dir() -> str:
-    """The tutorial's MovieLens-1M split; its absence fails the test loudly."""
-    path = _data_root() / "movielens-1m-seed"
-    if not (path / "train.csv").is_file() or not (path / "test.csv").is_file():
-        pytest.fail(
-            f"MovieLens seed data not found at {path}: set DIN_DATA_DIR to the folder holding "
-            "movielens-1m-seed/ (train.csv, test.csv)",
-            pytrace=False,
-        )
-    return str(path)
+    """The MovieLens-1M tier: the tutorial's real split."""
+    return provide_seed_split()
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +99,45 @@ def seed_splits(seed_data_dir):
     from data.movielens import load_splits
 
     return load_splits(seed_data_dir, DINConfig())
+
+
+@pytest.fixture(scope="session")
+def world():
+    from synthetic_movielens import make_world
+
+    return make_world(users=SYNTHETIC_USERS)
+
+
+@pytest.fixture(scope="session")
+def tutorial_dir(world, tmp_path_factory) -> str:
+    """A synthetic folder in the tutorial's layout (train.csv, test.csv)."""
+    from synthetic_movielens import write_tutorial
+
+    return write_tutorial(world, str(tmp_path_factory.mktemp("synthetic") / "tutorial"))
+
+
+@pytest.fixture(scope="session")
+def tutorial_splits(tutorial_dir):
+    from data.config import DINConfig
+    from data.movielens import load_splits
+
+    return load_splits(tutorial_dir, DINConfig())
+
+
+@pytest.fixture(scope="session")
+def csv_release_dir(world, tmp_path_factory) -> str:
+    """A synthetic raw CSV release (ml-latest-small's layout)."""
+    from synthetic_movielens import write_csv_release
+
+    return write_csv_release(world, str(tmp_path_factory.mktemp("synthetic") / "csv-release"))
+
+
+@pytest.fixture(scope="session")
+def ml1m_dir(world, tmp_path_factory) -> str:
+    """A synthetic raw MovieLens-1M folder."""
+    from synthetic_movielens import write_ml1m
+
+    return write_ml1m(world, str(tmp_path_factory.mktemp("synthetic") / "ml-1m"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,4 @@
-"""Raw GroupLens readers and the sequential protocol, on hand-made folders and the real ml-latest-small."""
+"""Raw GroupLens readers and the sequential protocol, on hand-made folders, synthetic releases and the real ml-latest-small."""
 
 import os
 
@@ -139,8 +139,11 @@ def test_unknown_folder_says_what_it_expected(tmp_path):
         detect_format(str(tmp_path))
 
 
-def test_real_ml_latest_small(seed_data_dir):
-    path = os.path.join(os.path.dirname(seed_data_dir), "ml-latest-small")
+@pytest.mark.parametrize("source", ["synthetic", "ml-latest-small"])
+def test_sequential_samples_of_a_csv_release(source, csv_release_dir):
+    from conftest import sample_dir
+
+    path = csv_release_dir if source == "synthetic" else sample_dir(source)
     raw = read_raw(path)
     samples = build_samples(raw, max_hist=50)
     users = raw.ratings["user"].nunique()
@@ -228,3 +231,24 @@ class TestSeedProtocol:
         path = folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV})
         with pytest.raises(DataError, match="needs user demographics"):
             load_splits(path, DINConfig(protocol="seed"), str(tmp_path / "cache"))
+
+
+def test_seed_protocol_reads_as_the_tutorial_split_it_writes(ml1m_dir, tutorial_dir, tmp_path):
+    """`write_tutorial_split` (how the tests rebuild the tutorial's split from a
+    download) loses nothing: its CSVs read back as the raw folder builds."""
+    config = DINConfig(protocol="seed")
+    built = load_splits(ml1m_dir, config, str(tmp_path / "cache"))
+    written = load_splits(tutorial_dir, config)
+    assert built.encoders.to_json() == written.encoders.to_json()
+    for split in ("train", "valid", "test"):
+        assert getattr(built, split).keys() == getattr(written, split).keys()
+        for name, values in getattr(built, split).items():
+            np.testing.assert_array_equal(getattr(written, split)[name], values, err_msg=f"{split}/{name}")
+
+
+def test_sequential_protocol_on_a_movielens_1m_folder(ml1m_dir, tmp_path):
+    splits = load_splits(ml1m_dir, DINConfig(), str(tmp_path / "cache"))
+    schema = splits.encoders.schema()
+    assert schema.numeric == ("age",) and {f.name for f in schema.categorical} == {"gender", "movieId", "occupation", "zipCode"}
+    for name in ("train", "valid", "test"):
+        assert len(np.unique(getattr(splits, name)[USER])) == 3000

@@ -203,25 +203,25 @@ def test_backend_trains_with_one_compilation_and_keeps_padding_rows_zero():
     assert logits.shape == (203,) and np.isfinite(logits).all()
 
 
-def test_bfloat16_computes_in_bfloat16_and_keeps_state_and_loss_in_float32(seed_splits):
+def test_bfloat16_computes_in_bfloat16_and_keeps_state_and_loss_in_float32(tutorial_splits):
     """--dtype bfloat16: activations bfloat16; parameters, Adam moments, BatchNorm
     statistics, logits and loss float32; it trains, and its logits track float32's."""
-    schema = seed_splits.encoders.schema()
+    schema = tutorial_splits.encoders.schema()
     config = CONFIG.replace(dtype="bfloat16", batch_size=256)
     backend = JaxBackend(schema, config)
     reference = JaxBackend(schema, config.replace(dtype="float32"))  # same seed: the same initial weights
-    batch = {k: jnp.asarray(v[:64]) for k, v in seed_splits.train.items() if k != "user_id"}
+    batch = {k: jnp.asarray(v[:64]) for k, v in tutorial_splits.train.items() if k != "user_id"}
     (logits, inter), _ = backend.model.apply(
         {"params": backend.state.params, "batch_stats": backend.state.batch_stats}, batch, train=True,
         mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)},
     )
     assert inter["mlp_input"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
-    t_logits = reference.predict(seed_splits.test, 1024)
-    b_logits = backend.predict(seed_splits.test, 1024)
+    t_logits = reference.predict(tutorial_splits.test, 1024)
+    b_logits = backend.predict(tutorial_splits.test, 1024)
     assert np.corrcoef(t_logits, b_logits)[0, 1] > 0.999  # bfloat16 rounding only
 
-    n = len(seed_splits.train[LABEL])
-    losses = [backend.train_epoch(seed_splits.train, epoch_batches(n, 256, 0, e), lambda k: None) for e in (1, 2, 3)]
+    n = len(tutorial_splits.train[LABEL])
+    losses = [backend.train_epoch(tutorial_splits.train, epoch_batches(n, 256, 0, e), lambda k: None) for e in (1, 2, 3)]
     assert losses[-1] < losses[0]
     state = backend.state
     for tree in (state.params, state.batch_stats, state.opt_state):

@@ -27,10 +27,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(seed_data_dir, out, mesh, devices, extra=(), env_extra=None):
+def train(tutorial_dir, out, mesh, devices, extra=(), env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     env.update(env_extra or {})
-    argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", seed_data_dir, "--out", str(out),
+    argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", tutorial_dir, "--out", str(out),
             "--epochs", "1", "--batch-size", "128", "--mesh", mesh, "--no-progress", *extra]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -38,14 +38,14 @@ def train(seed_data_dir, out, mesh, devices, extra=(), env_extra=None):
 # One case keeps the suite short: data=4 x model=2 with sharded tables spans
 # both processes on both axes (data=8 alone passes too).
 @pytest.mark.parametrize("mesh, shard", [("data=4,model=2", True)], ids=["sharded"])
-def test_two_process_job_matches_one_process(seed_data_dir, tmp_path, mesh, shard):
-    single = train(seed_data_dir, tmp_path / "single", "data=1", 1)
+def test_two_process_job_matches_one_process(tutorial_dir, tmp_path, mesh, shard):
+    single = train(tutorial_dir, tmp_path / "single", "data=1", 1)
     assert single.wait(timeout=600) == 0, single.stdout.read()[-3000:]
 
     port = free_port()
     extra = ["--distributed", "--checkpoint-every", "16"] + (["--shard-embeddings"] if shard else [])
     jobs = [
-        train(seed_data_dir, tmp_path / "multi", mesh, 4, extra,
+        train(tutorial_dir, tmp_path / "multi", mesh, 4, extra,
               {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
         for i in (0, 1)
     ]

@@ -18,9 +18,9 @@ def parity(*args):
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_parity_command_on_a_run_directory(backend, seed_data_dir, tmp_path):
+def test_parity_command_on_a_run_directory(backend, tutorial_dir, tmp_path):
     run = tmp_path / backend
-    assert train.main(["--backend", backend, "--data", seed_data_dir, "--epochs", "2", "--out", str(run), "--no-progress"]) == 0
+    assert train.main(["--backend", backend, "--data", tutorial_dir, "--epochs", "2", "--out", str(run), "--no-progress"]) == 0
     result = parity(str(run), "--dtype", "float64", "--batch-size", "500")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"weights from {backend}" in result.stdout

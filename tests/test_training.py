@@ -1,4 +1,4 @@
-"""End-to-end: the shared loop on the real seed data, both backends, and the CLI."""
+"""End-to-end: the shared loop on synthetic data in the tutorial's layout, both backends, and the CLI."""
 
 import json
 import os
@@ -16,18 +16,18 @@ METRIC_KEYS = {"backend", "best_epoch", "valid_auc", "test_auc", "test_logloss",
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "jax"])
-def test_training_on_seed_data_learns(backend_name, seed_splits, tmp_path):
-    # Six epochs: after two, test AUC still swings between 0.51 and 0.59 with
-    # the initialisation seed (N(0, 1) embeddings and biases), for both backends.
+def test_training_learns(backend_name, tutorial_splits, tmp_path):
+    # Six epochs: the tutorial's N(0, 1) embeddings and biases start far from
+    # the signal, and the validation AUC climbs from about 0.55 to 0.68.
     config = DINConfig(epochs=6)
-    backend = make_backend(backend_name, seed_splits.encoders.schema(), config)
-    result = fit(backend, seed_splits, config, str(tmp_path), progress=False)
+    backend = make_backend(backend_name, tutorial_splits.encoders.schema(), config)
+    result = fit(backend, tutorial_splits, config, str(tmp_path), progress=False)
     assert set(os.listdir(tmp_path)) == RUN_FILES  # no temporary file left behind
     assert METRIC_KEYS <= set(result) and result["backend"] == backend_name
     history = np.genfromtxt(tmp_path / "history.csv", delimiter=",", names=True)
     assert history["train_loss"][1] < history["train_loss"][0]
     assert history["train_loss"][-1] < history["train_loss"][0]
-    assert result["test_auc"] > 0.55
+    assert result["valid_auc"] > 0.62 and result["test_auc"] > 0.55
     # The saved weights are the best epoch's and reproduce the reported test AUC.
     config_again, encoders, weights, written_by = read_run(str(tmp_path))
     assert config_again == config and written_by == backend_name
@@ -35,11 +35,11 @@ def test_training_on_seed_data_learns(backend_name, seed_splits, tmp_path):
     fresh.load_weights(weights)
     from data.metrics import auc
 
-    logits = fresh.predict(seed_splits.test, 256)
-    assert auc(seed_splits.test["label"], logits) == pytest.approx(result["test_auc"], abs=1e-9)
+    logits = fresh.predict(tutorial_splits.test, 256)
+    assert auc(tutorial_splits.test["label"], logits) == pytest.approx(result["test_auc"], abs=1e-9)
 
 
-def test_cli_writes_a_run_directory(seed_data_dir, tmp_path):
+def test_cli_on_the_real_seed_split(seed_data_dir, tmp_path):
     out = tmp_path / "run"
     code = train.main(["--backend", "torch", "--data", seed_data_dir, "--epochs", "1", "--batch-size", "256",
                        "--seed", "3", "--out", str(out), "--no-progress"])

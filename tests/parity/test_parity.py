@@ -94,9 +94,9 @@ def test_all_options_on_seed_data(seed_data_dir):
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_forward_seed_data(seed_splits, train):
-    pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    assert_within(pair.forward(pair.batch(seed_splits.train, np.arange(128)), train=train))
+def test_forward_tutorial_layout(tutorial_splits, train):
+    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    assert_within(pair.forward(pair.batch(tutorial_splits.train, np.arange(128)), train=train))
 
 
 @pytest.mark.parametrize("seed, share", [(0, False), (3, False), (4, True)])
@@ -105,17 +105,17 @@ def test_gradients_random_schemas(seed, share):
     assert_within(pair.gradients(random_batch(schema, 11, rng, dtype=np.dtype(DTYPE))))
 
 
-def test_gradients_seed_data(seed_splits):
-    pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    rows = pair.gradients(pair.batch(seed_splits.train, np.arange(128)))
+def test_gradients_tutorial_layout(tutorial_splits):
+    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    rows = pair.gradients(pair.batch(tutorial_splits.train, np.arange(128)))
     assert len(rows) == len(list(pair.torch.parameters()))
     assert_within(rows)
 
 
-def test_shared_embeddings_on_seed_data(seed_data_dir):
+def test_shared_embeddings_tutorial_layout(tutorial_dir):
     from data.movielens import load_splits
 
-    splits = load_splits(seed_data_dir, DINConfig(share_embeddings=True))
+    splits = load_splits(tutorial_dir, DINConfig(share_embeddings=True))
     schema = splits.encoders.schema()
     assert schema.shared == (("histHighRatedMovieIds", "movieId"),)
     pair = Pair(schema, NO_DROPOUT, DTYPE)
@@ -132,11 +132,11 @@ def test_batchnorm_statistics_after_ten_train_steps():
     assert_within(stats)
 
 
-def test_hundred_adam_steps_on_seed_data(seed_splits):
-    pair = Pair(seed_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    n = len(seed_splits.train["label"])
-    batches = [b for epoch in (1, 2, 3, 4) for b in epoch_batches(n, 128, 0, epoch)][:100]
-    prepared = [pair.batch(seed_splits.train, rows) for rows in batches]
+def test_hundred_adam_steps_tutorial_layout(tutorial_splits):
+    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    n = len(tutorial_splits.train["label"])
+    batches = [b for epoch in range(1, 8) for b in epoch_batches(n, 128, 0, epoch)][:100]
+    prepared = [pair.batch(tutorial_splits.train, rows) for rows in batches]
     assert len(prepared) == 100
     assert_within(pair.train_steps(prepared))
 
@@ -222,23 +222,23 @@ def test_initialisation_schemes_match_in_distribution(init):
 
 @float32_only
 @pytest.mark.parametrize("trained_by, evaluated_by", [("jax", "torch"), ("torch", "jax")])
-def test_model_trained_in_one_backend_scores_the_same_in_the_other(seed_splits, trained_by, evaluated_by):
+def test_model_trained_in_one_backend_scores_the_same_in_the_other(tutorial_splits, trained_by, evaluated_by):
     from data.metrics import auc
     from training import make_backend
 
     config = DINConfig(epochs=3)
-    schema = seed_splits.encoders.schema()
+    schema = tutorial_splits.encoders.schema()
     trainer = make_backend(trained_by, schema, config)
-    n = len(seed_splits.train["label"])
+    n = len(tutorial_splits.train["label"])
     for epoch in (1, 2, 3):
-        trainer.train_epoch(seed_splits.train, epoch_batches(n, 128, 0, epoch), lambda n: None)
+        trainer.train_epoch(tutorial_splits.train, epoch_batches(n, 128, 0, epoch), lambda n: None)
     evaluator = make_backend(evaluated_by, schema, config)
     if trained_by == "jax":
         evaluator.load_weights(flax_to_torch(from_names(trainer.weights())))
     else:
         template = from_names(evaluator.weights())
         evaluator.load_weights(to_names(torch_to_flax(trainer.weights(), template)))
-    labels = seed_splits.test["label"]
-    a = auc(labels, trainer.predict(seed_splits.test, 1024))
-    b = auc(labels, evaluator.predict(seed_splits.test, 1024))
+    labels = tutorial_splits.test["label"]
+    a = auc(labels, trainer.predict(tutorial_splits.test, 1024))
+    b = auc(labels, evaluator.predict(tutorial_splits.test, 1024))
     assert a > 0.5 and abs(a - b) <= 1e-6, (a, b)

@@ -1,0 +1,79 @@
+"""The MovieLens-1M tier on a machine with no data folder: fetched once from a
+local server standing in for GroupLens, verified, rebuilt into the tutorial's
+split and reused; offline, one line says how to provide the data."""
+
+import functools
+import hashlib
+import http.server
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from synthetic_movielens import make_world, ml1m_zip
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIER = ["tests/test_movielens.py", "-k", "real_seed_split or valid_on_test"]
+
+
+@pytest.fixture(scope="module")
+def grouplens(tmp_path_factory):
+    """Serves a MovieLens-1M-sized synthetic archive (6,040 users, as the real
+    one) on 127.0.0.1; yields (url, sha256, list of requested paths)."""
+    root = tmp_path_factory.mktemp("www")
+    archive = ml1m_zip(make_world(users=6040, seed=1))
+    (root / "ml-1m.zip").write_bytes(archive)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/ml-1m.zip", hashlib.sha256(archive).hexdigest(), requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def run_tier(tmp_path, url, sha256):
+    env = {k: v for k, v in os.environ.items() if k != "DIN_REQUIRE_DATA"}
+    env |= dict(DIN_DATA_DIR=str(tmp_path / "no-data"), DIN_CACHE_DIR=str(tmp_path / "cache"),
+                DIN_TEST_ML1M_URL=url, DIN_TEST_ML1M_SHA256=sha256, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TIER], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_real_data_tier_downloads_verifies_and_reuses_the_archive(grouplens, tmp_path):
+    url, sha256, requests = grouplens
+    first = run_tier(tmp_path, url, sha256)
+    assert first.returncode == 0 and "2 passed" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
+    assert requests == ["/ml-1m.zip"]  # fetched once for the whole session
+    cache = tmp_path / "cache"
+    assert {"ml-1m", "movielens-1m-seed"} <= set(os.listdir(cache))
+    assert sorted(os.listdir(cache / "movielens-1m-seed")) == ["test.csv", "train.csv"]
+    again = run_tier(tmp_path, url, sha256)
+    assert again.returncode == 0 and "2 passed" in again.stdout, again.stdout[-3000:]
+    assert requests == ["/ml-1m.zip"]  # the cached archive and split are reused
+
+
+def test_a_corrupt_download_is_refused(grouplens, tmp_path):
+    url, _, requests = grouplens
+    result = run_tier(tmp_path, url, "0" * 64)
+    assert result.returncode != 0 and "does not match the expected" in result.stdout
+    assert not (tmp_path / "cache" / "ml-1m").exists()
+
+
+def test_offline_each_test_fails_with_one_line_saying_how(tmp_path):
+    result = run_tier(tmp_path, "http://127.0.0.1:9/ml-1m.zip", "0" * 64)  # nothing listens on port 9
+    assert result.returncode == 1 and "2 error" in result.stdout, result.stdout[-3000:]
+    lines = [line for line in result.stdout.splitlines() if "not downloadable" in line]
+    assert lines and all("set DIN_DATA_DIR=DIR" in line for line in lines)
+    assert "Traceback" not in result.stdout + result.stderr
