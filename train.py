@@ -18,9 +18,10 @@ import sys
 
 from data.config import CHOICES, DINConfig
 from data.datasets import load_splits
-from data.download import ML_1M, DownloadError, fetch
-from data.movielens import DataError
+from data.download import ML_1M, fetch
+from data.errors import ConfigError, UserError
 from training import checkpoint, fit, make_backend
+from training.run_dir import prepare_out
 
 # Flags that map one-to-one onto DINConfig fields; their defaults come from it.
 CONFIG_FLAGS = {
@@ -34,6 +35,7 @@ CONFIG_FLAGS = {
     "embedding_dim": int,
     "valid_fraction": float,
     "min_count": int,
+    "max_len": int,
     "max_hist": int,
     "holdout_fraction": float,
     "split": str,
@@ -51,6 +53,7 @@ HELP = {
     "mba_reg": "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7); 0 = off",
     "dtype": "activations' dtype; bfloat16 (JAX) keeps parameters, optimiser state, BatchNorm statistics "
     "and the loss in float32",
+    "max_len": "cut the tutorial CSVs' sequences to N ids (0: the longest training sequence)",
 }
 
 
@@ -67,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-dir", help="downloads and built raw datasets (default: $DIN_CACHE_DIR or ~/.cache/din-jax)"
     )
-    parser.add_argument("--out", help="run directory to write (required unless --resume)")
+    parser.add_argument("--out", help="run directory to write: a new or empty folder (required unless --resume)")
+    parser.add_argument("--overwrite", action="store_true", help="empty a non-empty --out folder first")
     for field, kind in CONFIG_FLAGS.items():
         parser.add_argument(
             f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=CHOICES.get(field),
@@ -117,7 +121,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 a user's mistake (one line on stderr), 130 interrupted."""
     args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = args.resume or args.out
+        newest = checkpoint.latest(out) if out else None
+        where = f"; the newest whole checkpoint is {newest}: --resume {out} continues" if newest else ""
+        print(f"interrupted: {out} is unfinished (marked by its UNFINISHED file){where}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
     # The run's own log at INFO; libraries' INFO chatter (JAX's probe for a TPU
     # on every start, orbax's per-checkpoint lines) stays out, their warnings not.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -126,38 +146,38 @@ def main(argv: list[str] | None = None) -> int:
         from din_jax.mesh import initialize_distributed
 
         initialize_distributed()  # before any other JAX call
-    try:
-        if args.resume:
-            config, data_dir = resume_setup(args.resume)
-            data_dir = args.data or data_dir
-        else:
-            config = DINConfig(
-                **{field: getattr(args, field) for field in CONFIG_FLAGS},
-                valid_on_test=args.valid_on_test,
-                share_embeddings=args.share_embeddings,
-                mask_padding=args.mask_padding,
-            )
-            data_dir = args.data
-        data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
-        splits = load_splits(data_dir, config, args.cache_dir)
-        backend = make_backend(
-            args.backend, splits.encoders.schema(), config, splits.train, args.mesh, args.shard_embeddings
+    if args.resume:
+        config, data_dir = resume_setup(args.resume)
+        data_dir = args.data or data_dir
+    else:
+        config = DINConfig(
+            **{field: getattr(args, field) for field in CONFIG_FLAGS},
+            valid_on_test=args.valid_on_test,
+            share_embeddings=args.share_embeddings,
+            mask_padding=args.mask_padding,
         )
-        fit(
-            backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
-            checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
-        )
-    except (DataError, DownloadError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        data_dir = args.data
+        prepare_out(args.out, args.overwrite)  # before anything is read or written
+    data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+    splits = load_splits(data_dir, config, args.cache_dir)
+    backend = make_backend(
+        args.backend, splits.encoders.schema(), config, splits.train, args.mesh, args.shard_embeddings
+    )
+    fit(
+        backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
+        checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+    )
 
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None]:
     """The config and data folder of a run directory that holds a checkpoint."""
     _, loop = checkpoint.newest(run)
-    with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
-        return DINConfig.from_json(f.read()), loop.data
+    path = os.path.join(run, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return DINConfig.from_json(f.read(), path), loop.data
+    except OSError as error:
+        raise ConfigError(f"{path}: unreadable ({error.strerror})") from None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
+
+from data.errors import ConfigError
 
 # config.init "paper": the embeddings' standard deviation (DeepCTR's init_std).
 PAPER_EMBEDDING_STD = 1e-4
@@ -68,6 +71,9 @@ class DINConfig:
 
     # Preprocessing.
     min_count: int = 5
+    # Sequence features of CSV data are cut to max_len ids (0: the longest
+    # training sequence, as the tutorial does).
+    max_len: int = 0
     # One vocabulary and one embedding table per attention (query, history) pair.
     share_embeddings: bool = False
     # Raw GroupLens folders; the tutorial's CSVs ignore these. protocol:
@@ -78,30 +84,44 @@ class DINConfig:
     split: str = "fraction"  # or "leave-last-out"
 
     def __post_init__(self) -> None:
+        def fail(name: str, why: str) -> ConfigError:
+            return ConfigError(f"{name} (--{name.replace('_', '-')}) {why}, got {getattr(self, name)!r}")
+
         for name in ("attention_hidden", "mlp_hidden"):
             sizes = tuple(getattr(self, name))
             object.__setattr__(self, name, sizes)
             if not sizes or any(int(s) <= 0 for s in sizes):
-                raise ValueError(f"{name} must be a non-empty list of positive sizes, got {sizes}")
+                raise fail(name, "must be a non-empty list of positive sizes")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "float" and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise fail(field.name, "must be a finite number")
         for name in ("embedding_dim", "batch_size", "eval_batch_size", "epochs", "patience", "min_count"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise fail(name, "must be >= 1")
         if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2: BatchNorm cannot train on a batch of one")
+            raise fail("batch_size", "must be >= 2: BatchNorm cannot train on a batch of one")
+        for name in ("learning_rate", "adam_eps", "bn_eps", "dice_eps"):
+            if getattr(self, name) <= 0:
+                raise fail(name, "must be > 0")
         for name in ("attention_dropout", "mlp_dropout", "bn_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise fail(name, "must be in [0, 1)")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise fail(name, "must be in [0, 1)")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.mba_reg < 0 or self.weight_decay < 0:
-            raise ValueError(f"mba_reg and weight_decay must be >= 0, got {self.mba_reg}, {self.weight_decay}")
+                raise fail(name, f"must be one of {allowed}")
+        for name in ("mba_reg", "weight_decay", "max_len"):
+            if getattr(self, name) < 0:
+                raise fail(name, "must be >= 0")
         if not 0.0 < self.holdout_fraction < 0.5:
-            raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
+            raise fail("holdout_fraction", "must be in (0, 0.5)")
         if self.max_hist < 1:
-            raise ValueError(f"max_hist must be >= 1, got {self.max_hist}")
+            raise fail("max_hist", "must be >= 1")
         if not 0.0 <= self.valid_fraction < 1.0:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+            raise fail("valid_fraction", "must be in [0, 1)")
 
     def replace(self, **changes: Any) -> "DINConfig":
         return dataclasses.replace(self, **changes)
@@ -110,10 +130,18 @@ class DINConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "DINConfig":
-        raw = json.loads(text)
+    def from_json(cls, text: str, source: str = "config.json") -> "DINConfig":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{source}: not valid JSON ({error}); the file is damaged") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a JSON object of settings")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"config.json has unknown fields: {unknown}")
-        return cls(**raw)
+            raise ConfigError(f"{source}: unknown settings {unknown}")
+        try:
+            return cls(**raw)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None

@@ -2,29 +2,45 @@
 
 Raw GroupLens folders are built into samples once and cached on disk
 (`<cache_dir>/built/<key>/`: arrays.npz + encoders.json), keyed by the
-SHA-256 of the source files and every option that shapes the samples, so a
-change to either rebuilds.
+SHA-256 of the source files and every setting that may shape the samples
+(all but the model's, the optimiser's and the loop's), so a change to either
+rebuilds. A damaged cache entry is rebuilt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
 from data.config import DINConfig
 from data.download import default_cache_dir, sha256_of
 from data.encoders import FeatureEncoders
+from data.errors import DataError
 from data.grouplens import detect_format
 from data.movielens import Arrays, Splits, load_splits as load_tutorial
 from data.movielens import load_test as load_tutorial_test
 
 SOURCE_FILES = ("ratings.dat", "users.dat", "movies.dat", "ratings.csv", "movies.csv")
-BUILD_VERSION = 1  # bump when the sample builder changes
+TUTORIAL_FILES = ("train.csv", "test.csv")
+BUILD_VERSION = 2  # bump when the sample builder changes
+# Settings that never shape the samples: the model's, the optimiser's, the loop's.
+# Every other setting is part of the cache key, so a new one can never reuse a stale entry.
+NOT_DATA = frozenset({
+    "embedding_dim", "attention_hidden", "attention_dropout", "mlp_hidden", "mlp_dropout", "bn_eps", "dice_eps",
+    "bn_momentum", "attention_norm", "mask_padding", "dice", "init", "dtype", "learning_rate", "adam_b1", "adam_b2",
+    "adam_eps", "weight_decay", "mba_reg", "batch_size", "eval_batch_size", "epochs", "patience",
+})
+# The sequential protocol splits by time, so these shape only the seed protocol's samples.
+SEED_PROTOCOL_ONLY = frozenset({"seed", "valid_fraction", "valid_on_test"})
+log = logging.getLogger("din")
 
 
 def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None) -> Splits:
@@ -37,19 +53,34 @@ def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None) 
 
     folder = os.path.join(cache_dir or default_cache_dir(), "built", build_key(data_dir, config))
     if os.path.isfile(os.path.join(folder, "encoders.json")):
-        return _read(folder)
+        try:
+            return _read(folder)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            log.warning("cache entry %s is damaged (%s: %s): rebuilding it", folder, type(error).__name__, error)
+            shutil.rmtree(folder, ignore_errors=True)
     splits = (load_seed_protocol if config.protocol == "seed" else load_sequential)(data_dir, config)
     _write(folder, splits)
     return splits
 
 
+def data_files(data_dir: str) -> list[str]:
+    """The files a data folder is read from."""
+    names = TUTORIAL_FILES if detect_format(data_dir) == "tutorial" else SOURCE_FILES
+    return [os.path.join(data_dir, name) for name in names if os.path.isfile(os.path.join(data_dir, name))]
+
+
+def data_fingerprint(data_dir: str) -> str:
+    """SHA-256 over the content of a data folder's files (not their paths or times)."""
+    digest = hashlib.sha256()
+    for path in data_files(data_dir):
+        digest.update(f"{os.path.basename(path)}:{sha256_of(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def build_key(data_dir: str, config: DINConfig) -> str:
-    sources = {name: sha256_of(os.path.join(data_dir, name)) for name in SOURCE_FILES
-               if os.path.isfile(os.path.join(data_dir, name))}
-    shaping = ("protocol", "max_hist", "holdout_fraction", "split", "min_count", "share_embeddings")
-    if config.protocol == "seed":  # seeded user splits and negatives
-        shaping += ("seed", "valid_fraction", "valid_on_test")
-    options = {name: getattr(config, name) for name in shaping}
+    sources = {os.path.basename(path): sha256_of(path) for path in data_files(data_dir)}
+    ignored = NOT_DATA | (SEED_PROTOCOL_ONLY if config.protocol != "seed" else frozenset())
+    options = {name: value for name, value in dataclasses.asdict(config).items() if name not in ignored}
     text = json.dumps({"version": BUILD_VERSION, "sources": sources, "options": options}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -93,5 +124,11 @@ def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Ar
     from data.sequential import split_samples
 
     if config.protocol == "seed":
-        return encode(build_seed_columns(read_raw(data_dir), config.seed)[1], encoders)
-    return encode(split_samples(read_raw(data_dir), config)["test"], encoders)
+        columns = build_seed_columns(read_raw(data_dir), config.seed)[1]
+    else:
+        columns = split_samples(read_raw(data_dir), config)["test"]
+    missing = [name for name in (*encoders.numeric, *encoders.categorical, *encoders.sequence) if name not in columns]
+    if missing:
+        raise DataError(f"{data_dir}: its data lack the run's features {missing}; pass the data the run was "
+                        "trained on, or data in the same format")
+    return encode(columns, encoders)

@@ -19,7 +19,7 @@ import zipfile
 
 from tqdm import tqdm
 
-from data.movielens import DataError
+from data.errors import DataError, UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ ML_1M = Release(
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     """The release could not be fetched; the message says how to pass a local copy."""
 
     def __init__(self, message: str, reason: str = ""):

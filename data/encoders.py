@@ -5,7 +5,7 @@ numeric      mean imputation, then scikit-learn's QuantileTransformer (its
 categorical  vocabulary = terms seen >= min_count times in train, sorted,
              numbered 1..n; 0 = padding, n + 1 = unknown (unseen terms).
 sequence     '|'-separated terms, same vocabulary rule; max_len = the longest
-             training sequence; longer ones are cut, shorter ones right-padded
+             training sequence (or config.max_len); longer ones are cut, shorter ones right-padded
              with 0. An empty sequence is all padding.
 
 Inputs are already validated strings and floats (see `data.movielens`);
@@ -16,15 +16,18 @@ int32 [N, T] for sequences.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import QuantileTransformer
 
+from data.errors import DataError
 from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
 
 PADDING = 0
+log = logging.getLogger("din")
 
 
 class Vocabulary:
@@ -87,15 +90,17 @@ class NumericEncoder:
         self.transformer = transformer
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "NumericEncoder":
+    def fit(cls, values: np.ndarray, name: str = "") -> "NumericEncoder":
         values = np.asarray(values, dtype=np.float64)
         if np.isnan(values).all():
-            raise ValueError("cannot fit a numeric encoder: every value is missing")
+            raise DataError(f"column {name!r}: every training value is missing; nothing to impute from")
         mean = float(np.nanmean(values))
         imputed = np.where(np.isnan(values), mean, values)
         # Default n_quantiles (1000) capped at the sample count, as sklearn
-        # does with a warning; capping here keeps the fit silent.
-        transformer = QuantileTransformer(n_quantiles=min(1000, len(values)))
+        # does with a warning; capping here keeps the fit silent. No
+        # subsampling: the quantiles are exact, so the same data always gives
+        # the same encoder (sklearn subsamples 10,000 rows at random otherwise).
+        transformer = QuantileTransformer(n_quantiles=min(1000, len(values)), subsample=None)
         transformer.fit(imputed.reshape(-1, 1))
         return cls(mean, transformer)
 
@@ -167,16 +172,31 @@ class SequenceEncoder:
         self.sep = sep
 
     @classmethod
-    def fit(cls, values: Sequence[str] | np.ndarray, min_count: int, sep: str = "|") -> "SequenceEncoder":
-        """values: '|'-joined strings, or an integer matrix [N, L] right-padded with 0."""
+    def fit(
+        cls, values: Sequence[str] | np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = ""
+    ) -> "SequenceEncoder":
+        """values: '|'-joined strings, or an integer matrix [N, L] right-padded with 0.
+
+        max_len: cut sequences to at most this many ids (0: the longest training
+        sequence, at least one slot so that shapes stay valid when every
+        training sequence is empty). A longest sequence far beyond the rest is
+        logged: one outlier row would otherwise widen every row's tensor.
+        """
         if isinstance(values, np.ndarray) and values.ndim == 2:
-            max_len = int((values != PADDING).sum(axis=1).max(initial=0))
-            return cls(Vocabulary.fit(values.ravel(), min_count), max(max_len, 1), sep)
-        rows, positions, tokens = split_sequences(values, sep)
-        # The longest training sequence; at least one slot so that shapes stay
-        # valid when every training sequence is empty.
-        max_len = int(positions.max()) + 1 if len(positions) else 1
-        return cls(Vocabulary.fit(tokens, min_count), max_len, sep)
+            lengths = (values != PADDING).sum(axis=1)
+            tokens = values.ravel()
+        else:
+            rows, _, tokens = split_sequences(values, sep)
+            lengths = np.bincount(rows, minlength=len(values))
+        longest = max(int(lengths.max(initial=0)), 1)
+        typical = int(np.percentile(lengths, 99)) if len(lengths) else 0
+        if not max_len and longest > max(2 * typical, typical + 10):
+            log.warning(
+                "%s: max_len %d comes from %d training row(s); 99%% of rows have <= %d ids "
+                "(--max-len N cuts sequences to N ids)", name or "sequence", longest, int((lengths == longest).sum()),
+                typical,
+            )
+        return cls(Vocabulary.fit(tokens, min_count), min(max_len, longest) if max_len else longest, sep)
 
     def transform(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
         if isinstance(values, np.ndarray) and values.ndim == 2:
@@ -237,11 +257,13 @@ class FeatureEncoders:
         attention_groups: Sequence[AttentionGroup],
         min_count: int,
         share_embeddings: bool = False,
+        max_len: int = 0,
     ) -> "FeatureEncoders":
         """share_embeddings: each attention pair's query and history get one
-        vocabulary, fitted on the union of both columns' terms."""
+        vocabulary, fitted on the union of both columns' terms. max_len: cut
+        every sequence feature to at most that many ids (0: its longest)."""
         categories = {name: CategoryEncoder.fit(columns[name], min_count) for name in categorical}
-        sequences = {name: SequenceEncoder.fit(columns[name], min_count) for name in sequence}
+        sequences = {name: SequenceEncoder.fit(columns[name], min_count, max_len=max_len, name=name) for name in sequence}
         shared = tuple((h, q) for g in attention_groups for q, h in g.pairs) if share_embeddings else ()
         for history, query in shared:
             union = np.concatenate([_category_terms(columns[query]), _sequence_terms(columns[history], sequences[history].sep)])
@@ -249,7 +271,7 @@ class FeatureEncoders:
             categories[query] = CategoryEncoder(vocabulary)
             sequences[history] = SequenceEncoder(vocabulary, sequences[history].max_len, sequences[history].sep)
         encoders = cls(
-            {name: NumericEncoder.fit(columns[name]) for name in numeric},
+            {name: NumericEncoder.fit(columns[name], name) for name in numeric},
             categories,
             sequences,
             tuple(attention_groups),

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 
 import numpy as np
 
 from data.config import DINConfig
 from data.encoders import FeatureEncoders
+from data.errors import DataError
 from data.schema import LABEL, USER, AttentionGroup
 
 NUMERIC = ("age",)
@@ -36,10 +38,6 @@ REQUIRED_COLUMNS = (USER_COLUMN, *NUMERIC, *CATEGORICAL, *SEQUENCE, LABEL_COLUMN
 SEPARATOR = "|"
 
 Arrays = dict[str, np.ndarray]
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, column and line."""
 
 
 def _optional_finite_float(text: str) -> float:
@@ -59,25 +57,37 @@ def _binary_label(text: str) -> float:
 def read_tutorial_csv(path: str) -> dict[str, np.ndarray]:
     """Reads and validates one file: raw columns (strings, floats for age)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (expected the tutorial's CSV format)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if not rows or not rows[0]:
+        raise DataError(f"{path}: no such file (expected the tutorial's CSV format)")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Excel's CSV) is no part of the header
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not valid UTF-8 text; save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))  # csv reads \n, \r\n and \r line ends alike
+    try:
+        # Blank lines are skipped; each row keeps its physical line number.
+        rows = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as error:
+        raise DataError(f"{path}, line {reader.line_num}: {error}") from None
+    if not rows:
         raise DataError(f"{path}: empty file, expected a header line")
-    header, records = rows[0], rows[1:]
+    header = [name.strip() for name in rows[0][1]]
+    lines, records = [line for line, _ in rows[1:]], [row for _, row in rows[1:]]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; header is {header}")
     if not records:
         raise DataError(f"{path}: no data rows after the header")
-    for index, record in enumerate(records):
+    for line, record in zip(lines, records):
         if len(record) != len(header):
-            raise DataError(f"{path}, line {index + 2}: {len(record)} fields, the header has {len(header)}")
+            raise DataError(f"{path}, line {line}: {len(record)} fields, the header has {len(header)}")
     position = {name: header.index(name) for name in REQUIRED_COLUMNS}
     raw = {name: np.asarray([r[position[name]].strip() for r in records], dtype=object) for name in REQUIRED_COLUMNS}
 
     def fail(column: str, index: int, why: str) -> DataError:
-        return DataError(f"{path}, line {index + 2}, column {column!r}: {why} (value {raw[column][index]!r})")
+        return DataError(f"{path}, line {lines[index]}, column {column!r}: {why} (value {raw[column][index]!r})")
 
     def parse(column: str, convert, dtype, why: str) -> np.ndarray:
         """Applies `convert` to every value; a ValueError becomes an error naming the line."""
@@ -135,14 +145,23 @@ def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def load_test(data_dir: str, encoders: FeatureEncoders) -> Arrays:
     """The test split encoded with already fitted encoders (e.g. a run's)."""
-    return encode(read_tutorial_csv(os.path.join(data_dir, "test.csv")), encoders)
+    columns = read_tutorial_csv(os.path.join(data_dir, "test.csv"))
+    missing = [name for name in (*encoders.numeric, *encoders.categorical, *encoders.sequence) if name not in columns]
+    if missing:
+        raise DataError(f"{data_dir}: the tutorial's columns lack the run's features {missing}; pass the data the run "
+                        "was trained on, or data in the same format")
+    return encode(columns, encoders)
 
 
 def load_splits(data_dir: str, config: DINConfig) -> Splits:
     """Train/valid/test arrays from a folder holding `train.csv` and `test.csv`."""
-    train = read_tutorial_csv(os.path.join(data_dir, "train.csv"))
+    train_path = os.path.join(data_dir, "train.csv")
+    train = read_tutorial_csv(train_path)
     test = read_tutorial_csv(os.path.join(data_dir, "test.csv"))
-    return split_and_encode(train, test, config)
+    try:
+        return split_and_encode(train, test, config)
+    except DataError as error:  # a column no encoder can be fitted on
+        raise DataError(f"{train_path}: {error}") from None
 
 
 def split_and_encode(train: dict[str, np.ndarray], test: dict[str, np.ndarray], config: DINConfig) -> Splits:
@@ -155,6 +174,7 @@ def split_and_encode(train: dict[str, np.ndarray], test: dict[str, np.ndarray], 
         held_out = holdout_users(train[USER], config.valid_fraction, config.seed)
         fit_rows, valid = _rows(train, ~held_out), _rows(train, held_out)
     encoders = FeatureEncoders.fit(
-        fit_rows, NUMERIC, CATEGORICAL, SEQUENCE, ATTENTION_GROUPS, config.min_count, config.share_embeddings
+        fit_rows, NUMERIC, CATEGORICAL, SEQUENCE, ATTENTION_GROUPS, config.min_count, config.share_embeddings,
+        config.max_len,
     )
     return Splits(encode(fit_rows, encoders), encode(valid, encoders), encode(test, encoders), encoders)

@@ -120,6 +120,6 @@ def load_sequential(data_dir: str, config: DINConfig) -> Splits:
     categorical = ("gender", "movieId", "occupation", "zipCode") if raw.users is not None else ("movieId",)
     encoders = FeatureEncoders.fit(
         splits["train"], numeric, categorical, ("genres", HISTORY), ATTENTION_GROUPS, config.min_count,
-        config.share_embeddings,
+        config.share_embeddings, config.max_len,
     )
     return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)

@@ -22,6 +22,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from data.errors import ConfigError
+
 DATA, MODEL = "data", "model"
 
 
@@ -35,8 +37,16 @@ def initialize_distributed() -> None:
     kwargs = {}
     for name, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
         if os.environ.get(name):
+            if not os.environ[name].strip().isdigit():
+                raise ConfigError(f"--distributed: {name}={os.environ[name]!r} is not a whole number")
             kwargs[key] = int(os.environ[name])
-    jax.distributed.initialize(**kwargs)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except ValueError as error:  # JAX found no coordinator (no TPU pod, SLURM or MPI job, no address set)
+        raise ConfigError(
+            f"--distributed: {error} Outside a TPU pod, SLURM or Open MPI job, set JAX_COORDINATOR_ADDRESS=host:port, "
+            "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host"
+        ) from None
 
 
 def parse_mesh(text: str | None) -> dict[str, int]:
@@ -48,7 +58,7 @@ def parse_mesh(text: str | None) -> dict[str, int]:
         name, _, size = part.partition("=")
         name = name.strip()
         if name not in shape or not size.strip().isdigit() or int(size) < 1:
-            raise ValueError(f"--mesh {text!r}: expected data=N[,model=M] with positive sizes, got {part!r}")
+            raise ConfigError(f"--mesh {text!r}: expected data=N[,model=M] with positive sizes, got {part!r}")
         shape[name] = int(size)
     if not shape[DATA]:
         shape[DATA] = max(jax.device_count() // shape[MODEL], 1)
@@ -61,7 +71,7 @@ def make_mesh(shape: dict[str, int] | None = None) -> Mesh:
     size = shape[DATA] * shape[MODEL]
     devices = jax.devices()
     if size > len(devices):
-        raise ValueError(f"mesh data={shape[DATA]},model={shape[MODEL]} needs {size} devices, {len(devices)} available")
+        raise ConfigError(f"--mesh data={shape[DATA]},model={shape[MODEL]} needs {size} devices, {len(devices)} available")
     # create_device_mesh orders devices by the physical topology (TPU ICI rings).
     grid = mesh_utils.create_device_mesh((shape[DATA], shape[MODEL]), devices=devices[:size])
     return Mesh(grid, (DATA, MODEL))

@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 from data.batches import Arrays, eval_batches
 from data.config import DINConfig
+from data.errors import ConfigError
 from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.mesh import DATA, describe, global_array, make_mesh, replicated, rows_sharding, state_shardings, table_rows_multiple
 from din_jax.model import DIN, Batch, padded_rows
@@ -233,7 +234,7 @@ class JaxBackend:
         data_size = self.mesh.shape[DATA]
         for name in ("batch_size", "eval_batch_size"):
             if getattr(config, name) % data_size:
-                raise ValueError(f"{name} {getattr(config, name)} is not divisible by the mesh's data axis ({data_size})")
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)} is not divisible by the mesh's data axis ({data_size})")
         multiple = table_rows_multiple(self.mesh, shard_embeddings)
         self.model = DIN(schema, config, dtype, COMPUTE_DTYPES[config.dtype], multiple)
         self.vocab = {f.name: f.vocab_size for f in schema.tables}
@@ -269,16 +270,17 @@ class JaxBackend:
             self._on_device[key] = (data, arrays)
         return {name: self._on_device[key][1][name] for name in names}
 
-    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
+    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
         device_data = self._device_data(data, self.inputs + (LABEL,))
         losses = []
         for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
             rows_global, mask_global = self._device_rows(rows), self._device_rows(row_mask)
             self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global)
-            losses.append(block_losses * row_mask.sum(axis=1))  # [K], sample-weighted
+            losses.append(block_losses)  # [K]
             progress(int(row_mask.sum()))
-        # One host sync per epoch: the losses stay on the device until here.
-        return float(jnp.sum(jnp.concatenate(losses))) / sum(len(rows) for rows in batches)
+        # One host sync per call: the losses stay on the device until here.
+        # The losses are replicated, so every process reads its own copy.
+        return np.asarray(jnp.concatenate(losses), np.float64)[: len(batches)]  # [batches]
 
     def _device_rows(self, rows: np.ndarray) -> jax.Array:
         """[K, B] (or [B]) row indices or masks with B split over 'data'."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from data.batches import Arrays, eval_batches, take
 from data.config import DINConfig
+from data.errors import ConfigError
 from data.schema import LABEL, FeatureSchema
 from din_torch.model import DIN, Batch
 
@@ -104,7 +105,7 @@ class TorchBackend:
     ):
         """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
         if config.dtype != "float32":
-            raise ValueError(f"dtype {config.dtype!r}: the torch backend trains in float32 (bfloat16 is JAX's)")
+            raise ConfigError(f"--dtype {config.dtype}: the torch backend trains in float32 (bfloat16 is JAX's)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config).to(self.device)
@@ -113,13 +114,14 @@ class TorchBackend:
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
         self.describe = f"torch {torch.__version__} on {self.device} ({torch.get_num_threads()} threads)"
 
-    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
-        total = torch.zeros((), device=self.device)
+    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
+        losses = []
         for rows in batches:
             batch = to_tensors(take(data, rows), self.inputs + (LABEL,), self.device)
-            total += train_step(self.model, self.optimizer, batch, self.regularizer) * len(rows)
+            losses.append(train_step(self.model, self.optimizer, batch, self.regularizer))
             progress(len(rows))
-        return float(total) / sum(len(rows) for rows in batches)
+        # One host sync per call, as in the JAX backend.
+        return torch.stack(losses).double().cpu().numpy() if losses else np.zeros(0)  # [batches]
 
     @torch.no_grad()
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:

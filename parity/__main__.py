@@ -6,7 +6,8 @@ Loads a run directory written by either backend, converts its weights to the
 other one, runs both on the run's test data in eval mode and in train mode
 (batch statistics, dropout off) and prints, per output, the max absolute and
 relative difference over all batches, plus each backend's test AUC. Exits 1
-when a difference is over its tolerance.
+when a difference is over its tolerance, and 2 (one line on stderr) for bad
+input: not a finished run, damaged files, data in another format.
 """
 
 from __future__ import annotations
@@ -35,37 +36,46 @@ def main(argv: list[str] | None = None) -> int:
     # Process-global, so set before any JAX array exists.
     jax.config.update("jax_enable_x64", args.dtype == "float64")
 
+    from data.errors import UserError
+
+    try:
+        return compare_run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def compare_run(args: argparse.Namespace) -> int:
     from data import metrics
     from data.batches import eval_batches
     from data.datasets import load_test
+    from data.errors import RunError
     from data.schema import LABEL
     from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
     from parity.convert import flax_to_torch, from_names
     from training.run_dir import read_run
 
-    try:
-        config, encoders, weights, backend = read_run(args.run_dir)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config, encoders, weights, backend = read_run(args.run_dir)
     data_dir = args.data
     if data_dir is None:
-        with open(os.path.join(args.run_dir, "metrics.json"), encoding="utf-8") as f:
-            data_dir = json.load(f).get("data")
+        metrics_path = os.path.join(args.run_dir, "metrics.json")
+        try:
+            with open(metrics_path, encoding="utf-8") as f:
+                data_dir = json.load(f).get("data")
+        except (OSError, ValueError) as error:
+            raise RunError(f"{metrics_path}: unreadable ({error}); pass --data DIR") from None
         if not data_dir:
-            print("error: the run does not record its data folder; pass --data DIR", file=sys.stderr)
-            return 2
-    if backend == "jax":
-        state = flax_to_torch(from_names(weights))
-    elif backend == "torch":
-        state = weights
-    else:
-        print(f"error: {args.run_dir}: weights name no backend ({backend!r})", file=sys.stderr)
-        return 2
-
-    config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
+            raise RunError("the run does not record its data folder; pass --data DIR")
+    if backend not in ("jax", "torch"):
+        raise RunError(f"{args.run_dir}: weights name no backend ({backend!r})")
     schema = encoders.schema()
-    pair = Pair(schema, config, args.dtype, torch_state=state)
+    config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
+    try:
+        state = flax_to_torch(from_names(weights)) if backend == "jax" else weights
+        pair = Pair(schema, config, args.dtype, torch_state=state)
+    except (KeyError, ValueError, RuntimeError) as error:  # names or shapes that do not fit encoders.json
+        raise RunError(f"{args.run_dir}: the weights do not fit the model that encoders.json describes "
+                       f"({str(error).splitlines()[0]}); the run's files are damaged or mixed") from None
     test = load_test(data_dir, config, encoders)
     worst: dict[str, Diff] = {}  # per output, the batch with the largest difference
     logits: dict[str, list[np.ndarray]] = {"torch": [], "jax": []}

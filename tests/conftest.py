@@ -51,7 +51,7 @@ def ml1m_release():
 def provide_seed_split() -> str:
     """The tutorial's MovieLens-1M split: the data folder's, or rebuilt from a verified download."""
     from data.download import DownloadError, default_cache_dir, fetch
-    from data.movielens import DataError
+    from data.errors import DataError
     from data.seed_protocol import write_tutorial_split
 
     path = data_root() / "movielens-1m-seed"

@@ -12,7 +12,7 @@ import pytest
 
 from data.download import DownloadError, Release, fetch
 from data.grouplens import read_raw
-from data.movielens import DataError
+from data.errors import DataError
 
 
 def ml1m_zip() -> bytes:

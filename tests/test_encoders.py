@@ -87,7 +87,7 @@ class TestNumericEncoder:
         np.testing.assert_array_equal(again.transform(probe), encoder.transform(probe))
 
     def test_all_missing_is_an_error(self):
-        with pytest.raises(ValueError, match="every value is missing"):
+        with pytest.raises(ValueError, match="every training value is missing"):
             NumericEncoder.fit(np.array([np.nan, np.nan]))
 
 

@@ -9,7 +9,7 @@ import pytest
 from data.config import DINConfig
 from data.datasets import load_splits
 from data.grouplens import detect_format, read_raw
-from data.movielens import DataError
+from data.errors import DataError
 from data.schema import LABEL, USER
 from data.sequential import HISTORY, build_samples, split_masks
 
@@ -114,7 +114,7 @@ class TestSequentialProtocol:
         ({"ratings.csv": RATINGS_CSV.replace("1,50,2.0,400", "1,50,good,400"), "movies.csv": MOVIES_CSV},
          r"ratings.csv, line 6, column 'rating': not a number \(value 'good'\)"),
         ({"ratings.csv": RATINGS_CSV.replace("1,50,2.0,400", "1,50,2.0,400,9"), "movies.csv": MOVIES_CSV},
-         r"ratings.csv: .*line 6"),
+         r"ratings.csv, line 6: 5 fields, expected 4"),
         ({"ratings.csv": RATINGS_CSV.replace("1,50,2.0,400", "1,50,7.0,400"), "movies.csv": MOVIES_CSV},
          r"line 6, column 'rating': outside 0..5"),
         ({"ratings.csv": "", "movies.csv": MOVIES_CSV}, r"ratings.csv: empty file"),
@@ -126,7 +126,7 @@ class TestSequentialProtocol:
         ({"ratings.dat": "1::10::5::100\n1::20::4::200::7\n", "users.dat": "1::F::1::10::48067\n", "movies.dat": "10::T::Drama\n"},
          r"ratings.dat, line 2: more than 4 fields"),
         ({"ratings.dat": "1::10::5::100\n1::x::4::200\n", "users.dat": "1::F::1::10::48067\n", "movies.dat": "10::T::Drama\n"},
-         r"ratings.dat, line 2, column 'movie': not an integer"),
+         r"ratings.dat, line 2, column 'MovieID': not an integer"),
     ],
 )
 def test_bad_raw_files_name_file_and_line(tmp_path, files, message):
@@ -135,7 +135,7 @@ def test_bad_raw_files_name_file_and_line(tmp_path, files, message):
 
 
 def test_unknown_folder_says_what_it_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ratings.csv"):
+    with pytest.raises(DataError, match="ratings.csv"):
         detect_format(str(tmp_path))
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from data.config import DINConfig
-from data.movielens import DataError, load_splits, read_tutorial_csv
+from data.errors import DataError
+from data.movielens import load_splits, read_tutorial_csv
 from data.schema import LABEL, USER
 
 HEADER = "userId,movieId,ratting,timestamp,last,histHighRatedMovieIds,negHistMovieIds,gender,age,occupation,zipCode,title,genres,label"
@@ -44,7 +45,7 @@ def test_bad_rows_name_file_line_and_column(tmp_path, row, message):
 
 
 def test_missing_file_column_and_empty_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
+    with pytest.raises(DataError, match="nope.csv: no such file"):
         read_tutorial_csv(str(tmp_path / "nope.csv"))
     with pytest.raises(DataError, match=r"missing column\(s\) \['label'\]"):
         read_tutorial_csv(write(tmp_path, HEADER.rsplit(",", 1)[0], ROW.rsplit(",", 1)[0]))

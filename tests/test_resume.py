@@ -1,9 +1,12 @@
-"""A run killed mid-epoch (SIGKILL, after a checkpoint) and resumed ends with
-exactly the weights, history and metrics of an uninterrupted run."""
+"""Fault test: a checkpointing run killed (SIGKILL) again and again, once in the
+middle of writing a checkpoint, its newest checkpoint then damaged, and
+resumed each time, ends with exactly the weights, history and metrics of an
+uninterrupted run."""
 
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,43 +20,75 @@ from training.run_dir import read_weights
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EVERY = 5  # checkpoint every 5 steps; an epoch of the synthetic tutorial data has 17 batches of 128
+EPOCHS = 4  # 68 steps in all
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def command(backend, data, out, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--backend", backend, "--data", data, "--out", str(out),
-            "--epochs", "4", "--no-progress", *extra]
+            "--epochs", str(EPOCHS), "--no-progress", *extra]
+
+
+def resume(backend, run):
+    return [sys.executable, str(ROOT / "train.py"), "--backend", backend, "--resume", str(run), "--no-progress",
+            "--checkpoint-every", str(EVERY)]
+
+
+def writing(run) -> bool:
+    folder = run / "checkpoints"
+    return folder.is_dir() and any(name.startswith(".tmp-step") for name in os.listdir(folder))
+
+
+def step(run) -> int:
+    path = checkpoint.latest(str(run))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def kill_when(argv, run, condition) -> None:
+    """Starts argv and SIGKILLs it as soon as condition() holds."""
+    process = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    try:
+        while not condition():
+            assert process.poll() is None, f"run ended before it was killed: {process.stderr.read().decode()[-3000:]}"
+            assert time.time() < deadline
+            time.sleep(0.001)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.stderr.close()
+    assert not (run / "metrics.json").exists() and (run / "UNFINISHED").exists()
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_killed_and_resumed_run_matches_uninterrupted_run(backend, tutorial_dir, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def test_killed_again_and_again_then_resumed_matches_uninterrupted_run(backend, tutorial_dir, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run(command(backend, tutorial_dir, reference), check=True, env=env, capture_output=True)
+    subprocess.run(command(backend, tutorial_dir, reference), check=True, env=ENV, capture_output=True)
+    rng = np.random.default_rng(0)
 
-    process = subprocess.Popen(
-        command(backend, tutorial_dir, killed, "--checkpoint-every", str(EVERY)),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 600
-    # Kill as soon as a checkpoint inside epoch 2 exists (step 20 of 17 per epoch).
-    while not ((path := checkpoint.latest(str(killed))) and int(path.rsplit("-", 1)[1]) >= 4 * EVERY):
-        assert process.poll() is None, f"run ended before a checkpoint: {process.stderr.read().decode()[-3000:]}"
-        assert time.time() < deadline
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
-    with open(os.path.join(checkpoint.latest(str(killed)), "loop.json")) as f:
-        stopped = json.load(f)
-    assert stopped["step"] >= 4 * EVERY and stopped["position"] > 0  # inside an epoch
+    # 1: in the middle of writing a checkpoint (one already whole). A torch
+    # checkpoint is written in milliseconds, so it may be missed: then at step >= 20.
+    kill_when(command(backend, tutorial_dir, killed, "--checkpoint-every", str(EVERY)), killed,
+              lambda: (step(killed) and writing(killed)) or step(killed) >= 4 * EVERY)
+    # 2, 3: at random steps, each after a resume.
+    for _ in range(2):
+        target = step(killed) + int(rng.integers(EVERY, 3 * EVERY))
+        kill_when(resume(backend, killed), killed, lambda: step(killed) >= target)
+    stopped = checkpoint.read_loop(checkpoint.latest(str(killed)))
+    # The two newest are kept (a third only when killed between writing one and pruning).
+    assert stopped.step < EPOCHS * 17 and len(checkpoint.candidates(str(killed))) >= 2
 
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--backend", backend, "--resume", str(killed), "--no-progress",
-         "--checkpoint-every", str(EVERY)],
-        env=env, capture_output=True, text=True,
-    )
+    # The newest checkpoint damaged: resuming falls back to the one before it.
+    newest = pathlib.Path(checkpoint.latest(str(killed)))
+    for path in sorted((newest / "state").rglob("*")):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    resumed = subprocess.run(resume(backend, killed), env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming" in resumed.stderr
+    assert "resuming" in resumed.stderr and "falling back to the one before it" in resumed.stderr
+    assert not (killed / "UNFINISHED").exists() and not any(
+        name.startswith(".tmp") for name in os.listdir(killed / "checkpoints"))
 
     expected, _ = read_weights(str(reference / "model.safetensors"))
     actual, _ = read_weights(str(killed / "model.safetensors"))
@@ -67,13 +102,41 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(backend, tutorial_dir,
         assert np.array_equal(history[0][column], history[1][column]), column
     np.testing.assert_allclose(history[1]["train_loss"], history[0]["train_loss"], rtol=1e-6)
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (reference, killed)]
-    assert metrics[0]["best_epoch"] == metrics[1]["best_epoch"] == 4  # the final weights are compared
+    assert metrics[0]["best_epoch"] == metrics[1]["best_epoch"] == EPOCHS  # the final weights are compared
     assert metrics[0]["test_auc"] == metrics[1]["test_auc"] and metrics[1]["steps"] == metrics[0]["steps"]
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--backend", "torch", "--resume", str(tmp_path)],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert result.returncode == 2 and "no checkpoint to resume from" in result.stderr
+def test_resume_refuses_a_checkpoint_of_other_settings_or_data(tutorial_dir, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(command("torch", tutorial_dir, run, "--epochs", "1", "--checkpoint-every", "5"), check=True, env=ENV,
+                   capture_output=True)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"learning_rate": 0.01}))
+    result = subprocess.run(resume("torch", run), env=ENV, capture_output=True, text=True)
+    assert result.returncode == 2 and "belongs to another run" in result.stderr
+    assert "learning_rate 0.002 -> 0.01" in result.stderr
+    (run / "config.json").write_text(json.dumps(config))
+    other = tmp_path / "other-data"
+    shutil.copytree(tutorial_dir, other)
+    with open(other / "train.csv", "a") as f:
+        f.write(open(other / "train.csv").read().splitlines()[-1] + "\n")
+    result = subprocess.run(resume("torch", run) + ["--data", str(other)], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 2 and "the data files' content" in result.stderr
+    result = subprocess.run(resume("jax", run), env=ENV, capture_output=True, text=True)
+    assert result.returncode == 2 and "written by the torch backend" in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_at_a_whole_checkpoint(tutorial_dir, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(command("jax", tutorial_dir, run, "--epochs", "30", "--checkpoint-every", "3"), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not step(run):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 130
+    err = process.stderr.read()
+    assert "Traceback" not in err and "interrupted: " in err and "--resume" in err
+    assert (run / "UNFINISHED").exists() and not any(name.startswith(".tmp") for name in os.listdir(run / "checkpoints"))
+    assert checkpoint.read_loop(checkpoint.latest(str(run))).step % 3 == 0

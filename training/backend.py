@@ -6,6 +6,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from data.errors import ConfigError
 from data.regularization import mba_scales
 
 Arrays = dict[str, np.ndarray]
@@ -16,10 +17,10 @@ class Backend(Protocol):
     describe: str  # Framework, version and device, for the log.
     primary: bool  # Writes the run directory (one process of a multi-host job).
 
-    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> float:
+    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
         """Trains on `data` rows batch by batch (each entry of `batches` holds row
-        indices); calls `progress(samples)` as samples are done; returns the
-        sample-weighted mean training loss."""
+        indices); calls `progress(samples)` as samples are done; returns each
+        batch's mean training loss [len(batches)]."""
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         """Eval-mode logits [N] for every row of `data`, in order."""
@@ -61,4 +62,4 @@ def make_backend(
         return JaxBackend(
             schema, config, mba_scales=scales, mesh=make_mesh(parse_mesh(mesh)), shard_embeddings=shard_embeddings
         )
-    raise ValueError(f"unknown backend {name!r}: expected 'jax' or 'torch'")
+    raise ConfigError(f"unknown backend {name!r}: expected 'jax' or 'torch'")

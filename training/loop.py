@@ -2,21 +2,59 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 
+import numpy as np
 from tqdm import tqdm
 
 from data import metrics
 from data.batches import epoch_batches, num_rows
 from data.config import DINConfig
+from data.datasets import data_fingerprint
+from data.errors import UserError
 from data.movielens import Splits
 from data.schema import LABEL, USER
 from training import checkpoint, run_dir
 from training.backend import Backend
 
 log = logging.getLogger("din")
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite."""
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Ctrl-C (SIGINT) while checkpointing: the first one is held until the loop
+    reaches a safe point (no checkpoint being written, no background writer
+    thread alive), where `check()` raises KeyboardInterrupt; a second one
+    interrupts at once."""
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        log.warning("interrupt: stopping after the current stretch of steps (Ctrl-C again to stop at once)")
+
+    def check() -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield check
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def evaluate(backend: Backend, split: dict, config: DINConfig) -> dict[str, float]:
@@ -43,18 +81,29 @@ def fit(
     with the same checkpoint_every ends.
     """
     primary = backend.primary  # on several hosts, one process writes the run directory
+    data_dir = os.path.abspath(data_dir) if data_dir else None
+    # What a checkpoint must match to be resumed: these settings and these data files.
+    fingerprint = checkpoint.fingerprint(config, data_fingerprint(data_dir) if data_dir else None)
     if resume:
-        loop, best_weights = checkpoint.restore(out_dir, backend)
+        loop, best_weights = checkpoint.restore(out_dir, backend, fingerprint)
         log.info("resuming %s at epoch %d, batch %d (step %d)", out_dir, loop.epoch, loop.position, loop.step)
     else:
-        loop, best_weights = checkpoint.LoopState(backend.name, data=data_dir), None
+        loop, best_weights = checkpoint.LoopState(backend.name, data=data_dir, fingerprint=fingerprint), None
         if primary:
             run_dir.write_setup(out_dir, config, splits.encoders)
+    log.info("backend: %s", backend.describe)
+    log.info("rows: train %d, valid %d, test %d", num_rows(splits.train), num_rows(splits.valid), num_rows(splits.test))
+
+    with deferred_interrupt() if checkpoint_every else contextlib.nullcontext(lambda: None) as check:
+        loop, best_weights = _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, best_weights, check)
+    return _finish(backend, splits, config, out_dir, loop, best_weights, data_dir)
+
+
+def _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, best_weights, check):
+    """Epochs until early stopping or config.epochs; returns the loop state and best weights."""
+    primary = backend.primary
     n_train = num_rows(splits.train)
     has_valid = num_rows(splits.valid) > 0
-    log.info("backend: %s", backend.describe)
-    log.info("rows: train %d, valid %d, test %d", n_train, num_rows(splits.valid), num_rows(splits.test))
-
     while loop.epoch <= config.epochs:
         epoch = loop.epoch
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
@@ -68,13 +117,22 @@ def fit(
                 if checkpoint_every:
                     stop = min(stop, loop.position + checkpoint_every - loop.step % checkpoint_every)
                 segment = batches[loop.position : stop]
-                samples = sum(len(rows) for rows in segment)
-                loop.loss_sum += backend.train_epoch(splits.train, segment, bar.update) * samples
-                loop.samples += samples
+                sizes = np.array([len(rows) for rows in segment])
+                losses = backend.train_epoch(splits.train, segment, bar.update)  # [len(segment)]
+                if not np.isfinite(losses).all():
+                    first = int(np.flatnonzero(~np.isfinite(losses))[0])
+                    raise Diverged(
+                        f"training diverged: the loss is {losses[first]} at epoch {epoch}, step {loop.step + first + 1} "
+                        f"(batch {loop.position + first + 1} of {len(batches)}); lower --learning-rate "
+                        f"(now {config.learning_rate:g}) and train again"
+                    )
+                loop.loss_sum += float(np.dot(losses, sizes))
+                loop.samples += int(sizes.sum())
                 loop.step += len(segment)
                 loop.position = stop
                 if checkpoint_every and loop.step % checkpoint_every == 0:
                     checkpoint.save(out_dir, backend, loop, best_weights)
+                check()  # a held Ctrl-C stops here, with the newest checkpoint whole
             seconds = time.perf_counter() - start
         # Speed is measured after the first epoch, which includes JAX's compilation.
         if epoch == 1:
@@ -101,7 +159,13 @@ def fit(
         elif epoch - loop.best_epoch >= config.patience:
             log.info("no valid AUC gain for %d epochs: stopping, best epoch %d", config.patience, loop.best_epoch)
             break
+    return loop, best_weights
 
+
+def _finish(backend, splits, config, out_dir, loop, best_weights, data_dir) -> dict:
+    """Restores the best weights, evaluates and writes metrics.json; returns its content."""
+    primary = backend.primary
+    n_train = num_rows(splits.train)
     backend.load_weights(best_weights)
     result = {
         "backend": backend.name,
@@ -109,7 +173,7 @@ def fit(
         "best_epoch": loop.best_epoch,
         "epochs_run": len(loop.history),
         "seed": config.seed,
-        "data": os.path.abspath(loop.data or data_dir) if (loop.data or data_dir) else None,
+        "data": loop.data or data_dir,
         "rows": {"train": n_train, "valid": num_rows(splits.valid), "test": num_rows(splits.test)},
         "train_samples_per_s": loop.train_samples / loop.train_seconds if loop.train_seconds else float("nan"),
         "first_epoch_seconds": loop.first_epoch_seconds,
@@ -121,5 +185,6 @@ def fit(
                 result[f"{name}_{key}"] = value
     if primary:
         run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
+        run_dir.mark_finished(out_dir)
     log.info("test AUC %.4f, logloss %.4f (best epoch %d)", result["test_auc"], result["test_logloss"], loop.best_epoch)
     return result

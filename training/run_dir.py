@@ -7,6 +7,8 @@ RUN_DIR/
                      by the backend that wrote them; metadata["backend"] says which
   history.csv        one row per epoch
   metrics.json       final figures (backend, best_epoch, valid/test metrics, speed)
+  UNFINISHED         present from the start until metrics.json is written: the
+                     run is still training, was interrupted or failed
 
 Every file goes to a temporary name first and is renamed into place, so an
 interrupted run never leaves a half-written file.
@@ -19,6 +21,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -28,8 +31,10 @@ from safetensors import safe_open
 
 from data.config import DINConfig
 from data.encoders import FeatureEncoders
+from data.errors import RunError, UserError
 
 WEIGHTS = "model.safetensors"
+UNFINISHED = "UNFINISHED"
 
 
 def _atomic(path: str, write) -> None:
@@ -76,10 +81,13 @@ def write_weights(path: str, weights: dict[str, np.ndarray], backend: str) -> No
 def read_weights(path: str) -> tuple[dict[str, np.ndarray], str]:
     """(weights, name of the backend that wrote them)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such weights file")
-    with safe_open(path, framework="numpy") as f:
-        backend = (f.metadata() or {}).get("backend", "")
-    return load_file(path), backend
+        raise RunError(f"{path}: no such weights file")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            backend = (f.metadata() or {}).get("backend", "")
+        return load_file(path), backend
+    except Exception as error:  # safetensors raises its own error types for a truncated or corrupt file
+        raise RunError(f"{path}: damaged weights file ({type(error).__name__}: {error})") from None
 
 
 def write_history(path: str, rows: list[dict[str, float]]) -> None:
@@ -91,8 +99,35 @@ def write_history(path: str, rows: list[dict[str, float]]) -> None:
 
 
 def write_setup(run_dir: str, config: DINConfig, encoders: FeatureEncoders) -> None:
+    write_text(os.path.join(run_dir, UNFINISHED), "This run has not finished: it is training, was interrupted "
+               "or failed. With checkpoints, `python train.py --backend B --resume RUN_DIR` continues it.\n")
     write_text(os.path.join(run_dir, "config.json"), config.to_json() + "\n")
     write_text(os.path.join(run_dir, "encoders.json"), encoders.to_json() + "\n")
+
+
+def mark_finished(run_dir: str) -> None:
+    """Called once metrics.json is written."""
+    if os.path.exists(os.path.join(run_dir, UNFINISHED)):
+        os.unlink(os.path.join(run_dir, UNFINISHED))
+
+
+def prepare_out(path: str, overwrite: bool) -> None:
+    """Checks that --out can hold a new run: a new or empty folder, or any folder
+    with `overwrite`, which is then emptied. Nothing is written otherwise."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--out {path}: is a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"--out {path}: {parent} is a file, not a folder")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise UserError(f"--out {path}: the folder is not empty (a run?); choose a new folder, "
+                            "pass --overwrite to replace what it holds, or --resume it")
+        for name in os.listdir(path):
+            target = os.path.join(path, name)
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.unlink(target)
 
 
 def read_run(run_dir: str) -> tuple[DINConfig, FeatureEncoders, dict[str, np.ndarray], str]:
@@ -100,10 +135,16 @@ def read_run(run_dir: str) -> tuple[DINConfig, FeatureEncoders, dict[str, np.nda
     paths = {name: os.path.join(run_dir, name) for name in ("config.json", "encoders.json", WEIGHTS)}
     for path in paths.values():
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: missing; is {run_dir!r} a run directory written by train.py?")
+            raise RunError(f"{path}: missing; is {run_dir!r} a run directory written by train.py?")
+    if os.path.exists(os.path.join(run_dir, UNFINISHED)) or not os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        raise RunError(f"{run_dir}: the run did not finish (no metrics.json); resume it with "
+                       "`python train.py --backend B --resume RUN_DIR` if it has checkpoints, or train it again")
     with open(paths["config.json"], encoding="utf-8") as f:
-        config = DINConfig.from_json(f.read())
-    with open(paths["encoders.json"], encoding="utf-8") as f:
-        encoders = FeatureEncoders.from_json(f.read())
+        config = DINConfig.from_json(f.read(), paths["config.json"])
+    try:
+        with open(paths["encoders.json"], encoding="utf-8") as f:
+            encoders = FeatureEncoders.from_json(f.read())
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{paths['encoders.json']}: damaged ({type(error).__name__}: {error})") from None
     weights, backend = read_weights(paths[WEIGHTS])
     return config, encoders, weights, backend

@@ -1,0 +1,259 @@
+"""A user's mistakes, table-driven: each ends in one line naming the file,
+line, column or flag and what to do, with exit code 2 (never a traceback),
+and nothing already written is lost.
+
+Every case runs the real command (`train.py` or `python -m parity`) in this
+process; an exception that is not a user error would fail the test with its
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+
+import train
+from parity.__main__ import main as parity_main
+
+RATINGS = "userId,movieId,rating,timestamp\n" + "".join(f"{u},{m},{4 + (u + m) % 2}.0,{100 * m}\n"
+                                                       for u in range(1, 6) for m in range(10, 18))
+MOVIES = "movieId,title,genres\n" + "".join(f"{m},Movie {m},Drama\n" for m in range(10, 18))
+USERS = "".join(f"{u}::F::25::1::10001\n" for u in range(1, 6))
+DAT_MOVIES = "".join(f"{m}::Movie {m}::Drama\n" for m in range(10, 18))
+DAT_RATINGS = "".join(f"{u}::{m}::4::{100 * m}\n" for u in range(1, 6) for m in range(10, 18))
+
+
+def write(folder: pathlib.Path, **files) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(folder)
+
+
+def tutorial_copy(tmp: pathlib.Path, tutorial_dir: str, edit=None) -> str:
+    """A copy of the synthetic tutorial folder; edit(train_text) -> new train.csv text or bytes."""
+    target = tmp / "tutorial"
+    shutil.copytree(tutorial_dir, target)
+    if edit:
+        text = (target / "train.csv").read_text()
+        out = edit(text)
+        (target / "train.csv").write_bytes(out if isinstance(out, bytes) else out.encode())
+    return str(target)
+
+
+def no_ages(text: str) -> str:
+    lines = text.splitlines()
+    column = lines[0].split(",").index("age")
+    rows = [line.split(",") for line in lines[1:]]
+    for row in rows:
+        row[column] = ""
+    return "\n".join([lines[0]] + [",".join(r) for r in rows]) + "\n"
+
+
+def torch_run(tmp, data, *extra):
+    return ["--backend", "torch", "--data", data, "--out", str(tmp / "run"), "--no-progress", *extra]
+
+
+# (id, argv builder (tmp, tutorial_dir) -> argv, words the one-line error holds)
+TRAIN_CASES = [
+    ("renamed header", lambda t, d: torch_run(t, write(t / "d", **{"ratings.csv": RATINGS.replace("movieId", "itemId", 1),
+                                                                  "movies.csv": MOVIES})),
+     ["ratings.csv: the header 'userId,itemId,rating,timestamp' lacks ['movieId']", "in any order"]),
+    ("missing ratings column", lambda t, d: torch_run(t, write(t / "d", **{"ratings.csv": "userId,movieId,rating\n1,10,4\n",
+                                                                          "movies.csv": MOVIES})),
+     ["ratings.csv", "lacks ['timestamp']"]),
+    ("user listed twice", lambda t, d: torch_run(t, write(t / "d", **{"ratings.dat": DAT_RATINGS, "movies.dat": DAT_MOVIES,
+                                                                     "users.dat": USERS + "3::M::18::2::10002\n"})),
+     ["users.dat, line 6: user 3 listed twice"]),
+    ("line numbers count blank lines", lambda t, d: torch_run(t, write(t / "d", **{
+        "ratings.csv": RATINGS.replace("\n", "\n\n", 3).replace("1,12,5.0", "1,12,five"), "movies.csv": MOVIES})),
+     ["ratings.csv, line 7, column 'rating': not a number (value 'five')"]),
+    ("movie listed twice", lambda t, d: torch_run(t, write(t / "d", **{"ratings.csv": RATINGS,
+                                                                      "movies.csv": MOVIES + "10,Again,Comedy\n"})),
+     ["movies.csv, line 10: movie 10 listed twice"]),
+    ("non-UTF-8 tutorial CSV", lambda t, d: torch_run(t, tutorial_copy(t, d, lambda s: s.encode()[:200] + b"\xe9" + s.encode()[200:])),
+     ["train.csv, line", "not valid UTF-8"]),
+    ("every age missing", lambda t, d: torch_run(t, tutorial_copy(t, d, no_ages)),
+     ["train.csv: column 'age': every training value is missing"]),
+    ("tutorial column missing", lambda t, d: torch_run(t, tutorial_copy(t, d, lambda s: s.replace("label", "clicked", 1))),
+     ["train.csv: missing column(s) ['label']"]),
+    ("empty term in a sequence", lambda t, d: torch_run(t, tutorial_copy(t, d, lambda s: s.replace("|", "||", 1))),
+     ["train.csv, line 2", "empty term"]),
+    ("unknown folder", lambda t, d: torch_run(t, write(t / "d", **{"notes.txt": "hi"})), ["no MovieLens data found"]),
+    ("missing folder", lambda t, d: torch_run(t, str(t / "nowhere")), ["no MovieLens data found"]),
+    ("learning rate nan", lambda t, d: torch_run(t, d, "--learning-rate", "nan"), ["--learning-rate", "finite"]),
+    ("learning rate negative", lambda t, d: torch_run(t, d, "--learning-rate", "-0.1"), ["--learning-rate", "> 0"]),
+    ("weight decay inf", lambda t, d: torch_run(t, d, "--weight-decay", "inf"), ["--weight-decay", "finite"]),
+    ("zero epochs", lambda t, d: torch_run(t, d, "--epochs", "0"), ["--epochs", ">= 1"]),
+    ("batch of one", lambda t, d: torch_run(t, d, "--batch-size", "1"), ["--batch-size", "BatchNorm"]),
+    ("valid fraction 1", lambda t, d: torch_run(t, d, "--valid-fraction", "1"), ["--valid-fraction", "[0, 1)"]),
+    ("negative max-len", lambda t, d: torch_run(t, d, "--max-len", "-3"), ["--max-len", ">= 0"]),
+    ("bad mesh", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--mesh", "data=x"],
+     ["--mesh 'data=x'"]),
+    ("mesh too big", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--mesh", "data=64"],
+     ["--mesh data=64", "needs 64 devices"]),
+    ("torch bfloat16", lambda t, d: torch_run(t, d, "--dtype", "bfloat16"), ["--dtype bfloat16", "torch"]),
+    ("out is a file", lambda t, d: torch_run(t, d) + ["--out", write(t / "f", **{"x": "x"}) + "/x"], ["--out", "is a file"]),
+    ("out under a file", lambda t, d: torch_run(t, d) + ["--out", write(t / "f", **{"x": "x"}) + "/x/run"],
+     ["--out", "is a file, not a folder"]),
+    ("resume without a checkpoint", lambda t, d: ["--backend", "torch", "--resume", str(t)], ["no checkpoint to resume from"]),
+]
+
+
+@pytest.mark.parametrize("make, words", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
+def test_train_refuses_bad_input_in_one_line(make, words, tutorial_dir, tmp_path, capsys):
+    code = train.main(make(tmp_path, tutorial_dir))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in err
+
+
+def test_distributed_without_a_coordinator(tutorial_dir, tmp_path):
+    # A child process: jax.distributed.initialize must come before any other JAX call.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "train.py", "--backend", "jax", "--data", tutorial_dir, "--out", str(tmp_path / "r"),
+                             "--distributed"], cwd=pathlib.Path(__file__).parents[1], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("JAX_")}, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: --distributed:") and "JAX_COORDINATOR_ADDRESS" in result.stderr
+
+
+def test_out_is_never_replaced_silently(tutorial_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"a run's weights")
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"a run's weights"
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1", "--overwrite")) == 0
+    assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "metrics.json", "model.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tutorial_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    return out
+
+
+def damaged_copy(run: pathlib.Path, tmp: pathlib.Path, damage) -> str:
+    target = tmp / "damaged"
+    shutil.copytree(run, target)
+    damage(target)
+    return str(target)
+
+
+def truncate(path: pathlib.Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def fewer_terms(run: pathlib.Path) -> None:
+    encoders = json.loads((run / "encoders.json").read_text())
+    encoders["categorical"]["movieId"]["terms"] = encoders["categorical"]["movieId"]["terms"][:-3]
+    (run / "encoders.json").write_text(json.dumps(encoders))
+
+
+PARITY_CASES = [
+    ("not a run", lambda run, t: [str(t)], ["config.json: missing", "run directory"]),
+    ("truncated weights", lambda run, t: [damaged_copy(run, t, lambda r: truncate(r / "model.safetensors"))],
+     ["model.safetensors: damaged weights file"]),
+    ("vocabulary no longer fits", lambda run, t: [damaged_copy(run, t, fewer_terms)],
+     ["do not fit the model that encoders.json describes"]),
+    ("no metrics.json", lambda run, t: [damaged_copy(run, t, lambda r: (r / "metrics.json").unlink())],
+     ["did not finish"]),
+    ("damaged config.json", lambda run, t: [damaged_copy(run, t, lambda r: truncate(r / "config.json"))],
+     ["config.json: not valid JSON"]),
+    ("data in another format", lambda run, t: [str(run), "--data", write(t / "raw", **{"ratings.csv": RATINGS, "movies.csv": MOVIES})],
+     ["lack the run's features"]),
+]
+
+
+@pytest.mark.parametrize("make, words", [c[1:] for c in PARITY_CASES], ids=[c[0] for c in PARITY_CASES])
+def test_parity_refuses_bad_input_with_exit_2(make, words, finished_run, tmp_path, capsys):
+    code = parity_main([*make(finished_run, tmp_path), "--dtype", "float32"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_divergence_stops_at_the_first_non_finite_loss(tutorial_dir, tmp_path, capsys, monkeypatch):
+    from din_torch.train import TorchBackend
+
+    original = TorchBackend.train_epoch
+
+    def poisoned(self, data, batches, progress):  # the 3rd step of epoch 2 overflows
+        losses = original(self, data, batches, progress)
+        if self.optimizer.state_dict()["state"] and len(batches) > 3 and getattr(self, "_epochs", 0) == 1:
+            losses[2] = float("nan")
+        self._epochs = getattr(self, "_epochs", 0) + 1
+        return losses
+
+    monkeypatch.setattr(TorchBackend, "train_epoch", poisoned)
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "3")) == 2
+    err = capsys.readouterr().err
+    assert "training diverged: the loss is nan at epoch 2, step 20 (batch 3 of 17); lower --learning-rate" in err
+    assert (tmp_path / "run" / "UNFINISHED").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tutorial_dir, tmp_path_factory):
+    """A torch run with checkpoints in epoch 2, made to look killed (no metrics.json, UNFINISHED)."""
+    out = tmp_path_factory.mktemp("checkpointed") / "run"
+    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--out", str(out), "--epochs", "2", "--no-progress",
+                       "--checkpoint-every", "5"]) == 0
+    (out / "metrics.json").unlink()
+    (out / "UNFINISHED").write_text("killed\n")
+    return out
+
+
+def every_checkpoint(run: pathlib.Path, name: str, change) -> None:
+    for folder in (run / "checkpoints").iterdir():
+        change(folder / name)
+
+
+RESUME_CASES = [
+    ("every loop.json damaged", lambda r: every_checkpoint(r, "loop.json", truncate), ["loop.json: damaged", "every checkpoint"]),
+    ("every best.safetensors damaged", lambda r: every_checkpoint(r, "best.safetensors", truncate),
+     ["best.safetensors: damaged weights file"]),
+    ("every state damaged", lambda r: every_checkpoint(r, "state/state.pt", truncate), ["state: damaged or unreadable"]),
+    ("config.json damaged", lambda r: truncate(r / "config.json"), ["config.json: not valid JSON"]),
+    ("config.json with an unknown setting", lambda r: (r / "config.json").write_text('{"learning_rat": 0.1}'),
+     ["config.json: unknown settings ['learning_rat']"]),
+]
+
+
+@pytest.mark.parametrize("damage, words", [c[1:] for c in RESUME_CASES], ids=[c[0] for c in RESUME_CASES])
+def test_resume_names_the_damaged_file(damage, words, checkpointed_run, tmp_path, capsys):
+    run = pathlib.Path(damaged_copy(checkpointed_run, tmp_path, damage))
+    assert train.main(["--backend", "torch", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_damaged_build_cache_is_rebuilt(tmp_path, caplog):
+    from data.config import DINConfig
+    from data.datasets import load_splits
+
+    data = write(tmp_path / "d", **{"ratings.csv": RATINGS, "movies.csv": MOVIES})
+    config = DINConfig(min_count=1, split="leave-last-out")
+    first = load_splits(data, config, str(tmp_path / "cache"))
+    [entry] = (tmp_path / "cache" / "built").iterdir()
+    truncate(entry / "arrays.npz")
+    again = load_splits(data, config, str(tmp_path / "cache"))
+    assert "is damaged" in caplog.text and "rebuilding" in caplog.text
+    for name, values in first.train.items():
+        assert (again.train[name] == values).all()
+    assert load_splits(data, config, str(tmp_path / "cache")).train.keys() == first.train.keys()  # whole again
