@@ -46,78 +46,90 @@ CONFIG_FLAGS = {
     "mba_reg": float,
     "dtype": str,
 }
+SWITCHES = ("valid_on_test", "share_embeddings", "mask_padding")  # on/off DINConfig fields
 HELP = {
     "attention_norm": "softmax: masked softmax over the history (the paper) instead of the tutorial's scaled sigmoid",
     "dice": "paper: Dice's BatchNorm has no affine parameters",
     "init": "paper: embeddings N(0, 1e-4^2) and zero Linear biases instead of the tutorial's N(0, 1)",
     "mba_reg": "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7); 0 = off",
-    "dtype": "activations' dtype; bfloat16 (JAX) keeps parameters, optimiser state, BatchNorm statistics "
+    "dtype": "the computation's dtype; bfloat16 (JAX) keeps parameters, optimiser state, BatchNorm statistics "
     "and the loss in float32",
     "max_len": "cut the tutorial CSVs' sequences to N ids (0: the longest training sequence)",
+    "valid_on_test": "early-stop on the test set, as the tutorial did (for comparison only)",
+    "share_embeddings": "one vocabulary and embedding table for each attention pair's query and history (the paper's design)",
+    "mask_padding": "max-pooling and the attention's BatchNorm/Dice statistics ignore padded positions",
 }
+# Placement and checkpointing, DINConfig fields too (README: Scaling out).
+SCALE_FLAGS = {
+    "mesh": (str, "jax device mesh data=N[,model=M] (default: every device on data); batches split over data"),
+    "checkpoint_every": (int, "write the full training state every STEPS optimiser steps into RUN_DIR/checkpoints (0: never)"),
+    "steps_per_call": (int, "jax: optimiser steps per jitted call"),
+    "param_dtype": (str, "parameters' and optimiser state's dtype (float64: jax with JAX_ENABLE_X64=1)"),
+    "device": (str, "torch device, e.g. cpu or cuda (default: cuda when available)"),
+}
+# With --resume every setting comes from RUN_DIR/config.json; only these may change.
+RESUME_MAY_CHANGE = ("mesh", "device")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Config flags are in the namespace only when given (their defaults are DINConfig's)."""
     defaults = DINConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=("jax", "torch"), required=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    parser.add_argument("--backend", choices=("jax", "torch"), default=None,
+                        help="required for a new run; --resume takes the checkpoint's")
     parser.add_argument(
-        "--data",
+        "--data", default=None,
         help="the tutorial's split (train.csv, test.csv) or a raw GroupLens folder (MovieLens-1M .dat files, "
         "or ratings.csv + movies.csv as in ml-latest-small), detected from the files; "
         "default: MovieLens-1M, downloaded once into --cache-dir and verified",
     )
     parser.add_argument(
-        "--cache-dir", help="downloads and built raw datasets (default: $DIN_CACHE_DIR or ~/.cache/din-jax)"
+        "--cache-dir", default=None, help="downloads and built raw datasets (default: $DIN_CACHE_DIR or ~/.cache/din-jax)"
     )
-    parser.add_argument("--out", help="run directory to write: a new or empty folder (required unless --resume)")
-    parser.add_argument("--overwrite", action="store_true", help="empty a non-empty --out folder first")
+    parser.add_argument("--out", default=None, help="run directory to write: a new or empty folder (required unless --resume)")
+    parser.add_argument("--overwrite", action="store_true", default=False, help="empty a non-empty --out folder first")
     for field, kind in CONFIG_FLAGS.items():
         parser.add_argument(
-            f"--{field.replace('_', '-')}", type=kind, default=getattr(defaults, field), choices=CHOICES.get(field),
-            help=HELP.get(field),
+            f"--{field.replace('_', '-')}", type=kind, choices=CHOICES.get(field),
+            help=f"{HELP.get(field, '')} (default {getattr(defaults, field)})".strip(),
         )
-    parser.add_argument(
-        "--valid-on-test", action="store_true", help="early-stop on the test set, as the tutorial did (for comparison only)"
-    )
-    parser.add_argument(
-        "--share-embeddings", action="store_true",
-        help="one vocabulary and embedding table for each attention pair's query and history (the paper's design)",
-    )
-    parser.add_argument(
-        "--mask-padding", action="store_true",
-        help="max-pooling and the attention's BatchNorm/Dice statistics ignore padded positions",
-    )
-    scale = parser.add_argument_group("scaling out (README: Scaling out)")
-    scale.add_argument(
-        "--mesh", help="jax device mesh data=N[,model=M] (default: every device on data); batches split over data"
-    )
+    for field in SWITCHES:
+        parser.add_argument(f"--{field.replace('_', '-')}", action="store_true", help=HELP[field])
+    scale = parser.add_argument_group("scaling out and checkpoints (README: Scaling out)")
+    for field, (kind, text) in SCALE_FLAGS.items():
+        scale.add_argument(f"--{field.replace('_', '-')}", type=kind, choices=CHOICES.get(field),
+                           metavar="STEPS" if field == "checkpoint_every" else None, help=text)
     scale.add_argument(
         "--shard-embeddings", action="store_true", help="jax: split embedding tables along the vocabulary over model"
     )
     scale.add_argument(
-        "--distributed", action="store_true",
+        "--distributed", action="store_true", default=False,
         help="jax multi-host: jax.distributed.initialize() (TPU/SLURM/MPI environments, or JAX_COORDINATOR_ADDRESS, "
         "JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
     )
     scale.add_argument(
-        "--checkpoint-every", type=int, default=0, metavar="STEPS",
-        help="write the full training state every STEPS optimiser steps into RUN_DIR/checkpoints (0: never)",
+        "--resume", metavar="RUN_DIR", default=None,
+        help="continue RUN_DIR from its newest checkpoint with every setting of its config.json; only --data "
+        "(the same data elsewhere), --mesh and --device may be given",
     )
-    scale.add_argument(
-        "--resume", metavar="RUN_DIR",
-        help="continue RUN_DIR from its newest checkpoint, with its config.json (flags other than "
-        "--backend, --data, --mesh, --checkpoint-every and --no-progress are ignored)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-progress", action="store_true", default=False, help="hide the progress bars")
     args = parser.parse_args(argv)
-    if not args.out and not args.resume:
-        parser.error("--out is required (or --resume RUN_DIR)")
-    if args.checkpoint_every < 0:
-        parser.error("--checkpoint-every must be >= 0")
-    if args.backend == "torch" and (args.mesh or args.shard_embeddings or args.distributed):
-        parser.error("--mesh, --shard-embeddings and --distributed are for --backend jax")
+    given = settings(args)
+    if args.resume:
+        fixed = sorted(f"--{name.replace('_', '-')}" for name in given if name not in RESUME_MAY_CHANGE)
+        if fixed or args.out:
+            parser.error(f"--resume takes every setting from {args.resume}/config.json: drop {', '.join(fixed or ['--out'])}")
+    elif not args.out or not args.backend:
+        parser.error("--backend and --out are required (or --resume RUN_DIR)")
+    if args.backend == "torch" and ({"mesh", "shard_embeddings", "steps_per_call"} & set(given) or args.distributed):
+        parser.error("--mesh, --shard-embeddings, --steps-per-call and --distributed are for --backend jax")
     return args
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The DINConfig fields given on the command line."""
+    fields = {f.name for f in dataclasses.fields(DINConfig)}
+    return {name: value for name, value in vars(args).items() if name in fields}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,35 +159,31 @@ def run(args: argparse.Namespace) -> None:
 
         initialize_distributed()  # before any other JAX call
     if args.resume:
-        config, data_dir = resume_setup(args.resume)
+        config, data_dir, backend = resume_setup(args.resume)
+        if args.backend and args.backend != backend:
+            raise ConfigError(f"--resume {args.resume}: its checkpoints were written by the {backend} backend, "
+                              f"not {args.backend}: resume with --backend {backend}, or without --backend")
+        config = config.replace(**settings(args))  # --mesh, --device: where to compute
         data_dir = args.data or data_dir
+        args.backend = backend
     else:
-        config = DINConfig(
-            **{field: getattr(args, field) for field in CONFIG_FLAGS},
-            valid_on_test=args.valid_on_test,
-            share_embeddings=args.share_embeddings,
-            mask_padding=args.mask_padding,
-        )
+        config = DINConfig(**settings(args))
         data_dir = args.data
         prepare_out(args.out, args.overwrite)  # before anything is read or written
     data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
     splits = load_splits(data_dir, config, args.cache_dir)
-    backend = make_backend(
-        args.backend, splits.encoders.schema(), config, splits.train, args.mesh, args.shard_embeddings
-    )
-    fit(
-        backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
-        checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
-    )
+    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
+    fit(backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
+        resume=bool(args.resume))
 
 
-def resume_setup(run: str) -> tuple[DINConfig, str | None]:
-    """The config and data folder of a run directory that holds a checkpoint."""
+def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:
+    """The config, data folder and backend of a run directory that holds a checkpoint."""
     _, loop = checkpoint.newest(run)
     path = os.path.join(run, "config.json")
     try:
         with open(path, encoding="utf-8") as f:
-            return DINConfig.from_json(f.read(), path), loop.data
+            return DINConfig.from_json(f.read(), path), loop.data, loop.backend
     except OSError as error:
         raise ConfigError(f"{path}: unreadable ({error.strerror})") from None
 

@@ -1,8 +1,16 @@
-"""The one home of every hyper-parameter, shared by both backends.
+"""The one configuration of a run, shared by both backends.
 
 Framework-free on purpose: `train.py` fills it from flags, both `din_torch`
-and `din_jax` read it, and it is saved as `config.json` in every run
-directory so a run can be rebuilt exactly.
+and `din_jax` read it, and it is saved whole as `config.json` in every run
+directory, so a run can be rebuilt, and resumed, from that file alone.
+
+Every setting belongs to one group, recorded in config.json as its own
+object:
+  data       how samples are built from the data folder
+  model      the network (`config.model` is what a model module receives)
+  optimizer  Adam, weight decay, the mini-batch aware L2
+  loop       batches, epochs, early stopping, checkpoints, seed
+  placement  where the run computes: mesh, sharding, parameter dtype, device
 """
 
 from __future__ import annotations
@@ -23,65 +31,79 @@ CHOICES = {
     "dice": ("tutorial", "paper"),
     "init": ("tutorial", "paper"),
     "dtype": ("float32", "bfloat16"),
+    "param_dtype": ("float32", "float64"),
     "protocol": ("sequential", "seed"),
     "split": ("fraction", "leave-last-out"),
 }
+GROUPS = ("data", "model", "optimizer", "loop", "placement")
+
+
+def setting(default: Any, group: str) -> Any:
+    return dataclasses.field(default=default, metadata={"group": group})
 
 
 @dataclasses.dataclass(frozen=True)
 class DINConfig:
-    """DIN model and training hyper-parameters (defaults: the tutorial's)."""
+    """Every setting of a run (defaults: the tutorial's), grouped."""
 
-    # Model.
-    embedding_dim: int = 16
-    attention_hidden: tuple[int, ...] = (16, 8)
-    attention_dropout: float = 0.1
-    mlp_hidden: tuple[int, ...] = (32, 16)
-    mlp_dropout: float = 0.25
-    bn_eps: float = 1e-5
-    dice_eps: float = 1e-8
-    bn_momentum: float = 0.1  # torch convention: weight of the NEW batch statistic.
-    # The paper's options (README "Beyond the tutorial"); the defaults are the tutorial's.
-    attention_norm: str = "sigmoid"  # or "softmax": masked softmax over the history
-    mask_padding: bool = False  # max-pooling and attention BatchNorm/Dice statistics skip padding
-    dice: str = "tutorial"  # or "paper": Dice's BatchNorm without affine parameters
-    init: str = "tutorial"  # or "paper": embeddings N(0, 1e-4^2), zero Linear biases
-    # Activations' dtype ("bfloat16": JAX only); parameters, optimiser state,
-    # BatchNorm statistics and the loss stay float32.
-    dtype: str = "float32"
-
-    # Optimiser: torch.optim.Adam, weight decay added to the gradient (coupled).
-    learning_rate: float = 0.002
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.001
-    # Mini-batch aware L2 on embedding tables (paper eq. 4-7); 0 = off. When on,
-    # the tables are left out of weight_decay.
-    mba_reg: float = 0.0
-
-    # Loop.
-    batch_size: int = 128
-    eval_batch_size: int = 1024
-    epochs: int = 100
-    patience: int = 5
-    seed: int = 0
-    valid_fraction: float = 0.1
-    valid_on_test: bool = False
-
-    # Preprocessing.
-    min_count: int = 5
+    # Data.
+    min_count: int = setting(5, "data")
     # Sequence features of CSV data are cut to max_len ids (0: the longest
     # training sequence, as the tutorial does).
-    max_len: int = 0
+    max_len: int = setting(0, "data")
     # One vocabulary and one embedding table per attention (query, history) pair.
-    share_embeddings: bool = False
+    share_embeddings: bool = setting(False, "data")
     # Raw GroupLens folders; the tutorial's CSVs ignore these. protocol:
     # "sequential" (data/sequential.py) or "seed" (data/seed_protocol.py).
-    protocol: str = "sequential"
-    max_hist: int = 50
-    holdout_fraction: float = 0.1
-    split: str = "fraction"  # or "leave-last-out"
+    protocol: str = setting("sequential", "data")
+    max_hist: int = setting(50, "data")
+    holdout_fraction: float = setting(0.1, "data")
+    split: str = setting("fraction", "data")  # or "leave-last-out"
+    valid_fraction: float = setting(0.1, "data")
+    valid_on_test: bool = setting(False, "data")
+
+    # Model.
+    embedding_dim: int = setting(16, "model")
+    attention_hidden: tuple[int, ...] = setting((16, 8), "model")
+    attention_dropout: float = setting(0.1, "model")
+    mlp_hidden: tuple[int, ...] = setting((32, 16), "model")
+    mlp_dropout: float = setting(0.25, "model")
+    bn_eps: float = setting(1e-5, "model")
+    dice_eps: float = setting(1e-8, "model")
+    bn_momentum: float = setting(0.1, "model")  # torch convention: weight of the NEW batch statistic.
+    # The paper's options (README "Beyond the tutorial"); the defaults are the tutorial's.
+    attention_norm: str = setting("sigmoid", "model")  # or "softmax": masked softmax over the history
+    mask_padding: bool = setting(False, "model")  # max-pooling and attention BatchNorm/Dice statistics skip padding
+    dice: str = setting("tutorial", "model")  # or "paper": Dice's BatchNorm without affine parameters
+    init: str = setting("tutorial", "model")  # or "paper": embeddings N(0, 1e-4^2), zero Linear biases
+    # The computation's dtype ("bfloat16": JAX only); BatchNorm statistics and
+    # the loss stay float32.
+    dtype: str = setting("float32", "model")
+
+    # Optimizer: torch.optim.Adam, weight decay added to the gradient (coupled).
+    learning_rate: float = setting(0.002, "optimizer")
+    adam_b1: float = setting(0.9, "optimizer")
+    adam_b2: float = setting(0.999, "optimizer")
+    adam_eps: float = setting(1e-8, "optimizer")
+    weight_decay: float = setting(0.001, "optimizer")
+    # Mini-batch aware L2 on embedding tables (paper eq. 4-7); 0 = off. When on,
+    # the tables are left out of weight_decay.
+    mba_reg: float = setting(0.0, "optimizer")
+
+    # Loop.
+    batch_size: int = setting(128, "loop")
+    eval_batch_size: int = setting(1024, "loop")
+    epochs: int = setting(100, "loop")
+    patience: int = setting(5, "loop")
+    seed: int = setting(0, "loop")
+    checkpoint_every: int = setting(0, "loop")  # optimiser steps between checkpoints; 0 = none
+    steps_per_call: int = setting(16, "loop")  # JAX: train steps per jitted call (lax.scan)
+
+    # Placement.
+    mesh: str = setting("", "placement")  # JAX: "data=N[,model=M]"; "" = every device on 'data'
+    shard_embeddings: bool = setting(False, "placement")  # JAX: tables split over 'model'
+    param_dtype: str = setting("float32", "placement")  # parameters and optimiser state
+    device: str = setting("", "placement")  # torch: "cpu", "cuda", ...; "" = cuda if available
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> ConfigError:
@@ -96,7 +118,7 @@ class DINConfig:
             value = getattr(self, field.name)
             if field.type == "float" and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise fail(field.name, "must be a finite number")
-        for name in ("embedding_dim", "batch_size", "eval_batch_size", "epochs", "patience", "min_count"):
+        for name in ("embedding_dim", "batch_size", "eval_batch_size", "epochs", "patience", "min_count", "steps_per_call"):
             if getattr(self, name) < 1:
                 raise fail(name, "must be >= 1")
         if self.batch_size < 2:
@@ -113,7 +135,7 @@ class DINConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise fail(name, f"must be one of {allowed}")
-        for name in ("mba_reg", "weight_decay", "max_len"):
+        for name in ("mba_reg", "weight_decay", "max_len", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise fail(name, "must be >= 0")
         if not 0.0 < self.holdout_fraction < 0.5:
@@ -126,17 +148,28 @@ class DINConfig:
     def replace(self, **changes: Any) -> "DINConfig":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def model(self) -> "ModelConfig":
+        """The model group: what a model module (torch or Flax) receives."""
+        return ModelConfig(**self.group("model"))
+
+    def group(self, name: str) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["group"] == name}
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps({name: self.group(name) for name in GROUPS}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> "DINConfig":
+        """Reads to_json's grouped layout (or the flat one of earlier runs)."""
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{source}: not valid JSON ({error}); the file is damaged") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a JSON object of settings")
+        if set(raw) <= set(GROUPS) and all(isinstance(v, dict) for v in raw.values()):
+            raw = {name: value for group in raw.values() for name, value in group.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -145,3 +178,11 @@ class DINConfig:
             return cls(**raw)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}") from None
+
+
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(DINConfig) if f.metadata["group"] == "model"],
+    frozen=True,
+    namespace={"__doc__": "The model group of DINConfig: the hyper-parameters a DIN module is built from."},
+)

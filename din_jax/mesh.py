@@ -2,11 +2,13 @@
 
 A 2-D mesh with axes ('data', 'model'):
   - a batch is split over 'data' (each device holds B / data rows),
-  - dense parameters, BatchNorm statistics and the optimiser's moments of
-    dense parameters are replicated,
-  - with shard_embeddings, every embedding table [V, E] (and its Adam
-    moments and mini-batch aware row scales) is split along the vocabulary
-    over 'model'; otherwise replicated too.
+  - the model annotates each embedding table [V, E] with the logical axes
+    ('vocab', 'embed') (din_jax/model.py); `logical_rules` maps them to mesh
+    axes: with shard_embeddings 'vocab' -> 'model', so every table, its Adam
+    moments and its mini-batch aware row scales are split along the
+    vocabulary; otherwise replicated,
+  - everything unannotated (dense parameters, BatchNorm statistics, their
+    optimiser moments) is replicated.
 The train step itself is unchanged: jit receives arrays with these shardings
 and XLA inserts the collectives (the BatchNorm sums over the batch become
 all-reduces, so statistics stay those of the whole global batch).
@@ -19,10 +21,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from flax import linen as nn
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from data.errors import ConfigError
+from din_jax.model import EMBED, VOCAB
 
 DATA, MODEL = "data", "model"
 
@@ -72,9 +75,11 @@ def make_mesh(shape: dict[str, int] | None = None) -> Mesh:
     devices = jax.devices()
     if size > len(devices):
         raise ConfigError(f"--mesh data={shape[DATA]},model={shape[MODEL]} needs {size} devices, {len(devices)} available")
-    # create_device_mesh orders devices by the physical topology (TPU ICI rings).
-    grid = mesh_utils.create_device_mesh((shape[DATA], shape[MODEL]), devices=devices[:size])
-    return Mesh(grid, (DATA, MODEL))
+    # make_mesh orders devices by the physical topology (TPU ICI rings). Auto axes:
+    # jit propagates the shardings of its inputs and outputs (no sharding in types).
+    return jax.make_mesh(
+        (shape[DATA], shape[MODEL]), (DATA, MODEL), axis_types=(AxisType.Auto, AxisType.Auto), devices=devices[:size]
+    )
 
 
 def describe(mesh: Mesh) -> str:
@@ -90,23 +95,14 @@ def rows_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
     return NamedSharding(mesh, P(*([None] * leading), DATA))
 
 
-def _names(path) -> list[str]:
-    return [str(getattr(key, "key", getattr(key, "name", ""))) for key in path]
+def logical_rules(shard_embeddings: bool) -> tuple[tuple[str, str | None], ...]:
+    """Logical axis -> mesh axis: the one table that decides where arrays live."""
+    return ((VOCAB, MODEL if shard_embeddings else None), (EMBED, None))
 
 
-def state_shardings(mesh: Mesh, state: Any, shard_embeddings: bool) -> Any:
-    """A sharding for every leaf of a TrainState (or any tree holding it)."""
-
-    def sharding(path, leaf) -> NamedSharding:
-        names = _names(path)
-        if shard_embeddings and getattr(leaf, "ndim", 0) >= 1:
-            if "embeddings" in names and leaf.ndim == 2:  # a table [V, E] or its Adam moments
-                return NamedSharding(mesh, P(MODEL, None))
-            if "scales" in names and leaf.ndim == 1:  # mini-batch aware row scales [V]
-                return NamedSharding(mesh, P(MODEL))
-        return replicated(mesh)
-
-    return jax.tree_util.tree_map_with_path(sharding, state)
+def logical_shardings(mesh: Mesh, specs: Any, shard_embeddings: bool) -> Any:
+    """NamedShardings for a tree of logical PartitionSpecs (P() = replicated)."""
+    return nn.logical_to_mesh_sharding(specs, mesh, logical_rules(shard_embeddings))
 
 
 def table_rows_multiple(mesh: Mesh, shard_embeddings: bool) -> int:

@@ -86,6 +86,7 @@ class BatchNorm(nn.Module):
     momentum: float
     axis_name: str | None = None
     affine: bool = True
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -116,8 +117,8 @@ class BatchNorm(nn.Module):
         out = (x - mean) / jnp.sqrt(var + self.eps)
         if not self.affine:  # the paper's Dice: no weight and bias
             return out.astype(dtype)
-        scale = self.param("scale", batchnorm_scale_init, (features,))
-        bias = self.param("bias", nn.initializers.zeros, (features,))
+        scale = self.param("scale", batchnorm_scale_init, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
         return (out * scale + bias).astype(dtype)
 
     def _sum(self, value: jax.Array) -> jax.Array:
@@ -132,12 +133,13 @@ class Dice(nn.Module):
     momentum: float
     axis_name: str | None = None
     affine: bool = True
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:  # [N, H]
-        batchnorm = BatchNorm(self.eps, self.momentum, self.axis_name, self.affine, name="batchnorm")
+        batchnorm = BatchNorm(self.eps, self.momentum, self.axis_name, self.affine, self.param_dtype, name="batchnorm")
         p = nn.sigmoid(batchnorm(x, train, mask))
-        alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],))
+        alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
         return (alpha * (1 - p) * x + p * x).astype(x.dtype)
 
 
@@ -149,7 +151,8 @@ class MLP(nn.Module):
     dropout: float
     config: DINConfig
     axis_name: str | None = None
-    compute_dtype: Any = None  # None: the parameters' dtype
+    dtype: Any = None  # the computation's (None: the parameters')
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
@@ -157,15 +160,19 @@ class MLP(nn.Module):
         config = self.config
         for i, features in enumerate(self.hidden):
             dense = nn.Dense(
-                features, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.compute_dtype, name=f"dense_{i}"
+                features, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
+                param_dtype=self.param_dtype, name=f"dense_{i}",
             )
             x = dense(x)
-            x = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, name=f"batchnorm_{i}")(x, train, mask)
+            batchnorm = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, param_dtype=self.param_dtype,
+                                  name=f"batchnorm_{i}")
+            x = batchnorm(x, train, mask)
             if self.activation == "dice":
-                dice = Dice(config.dice_eps, config.bn_momentum, self.axis_name, config.dice == "tutorial", name=f"activation_{i}")
+                dice = Dice(config.dice_eps, config.bn_momentum, self.axis_name, config.dice == "tutorial",
+                            self.param_dtype, name=f"activation_{i}")
                 x = dice(x, train, mask)
             elif self.activation == "prelu":
-                x = nn.PReLU(negative_slope_init=0.25, name=f"activation_{i}")(x)
+                x = nn.PReLU(param_dtype=self.param_dtype, negative_slope_init=0.25, name=f"activation_{i}")(x)
             else:
                 raise ValueError(f"activation must be 'dice' or 'prelu', got {self.activation!r}")
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -197,7 +204,8 @@ class AttentionUnit(nn.Module):
 
     config: DINConfig
     train: bool = False
-    compute_dtype: Any = None
+    dtype: Any = None  # the computation's (None: the parameters')
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -216,9 +224,11 @@ class AttentionUnit(nn.Module):
         mask = None if row_mask is None else jnp.broadcast_to(row_mask, (steps,))  # [T]
         if config.mask_padding:
             mask = real if mask is None else mask * real
-        mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, self.compute_dtype, name="mlp")
+        mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, self.dtype, self.param_dtype,
+                  name="mlp")
         hidden = mlp(x, self.train, mask)  # [T, H]
-        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.compute_dtype, name="fc")
+        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
+                      param_dtype=self.param_dtype, name="fc")
         scores = fc(hidden)[:, 0].astype(wide(keys.dtype)) / math.sqrt(dim)  # [T], normalised in >= float32
         if config.attention_norm == "softmax":
             weights = masked_softmax(scores, real)
@@ -239,29 +249,41 @@ BatchedAttentionUnit = nn.vmap(
 )
 
 
+# Logical axes of an embedding table [V, E]; din_jax/mesh.py maps them to mesh axes.
+VOCAB, EMBED = "vocab", "embed"
+
+
+def table_path(table: str) -> tuple[str, ...]:
+    """Where the embedding table of `table` lives in the params tree."""
+    return ("embeddings", f"tables_{table}", "embedding")
+
+
 class Embeddings(nn.Module):
     """One table per categorical and sequence feature (a shared history uses its
-    query's table, see FeatureSchema.shared); row 0 is padding."""
+    query's table, see FeatureSchema.shared); row 0 is padding. Tables carry
+    the logical axes (vocab, embed), so a mesh can split them along the vocabulary."""
 
     schema: FeatureSchema
     config: DINConfig
     rows_multiple: int = 1  # tables get padded_rows(vocab_size, rows_multiple) rows (even sharding)
-    compute_dtype: Any = None
+    dtype: Any = None  # the computation's (None: the parameters')
+    param_dtype: Any = jnp.float32
 
     def setup(self) -> None:
         self.tables = {
             f.name: nn.Embed(
                 padded_rows(f.vocab_size, self.rows_multiple),
                 self.config.embedding_dim,
-                embedding_init=embedding_init(self.config, f.vocab_size),
+                param_dtype=self.param_dtype,
+                embedding_init=nn.with_logical_partitioning(embedding_init(self.config, f.vocab_size), (VOCAB, EMBED)),
             )
             for f in self.schema.tables
         }
 
     def __call__(self, name: str, ids: jax.Array) -> jax.Array:  # [...] -> [..., E]
         vectors = jnp.take(self.tables[self.schema.table_of(name)].embedding, ids, axis=0)
-        if self.compute_dtype is not None:
-            vectors = vectors.astype(self.compute_dtype)
+        if self.dtype is not None:
+            vectors = vectors.astype(self.dtype)
         # Padding ids give zero vectors and send no gradient to row 0, as
         # torch's padding_idx does (cheaper than copying the table).
         return jnp.where((ids != 0)[..., None], vectors, 0.0)
@@ -272,10 +294,11 @@ class DIN(nn.Module):
 
     schema: FeatureSchema
     config: DINConfig
-    dtype: Any = jnp.float32  # dtype of the parameters and numeric inputs
-    # Activations' dtype (e.g. bfloat16; None: the parameters'). BatchNorm
-    # statistics, attention normalisation and the logits stay >= float32.
-    compute_dtype: Any = None
+    # Flax's convention: `dtype` computes (e.g. bfloat16; None: the parameters'),
+    # `param_dtype` stores. BatchNorm statistics, the attention normalisation
+    # and the logits stay at least float32.
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
     table_rows_multiple: int = 1  # pad every table's rows to a multiple (sharded tables)
 
     @nn.compact
@@ -291,22 +314,24 @@ class DIN(nn.Module):
         first = batch[schema.embedded[0].name] if schema.embedded else batch[schema.numeric[0]]
         if train and first.shape[0] == 1:
             raise ValueError("DIN cannot train on a batch of one: BatchNorm needs more than one row per feature")
-        cdt = self.compute_dtype
-        embeddings = Embeddings(schema, config, self.table_rows_multiple, cdt, name="embeddings")
-        inputs = [batch[name].astype(cdt or self.dtype)[:, None] for name in schema.numeric]  # each [B, 1]
+        dtype, param_dtype = self.dtype, self.param_dtype
+        embeddings = Embeddings(schema, config, self.table_rows_multiple, dtype, param_dtype, name="embeddings")
+        inputs = [batch[name].astype(dtype or param_dtype)[:, None] for name in schema.numeric]  # each [B, 1]
         inputs += [embeddings(f.name, batch[f.name]) for f in schema.categorical]  # each [B, E]
         inputs += [self._pool(embeddings, f.name, batch[f.name]) for f in schema.pooled]  # each [B, E]
         intermediates: dict[str, jax.Array] = {}
         for group in schema.attention_groups:
             query, keys, length = self._group_inputs(group, batch, embeddings)
-            unit = BatchedAttentionUnit(config, train, cdt, name=f"attention_{group.name}")
+            unit = BatchedAttentionUnit(config, train, dtype, param_dtype, name=f"attention_{group.name}")
             interest, weights = unit(query, keys, length, row_mask)  # [B, D], [B, T]
             inputs.append(interest)
             intermediates[f"attention_weights/{group.name}"] = weights
             intermediates[f"interest/{group.name}"] = interest
         mlp_input = jnp.concatenate(inputs, axis=1)  # [B, F]
-        hidden = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, None, cdt, name="mlp")(mlp_input, train, row_mask)
-        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=cdt, name="final")
+        mlp = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, None, dtype, param_dtype, name="mlp")
+        hidden = mlp(mlp_input, train, row_mask)  # [B, H]
+        final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=dtype, param_dtype=param_dtype,
+                         name="final")
         logits = final(hidden)[:, 0].astype(wide(hidden.dtype))  # [B], the loss's dtype
         intermediates["mlp_input"] = mlp_input
         return logits, intermediates

@@ -17,17 +17,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import struct, traverse_util
+from flax import linen as nn, struct, traverse_util
 from flax.training import train_state
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec as P
 
 from data.batches import Arrays, eval_batches
 from data.config import DINConfig
 from data.errors import ConfigError
 from data.schema import LABEL, ROW_MASK, FeatureSchema
-from din_jax.mesh import DATA, describe, global_array, make_mesh, replicated, rows_sharding, state_shardings, table_rows_multiple
-from din_jax.model import DIN, Batch, padded_rows
+from din_jax.mesh import (
+    DATA, describe, global_array, logical_shardings, make_mesh, parse_mesh, replicated, rows_sharding, table_rows_multiple,
+)
+from din_jax.model import DIN, VOCAB, Batch, padded_rows, table_path
 
 
 @struct.dataclass
@@ -48,7 +50,7 @@ class MiniBatchAwareL2:
         row_mask = batch.get(ROW_MASK)
         total = 0.0
         for table, scale in self.scales.items():
-            weight = params["embeddings"][f"tables_{table}"]["embedding"]  # [V, E]
+            weight = functools.reduce(lambda tree, key: tree[key], table_path(table), params)  # [V, E]
             present = jnp.zeros(scale.shape, bool)  # alpha_mj
             for column in self.columns[table]:
                 ids = batch[column]  # [B] or [B, T]
@@ -61,12 +63,13 @@ class MiniBatchAwareL2:
 
 
 class TrainState(train_state.TrainState):
-    """Flax's TrainState plus BatchNorm statistics, the dropout RNG key and the
-    optional mini-batch aware regulariser (its row scales are state too)."""
+    """Flax's TrainState plus BatchNorm statistics and the dropout RNG key.
+
+    The mini-batch aware regulariser is no state: its row scales are constants
+    of the run, passed to the jitted step as an argument."""
 
     batch_stats: Any
     rng: jax.Array
-    regularizer: MiniBatchAwareL2 | None = None
 
 
 def enable_compilation_cache(path: str | None = None) -> str:
@@ -81,11 +84,14 @@ def _not_embeddings(params: Any) -> Any:
     return {name: jax.tree_util.tree_map(lambda _: name != "embeddings", tree) for name, tree in params.items()}
 
 
+@functools.lru_cache(maxsize=None)
 def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
     """torch.optim.Adam: L2 decay added to the gradient BEFORE the Adam moments.
 
     With config.mba_reg the embedding tables get no weight decay: the
-    mini-batch aware term regularises them instead.
+    mini-batch aware term regularises them instead. One object per
+    configuration: `tx` is a static field of TrainState, so a new chain for
+    the same settings would make every jitted step trace again.
     """
     return optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=_not_embeddings if config.mba_reg > 0 else None),
@@ -93,26 +99,32 @@ def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
     )
 
 
-def create_state(
-    model: DIN, sample: Batch, config: DINConfig, seed: int, mba_scales: dict[str, np.ndarray] | None = None
-) -> TrainState:
+def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> TrainState:
     """Initialises variables in eval mode (running statistics stay at 0 and 1),
-    as floats of `model.dtype`; mba_scales (lambda / n_j per table row) turn
-    on the mini-batch aware regulariser."""
+    parameters in `model.param_dtype`; the tables' logical-axis boxes are
+    dropped (their shardings come from `state_logical_specs`)."""
     params_key, dropout_key = jax.random.split(jax.random.key(seed))
-    # Jitted: flax's eager init runs op by op and takes seconds.
-    variables = jax.jit(functools.partial(model.init, train=False))(params_key, sample)
-    variables = jax.tree_util.tree_map(
-        lambda x: x.astype(model.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, variables
-    )
+    variables = nn.unbox(model.init(params_key, sample, train=False))
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables["batch_stats"],
         tx=make_optimizer(config),
         rng=dropout_key,
-        regularizer=None if mba_scales is None else MiniBatchAwareL2.create(model.schema, mba_scales, model.dtype),
     ).replace(step=jnp.zeros((), jnp.int32))  # An array from the start: a Python 0 would recompile.
+
+
+def state_logical_specs(model: DIN, sample: Batch, state: TrainState) -> TrainState:
+    """The logical PartitionSpec of every leaf of `state` (an abstract TrainState):
+    the tables' (vocab, embed) annotations, the same for their Adam moments,
+    P() (replicated) for everything else."""
+    boxed = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), sample)
+    specs = nn.get_partition_spec(boxed)
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    opt_specs = optax.tree_map_params(
+        state.tx, lambda _, spec: spec, state.opt_state, specs["params"], transform_non_params=lambda _: P(), is_leaf=is_spec
+    )
+    return state.replace(params=specs["params"], batch_stats=specs["batch_stats"], opt_state=opt_specs, step=P(), rng=P())
 
 
 def loss_fn(logits: jax.Array, labels: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
@@ -124,22 +136,29 @@ def loss_fn(logits: jax.Array, labels: jax.Array, row_mask: jax.Array | None = N
     return jnp.sum(losses * row_mask) / jnp.sum(row_mask)
 
 
-def objective(state: TrainState, params: Any, batch: Batch, rngs: dict | None = None) -> tuple[jax.Array, Any]:
+def objective(
+    apply_fn: Callable, params: Any, batch_stats: Any, batch: Batch, rngs: dict | None = None,
+    regularizer: MiniBatchAwareL2 | None = None,
+) -> tuple[jax.Array, Any]:
     """The training loss at `params` (train mode): mean BCE over the real rows,
     plus the mini-batch aware L2 when on. Returns (loss, new batch_stats)."""
-    (logits, _), updates = state.apply_fn(
-        {"params": params, "batch_stats": state.batch_stats}, batch, train=True, rngs=rngs, mutable=["batch_stats"]
+    (logits, _), updates = apply_fn(
+        {"params": params, "batch_stats": batch_stats}, batch, train=True, rngs=rngs, mutable=["batch_stats"]
     )
     loss = loss_fn(logits, batch[LABEL], batch.get(ROW_MASK))
-    if state.regularizer is not None:
-        loss = loss + state.regularizer(params, batch)
+    if regularizer is not None:
+        loss = loss + regularizer(params, batch)
     return loss, updates["batch_stats"]
 
 
-def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState, batch: Batch, regularizer: MiniBatchAwareL2 | None = None
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step in train mode (batch statistics, dropout)."""
     rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
-    loss_and_stats = functools.partial(objective, state, batch=batch, rngs=rngs)
+    loss_and_stats = functools.partial(
+        objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch, rngs=rngs, regularizer=regularizer
+    )
     (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return state, {"loss": loss}
@@ -156,25 +175,28 @@ def _gather(data: Batch, rows: jax.Array) -> Batch:
 
 
 def train_steps(
-    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array
+    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
 ) -> tuple[TrainState, jax.Array]:
     """Runs up to K train steps on device-resident `data` in one dispatch.
 
     rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
     padded with masked rows). A step whose rows are all masked is skipped, so
-    every block of an epoch has the same shape. Returns the losses [K].
+    every block of an epoch has the same shape. `regularizer`, a constant of
+    the run, is closed over by the scan, not carried. Returns the losses [K].
     """
+    # The loss is computed in at least float32 (din_jax.model.wide), whatever the activations.
+    loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
 
     def body(state, step_inputs):
         batch_rows, mask = step_inputs
         batch = _gather(data, batch_rows) | {ROW_MASK: mask}
 
         def run(state):
-            state, metrics = train_step(state, batch)
-            return state, metrics["loss"]
+            state, metrics = train_step(state, batch, regularizer)
+            return state, metrics["loss"].astype(loss_dtype)
 
         def skip(state):
-            return state, jnp.zeros((), jax.eval_shape(run, state)[1].dtype)
+            return state, jnp.zeros((), loss_dtype)
 
         return jax.lax.cond(jnp.any(mask > 0), run, skip, state)
 
@@ -220,34 +242,55 @@ class JaxBackend:
         self,
         schema: FeatureSchema,
         config: DINConfig,
-        steps_per_call: int = 16,
-        dtype: Any = jnp.float32,
+        steps_per_call: int | None = None,
+        param_dtype: Any = None,
         mba_scales: dict[str, np.ndarray] | None = None,
         mesh: Mesh | None = None,
-        shard_embeddings: bool = False,
+        shard_embeddings: bool | None = None,
     ):
-        """dtype: parameters (float32, or float64 for parity); config.dtype: activations.
-        mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
+        """Placement comes from the config (steps_per_call, param_dtype, mesh,
+        shard_embeddings); an argument overrides it (tests, parity).
+        config.dtype is the computation's. mba_scales: lambda / n_j per table row
+        (data/regularization.py), when config.mba_reg > 0."""
+        steps_per_call = steps_per_call or config.steps_per_call
+        param_dtype = jnp.dtype(param_dtype or config.param_dtype)
+        if param_dtype == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ConfigError("--param-dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1")
+        shard_embeddings = config.shard_embeddings if shard_embeddings is None else shard_embeddings
         self.schema = schema
         self.primary = jax.process_index() == 0
-        self.mesh = mesh or make_mesh()
+        self.mesh = mesh or make_mesh(parse_mesh(config.mesh))
         data_size = self.mesh.shape[DATA]
         for name in ("batch_size", "eval_batch_size"):
             if getattr(config, name) % data_size:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)} is not divisible by the mesh's data axis ({data_size})")
         multiple = table_rows_multiple(self.mesh, shard_embeddings)
-        self.model = DIN(schema, config, dtype, COMPUTE_DTYPES[config.dtype], multiple)
-        self.vocab = {f.name: f.vocab_size for f in schema.tables}
-        if mba_scales is not None:
-            mba_scales = {t: np.pad(s, (0, padded_rows(len(s), multiple) - len(s))) for t, s in mba_scales.items()}
+        compute_dtype = COMPUTE_DTYPES[config.dtype]
+        self.model = DIN(schema, config.model, compute_dtype, param_dtype, multiple)
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
         sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
         sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
         sample |= {name: jnp.zeros((2,), jnp.float32) for name in schema.numeric}
-        make = functools.partial(create_state, self.model, sample, config, config.seed, mba_scales)
-        # Every array is created where it lives (no host copy of a sharded table).
-        self.state_sharding = state_shardings(self.mesh, jax.eval_shape(make), shard_embeddings)
+        make = functools.partial(create_state, self.model, sample, config, config.seed)
+        # Logical axes (the model's annotations) -> mesh axes (din_jax/mesh.py's rules);
+        # every array is created where it lives (no host copy of a sharded table).
+        specs = state_logical_specs(self.model, sample, jax.eval_shape(make))
+        self.state_sharding = logical_shardings(self.mesh, specs, shard_embeddings)
         self.state = jax.jit(make, out_shardings=self.state_sharding)()
+        # Each variable's shape without the rows that only pad a table for even sharding.
+        unpadded = DIN(schema, config.model, compute_dtype, param_dtype)
+        shapes = jax.eval_shape(lambda: nn.unbox(unpadded.init(jax.random.key(0), sample, train=False)))
+        self._shapes = {name: x.shape for name, x in traverse_util.flatten_dict(shapes, sep="/").items()}
+        self.regularizer = None
+        if mba_scales is not None:
+            # Constants of the run, passed to each jitted call; the row scales [V]
+            # live where their table's rows live.
+            sharding = logical_shardings(self.mesh, P(VOCAB), shard_embeddings)
+            scales = {
+                table: global_array(sharding, np.pad(np.asarray(s, param_dtype), (0, padded_rows(len(s), multiple) - len(s))))
+                for table, s in mba_scales.items()
+            }
+            self.regularizer = MiniBatchAwareL2(scales, {table: schema.columns_of(table) for table in scales})
         self.steps_per_call, self.batch_size = steps_per_call, config.batch_size
         self._train_steps = jax.jit(
             train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
@@ -275,7 +318,7 @@ class JaxBackend:
         losses = []
         for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
             rows_global, mask_global = self._device_rows(rows), self._device_rows(row_mask)
-            self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global)
+            self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global, self.regularizer)
             losses.append(block_losses)  # [K]
             progress(int(row_mask.sum()))
         # One host sync per call: the losses stay on the device until here.
@@ -303,19 +346,12 @@ class JaxBackend:
         variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
         return traverse_util.flatten_dict(variables, sep="/")
 
-    def _table(self, name: str) -> str | None:
-        parts = name.split("/")
-        if parts[:2] == ["params", "embeddings"] and parts[2].startswith("tables_"):
-            return parts[2][len("tables_") :]
-        return None
-
     def weights(self) -> dict[str, np.ndarray]:
         """Host copies; tables without the rows that only pad them for sharding."""
-        weights = {}
-        for name, value in to_host(self._variables()).items():
-            table = self._table(name)
-            weights[name] = np.array(value[: self.vocab[table]] if table else value)
-        return weights
+        return {
+            name: np.array(value[tuple(slice(0, n) for n in self._shapes[name])])
+            for name, value in to_host(self._variables()).items()
+        }
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         current = self._variables()
@@ -324,11 +360,11 @@ class JaxBackend:
             raise KeyError(f"weights do not fit this model: missing {missing}, unexpected {extra}")
         padded = {}
         for name, value in weights.items():
-            table = self._table(name)
-            if table and np.shape(value)[0] == self.vocab[table]:
-                value = np.pad(value, ((0, current[name].shape[0] - self.vocab[table]), (0, 0)))
-            if np.shape(value) != current[name].shape:
-                raise ValueError(f"{name}: shape {np.shape(value)}, the model has {current[name].shape}")
+            shape = current[name].shape
+            if np.shape(value) == self._shapes[name] != shape:  # a table padded for even sharding
+                value = np.pad(value, [(0, n - m) for n, m in zip(shape, np.shape(value))])
+            if np.shape(value) != shape:
+                raise ValueError(f"{name}: shape {np.shape(value)}, the model has {self._shapes[name]}")
             padded[name] = np.asarray(value, current[name].dtype)
         variables = traverse_util.unflatten_dict(padded, sep="/")
         shardings = self.state_sharding

@@ -100,15 +100,17 @@ class TorchBackend:
         self,
         schema: FeatureSchema,
         config: DINConfig,
-        device: str | None = None,
         mba_scales: dict[str, np.ndarray] | None = None,
     ):
-        """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0."""
-        if config.dtype != "float32":
-            raise ConfigError(f"--dtype {config.dtype}: the torch backend trains in float32 (bfloat16 is JAX's)")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        """mba_scales: lambda / n_j per table row (data/regularization.py), when config.mba_reg > 0.
+        config.device: where to compute ("": cuda when available, else cpu)."""
+        for name in ("dtype", "param_dtype"):
+            if getattr(config, name) != "float32":
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)}: the torch backend trains in "
+                                  "float32 (bfloat16 and float64 are JAX's)")
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
-        self.model = DIN(schema, config).to(self.device)
+        self.model = DIN(schema, config.model).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
         self.regularizer = None if mba_scales is None else MiniBatchAwareL2(schema, mba_scales, self.device)
         self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric

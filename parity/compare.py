@@ -92,23 +92,21 @@ class Pair:
         if torch_state is not None:
             self.torch.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in torch_state.items()})
             self.torch.to(TORCH_DTYPES[dtype])
-        self.flax = jax_model.DIN(schema, config, dtype=jnp.dtype(dtype))
+        self.flax = jax_model.DIN(schema, config, param_dtype=jnp.dtype(dtype))
         self.variables = self.flax_variables(self.torch.state_dict())
-        self.mba_scales = mba_scales
         self.torch_regularizer = None if mba_scales is None else torch_train.MiniBatchAwareL2(schema, mba_scales)
+        self.jax_regularizer = None
+        if mba_scales is not None:
+            self.jax_regularizer = jax_train.MiniBatchAwareL2.create(schema, mba_scales, jnp.dtype(dtype))
 
     def jax_state(self) -> jax_train.TrainState:
         """A Flax TrainState holding the pair's current weights."""
-        regularizer = None
-        if self.mba_scales is not None:
-            regularizer = jax_train.MiniBatchAwareL2.create(self.schema, self.mba_scales, jnp.dtype(self.dtype))
         return jax_train.TrainState.create(
             apply_fn=self.flax.apply,
             params=self.variables["params"],
             batch_stats=self.variables["batch_stats"],
-            tx=jax_train.make_optimizer(self.config),
+            tx=jax_train.make_optimizer(self.config),  # one per configuration: the jitted step is reused
             rng=jax.random.key(0),
-            regularizer=regularizer,
         )
 
     def flax_variables(self, state_dict: dict) -> dict:
@@ -163,7 +161,9 @@ class Pair:
         torch_train.objective(self.torch, self.torch_batch(batch), self.torch_regularizer).backward()
         t_grads = {k: p.grad for k, p in self.torch.named_parameters()}
         self.torch.load_state_dict(saved)
-        j_grads = flax_to_torch({"params": _grads(self.jax_state(), self.jax_batch(batch))})
+        variables = self.variables
+        j_grads = _grads(self.flax)(variables["params"], variables["batch_stats"], self.jax_batch(batch), self.jax_regularizer)
+        j_grads = flax_to_torch({"params": j_grads})
         return [diff(f"grad {k}", t_grads[k], j_grads[k], self.tol["grad"]) for k in sorted(j_grads)]
 
     def train_steps(self, batches: list[dict]) -> list[Diff]:
@@ -173,9 +173,8 @@ class Pair:
         for batch in batches:
             torch_train.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer)
         state = self.jax_state()
-        step = jax.jit(jax_train.train_step)
         for batch in batches:
-            state, _ = step(state, self.jax_batch(batch))
+            state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
         final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
         torch_state = model.state_dict()
         self.variables = self.flax_variables(torch_state)  # Continue from torch's weights.
@@ -192,6 +191,15 @@ def _apply(model, train: bool):
     return jax.jit(apply)
 
 
-@jax.jit
-def _grads(state: jax_train.TrainState, batch: dict) -> dict:
-    return jax.grad(lambda params: jax_train.objective(state, params, batch)[0])(state.params)
+@functools.lru_cache(maxsize=None)
+def _grads(model):
+    """The jitted gradient of the training objective, compiled once per model (not per Pair)."""
+
+    def grads(params, batch_stats, batch, regularizer):
+        loss = lambda p: jax_train.objective(model.apply, p, batch_stats, batch, regularizer=regularizer)[0]  # noqa: E731
+        return jax.grad(loss)(params)
+
+    return jax.jit(grads)
+
+
+_train_step = jax.jit(jax_train.train_step)

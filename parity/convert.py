@@ -22,7 +22,7 @@ import math
 from typing import Any, Callable
 
 import numpy as np
-from flax import traverse_util
+from flax import linen as nn, traverse_util
 
 # Flax names a list/dict entry `<attribute>_<key>`; torch nests `<attribute>.<key>`.
 CONTAINERS = ("tables", "attention", "dense", "batchnorm", "activation")
@@ -108,7 +108,7 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
     }
     flat: dict[tuple[str, ...], np.ndarray] = {}
     used: set[str] = set()
-    for path, expected in traverse_util.flatten_dict(template).items():
+    for path, expected in traverse_util.flatten_dict(nn.unbox(template)).items():  # tables come boxed (logical axes)
         name, _, to_flax = torch_name(path)
         if name not in state:
             raise KeyError(f"torch state_dict has no {name!r} (for Flax {'/'.join(path)!r})")

@@ -221,26 +221,54 @@ def every_checkpoint(run: pathlib.Path, name: str, change) -> None:
         change(folder / name)
 
 
+def edited_setting(run: pathlib.Path) -> None:
+    config = json.loads((run / "config.json").read_text())
+    config["optimizer"]["learning_rate"] = 0.01
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def other_data(tutorial_dir: str, tmp: pathlib.Path) -> str:
+    """The same folder layout with one more training row."""
+    target = tmp / "other-data"
+    shutil.copytree(tutorial_dir, target)
+    with open(target / "train.csv", "a") as f:
+        f.write((target / "train.csv").read_text().splitlines()[-1] + "\n")
+    return str(target)
+
+
+# (id, damage(run), extra argv (tmp, tutorial_dir) -> list, words)
 RESUME_CASES = [
-    ("every loop.json damaged", lambda r: every_checkpoint(r, "loop.json", truncate), ["loop.json: damaged", "every checkpoint"]),
-    ("every best.safetensors damaged", lambda r: every_checkpoint(r, "best.safetensors", truncate),
+    ("every loop.json damaged", lambda r: every_checkpoint(r, "loop.json", truncate), None,
+     ["loop.json: damaged", "every checkpoint"]),
+    ("every best.safetensors damaged", lambda r: every_checkpoint(r, "best.safetensors", truncate), None,
      ["best.safetensors: damaged weights file"]),
-    ("every state damaged", lambda r: every_checkpoint(r, "state/state.pt", truncate), ["state: damaged or unreadable"]),
-    ("config.json damaged", lambda r: truncate(r / "config.json"), ["config.json: not valid JSON"]),
-    ("config.json with an unknown setting", lambda r: (r / "config.json").write_text('{"learning_rat": 0.1}'),
+    ("every state damaged", lambda r: every_checkpoint(r, "state/state.pt", truncate), None, ["state: damaged or unreadable"]),
+    ("config.json damaged", lambda r: truncate(r / "config.json"), None, ["config.json: not valid JSON"]),
+    ("config.json with an unknown setting", lambda r: (r / "config.json").write_text('{"learning_rat": 0.1}'), None,
      ["config.json: unknown settings ['learning_rat']"]),
+    ("settings edited since the checkpoint", edited_setting, None,
+     ["belongs to another run", "learning_rate 0.002 -> 0.01"]),
+    ("other data", None, lambda t, d: ["--data", other_data(d, t)], ["belongs to another run", "the data files' content"]),
+    ("another backend", None, lambda t, d: ["--backend", "jax"], ["written by the torch backend, not jax", "--backend torch"]),
 ]
 
 
-@pytest.mark.parametrize("damage, words", [c[1:] for c in RESUME_CASES], ids=[c[0] for c in RESUME_CASES])
-def test_resume_names_the_damaged_file(damage, words, checkpointed_run, tmp_path, capsys):
-    run = pathlib.Path(damaged_copy(checkpointed_run, tmp_path, damage))
-    assert train.main(["--backend", "torch", "--resume", str(run), "--no-progress"]) == 2
+@pytest.mark.parametrize("damage, extra, words", [c[1:] for c in RESUME_CASES], ids=[c[0] for c in RESUME_CASES])
+def test_resume_refuses_a_damaged_or_foreign_checkpoint(damage, extra, words, checkpointed_run, tutorial_dir, tmp_path, capsys):
+    run = pathlib.Path(damaged_copy(checkpointed_run, tmp_path, damage or (lambda r: None)))
+    argv = ["--resume", str(run), "--no-progress", *(extra(tmp_path, tutorial_dir) if extra else [])]
+    assert train.main(argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     for word in words:
         assert word in lines[0], (word, lines[0])
+
+
+def test_resume_takes_no_setting_flags(checkpointed_run, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--resume", str(checkpointed_run), "--learning-rate", "0.1"])
+    assert exit_.value.code == 2 and "drop --learning-rate" in capsys.readouterr().err
 
 
 def test_damaged_build_cache_is_rebuilt(tmp_path, caplog):

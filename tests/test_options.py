@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
 from data.config import DINConfig
@@ -31,7 +32,7 @@ def forward(backend, schema, config, batch, train=False, seed=0, edit=None):
         logits, inter = model({k: torch.from_numpy(v) for k, v in batch.items()})
         return logits.detach().numpy(), {k: v.detach().numpy() for k, v in inter.items()}
     model = jax_model.DIN(schema, config)
-    variables = jax.jit(model.init)(jax.random.key(seed), batch)
+    variables = nn.unbox(jax.jit(model.init)(jax.random.key(seed), batch))
     if edit:
         tables = {name[len("tables_"):]: np.array(t["embedding"]) for name, t in variables["params"]["embeddings"].items()}
         edit(tables)
@@ -74,7 +75,7 @@ def test_softmax_gradients_are_finite_with_an_all_padding_history(backend):
     else:
         model = jax_model.DIN(schema, config)
         state = jax_train.create_state(model, batch, config, seed=0)
-        grad = jax.jit(jax.grad(lambda p: jax_train.objective(state, p, batch, {"dropout": state.rng})[0]))
+        grad = jax.jit(jax.grad(lambda p: jax_train.objective(state.apply_fn, p, state.batch_stats, batch, {"dropout": state.rng})[0]))
         grads = jax.tree_util.tree_leaves(grad(state.params))
     assert all(np.all(np.isfinite(g)) for g in grads)
 
@@ -256,7 +257,7 @@ def test_mba_takes_the_embeddings_out_of_weight_decay(backend):
         optimizer.step()
         moved = {n: not torch.equal(before[n], p) for n, p in model.named_parameters()}
     else:
-        params = jax.jit(jax_model.DIN(schema, config).init)(jax.random.key(0), batch)["params"]
+        params = nn.unbox(jax.jit(jax_model.DIN(schema, config).init)(jax.random.key(0), batch))["params"]
         tx = jax_train.make_optimizer(config)
         updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), tx.init(params), params)
         moved = {"/".join(k): bool(np.any(np.asarray(v) != 0)) for k, v in flatten_dict(updates).items()}

@@ -46,7 +46,7 @@ def test_cli_on_the_real_seed_split(seed_data_dir, tmp_path):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert metrics["backend"] == "torch" and config["batch_size"] == 256 and config["seed"] == 3
+    assert metrics["backend"] == "torch" and config["loop"]["batch_size"] == 256 and config["loop"]["seed"] == 3
 
 
 def test_cli_reports_bad_data_by_file_and_line(tmp_path, capsys):

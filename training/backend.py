@@ -39,12 +39,11 @@ class Backend(Protocol):
         """Restores what save_state wrote, so training continues bit for bit."""
 
 
-def make_backend(
-    name: str, schema, config, train: Arrays | None = None, mesh: str | None = None, shard_embeddings: bool = False
-) -> Backend:
-    """Imports only the framework that is asked for. `train`, the encoded training
-    split, is needed with config.mba_reg (its id counts scale the regulariser);
-    mesh ('data=N[,model=M]') and shard_embeddings place a JAX run on devices."""
+def make_backend(name: str, schema, config, train: Arrays | None = None) -> Backend:
+    """Imports only the framework that is asked for; the config says where it
+    computes (mesh, sharding, parameter dtype, device). `train`, the encoded
+    training split, is needed with config.mba_reg (its id counts scale the
+    regulariser)."""
     scales = None
     if config.mba_reg > 0:
         if train is None:
@@ -55,11 +54,8 @@ def make_backend(
 
         return TorchBackend(schema, config, mba_scales=scales)
     if name == "jax":
-        from din_jax.mesh import make_mesh, parse_mesh
         from din_jax.train import JaxBackend, enable_compilation_cache
 
         enable_compilation_cache()
-        return JaxBackend(
-            schema, config, mba_scales=scales, mesh=make_mesh(parse_mesh(mesh)), shard_embeddings=shard_embeddings
-        )
+        return JaxBackend(schema, config, mba_scales=scales)
     raise ConfigError(f"unknown backend {name!r}: expected 'jax' or 'torch'")

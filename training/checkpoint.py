@@ -75,8 +75,14 @@ class LoopState:
         return cls(**raw)
 
 
+# Settings a resumed run may change: where it computes, not what.
+MAY_CHANGE = frozenset({"mesh", "device"})
+
+
 def fingerprint(config, data_sha256: str | None) -> dict[str, Any]:
-    return {"config": json.loads(config.to_json()), "data": data_sha256}
+    """What a checkpoint must match to be resumed: every setting (placement aside) and the data."""
+    settings = {name: value for group in json.loads(config.to_json()).values() for name, value in group.items()}
+    return {"config": {k: v for k, v in settings.items() if k not in MAY_CHANGE}, "data": data_sha256}
 
 
 def mismatch(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:

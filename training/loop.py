@@ -69,17 +69,16 @@ def fit(
     out_dir: str,
     progress: bool = True,
     data_dir: str | None = None,
-    checkpoint_every: int = 0,
     resume: bool = False,
 ) -> dict:
     """Trains with early stopping on validation AUC, restores the best weights,
     evaluates on test and writes the run directory. Returns metrics.json's content.
 
-    checkpoint_every > 0 writes the full training state every that many
+    config.checkpoint_every > 0 writes the full training state every that many
     optimiser steps (training/checkpoint.py); resume=True continues from the
-    newest checkpoint in out_dir, ending exactly where an uninterrupted run
-    with the same checkpoint_every ends.
+    newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
     """
+    checkpoint_every = config.checkpoint_every
     primary = backend.primary  # on several hosts, one process writes the run directory
     data_dir = os.path.abspath(data_dir) if data_dir else None
     # What a checkpoint must match to be resumed: these settings and these data files.

@@ -34,7 +34,7 @@ def train_20_steps(mesh_text: str, config: DINConfig):
     data = random_batch(schema, 200, rng, dtype=np.dtype(DTYPE))
     scales = mba_scales(schema, data, config.mba_reg) if config.mba_reg else None
     mesh = make_mesh(parse_mesh(mesh_text))
-    backend = JaxBackend(schema, config, steps_per_call=4, dtype=DTYPE, mba_scales=scales, mesh=mesh,
+    backend = JaxBackend(schema, config, steps_per_call=4, param_dtype=DTYPE, mba_scales=scales, mesh=mesh,
                          shard_embeddings="model" in mesh_text)
     batches = [b for epoch in (1, 2, 3, 4, 5, 6) for b in epoch_batches(200, config.batch_size, 0, epoch)][:20]
     for start in range(0, 20, 5):
@@ -84,7 +84,7 @@ def test_arrays_are_sharded_as_asked(trained):
     for moments in (adam.mu, adam.nu):
         for name, table in moments["embeddings"].items():
             assert table["embedding"].sharding.spec == P("model", None), name
-    for table, scale in state.regularizer.scales.items():
+    for table, scale in backend.regularizer.scales.items():
         assert scale.sharding.spec == P("model"), table
     assert state.params["final"]["kernel"].sharding.is_fully_replicated
     assert jax.tree_util.tree_leaves(state.batch_stats)[0].sharding.is_fully_replicated

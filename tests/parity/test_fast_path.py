@@ -20,8 +20,8 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
     schema = random_schema(rng)
     config = DINConfig(attention_dropout=0.0, mlp_dropout=0.0, batch_size=32)
     data = random_batch(schema, 150, rng)  # 4 full batches of 32 and one of 22
-    fast = JaxBackend(schema, config, steps_per_call=3, dtype=jnp.dtype(DTYPE))
-    plain = JaxBackend(schema, config, dtype=jnp.dtype(DTYPE))
+    fast = JaxBackend(schema, config, steps_per_call=3, param_dtype=jnp.dtype(DTYPE))
+    plain = JaxBackend(schema, config, param_dtype=jnp.dtype(DTYPE))
     step = jax.jit(train_step)
     for epoch in (1, 2, 3):
         batches = epoch_batches(150, 32, 0, epoch)

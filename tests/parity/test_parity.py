@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
 from data.batches import epoch_batches
@@ -200,7 +201,7 @@ def test_initialisation_schemes_match_in_distribution(init):
             torch_values.setdefault(name, []).append(value.double().numpy().ravel())
     flax = FlaxDIN(schema, config)
     batch = random_batch(schema, 2, np.random.default_rng(0))
-    many = jax.jit(jax.vmap(lambda key: flax.init(key, batch)))(jax.random.split(jax.random.key(0), inits))
+    many = jax.jit(jax.vmap(lambda key: nn.unbox(flax.init(key, batch))))(jax.random.split(jax.random.key(0), inits))
     flax_values = {}
     for path, value in flatten_dict(many).items():  # each [inits, ...]
         flax_values[torch_name(path)[0]] = np.asarray(value, np.float64).reshape(inits, -1)
