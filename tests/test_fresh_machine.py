@@ -64,13 +64,6 @@ def test_real_data_tier_downloads_verifies_and_reuses_the_archive(grouplens, tmp
     assert requests == ["/ml-1m.zip"]  # the cached archive and split are reused
 
 
-def test_a_corrupt_download_is_refused(grouplens, tmp_path):
-    url, _, requests = grouplens
-    result = run_tier(tmp_path, url, "0" * 64)
-    assert result.returncode != 0 and "does not match the expected" in result.stdout
-    assert not (tmp_path / "cache" / "ml-1m").exists()
-
-
 def test_offline_each_test_fails_with_one_line_saying_how(tmp_path):
     result = run_tier(tmp_path, "http://127.0.0.1:9/ml-1m.zip", "0" * 64)  # nothing listens on port 9
     assert result.returncode == 1 and "2 error" in result.stdout, result.stdout[-3000:]
