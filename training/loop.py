@@ -82,7 +82,10 @@ def fit(
     primary = backend.primary  # on several hosts, one process writes the run directory
     data_dir = os.path.abspath(data_dir) if data_dir else None
     # What a checkpoint must match to be resumed: these settings and these data files.
-    fingerprint = checkpoint.fingerprint(config, data_fingerprint(data_dir) if data_dir else None)
+    # Hashing the data costs a read of every file, so only runs with checkpoints pay it.
+    fingerprint = None
+    if checkpoint_every or resume:
+        fingerprint = checkpoint.fingerprint(config, data_fingerprint(data_dir) if data_dir else None)
     if resume:
         loop, best_weights = checkpoint.restore(out_dir, backend, fingerprint)
         log.info("resuming %s at epoch %d, batch %d (step %d)", out_dir, loop.epoch, loop.position, loop.step)
