@@ -24,7 +24,6 @@ from data.encoders import FeatureEncoders
 from data.errors import DataError
 from data.grouplens import detect_format
 from data.movielens import Arrays, Splits, load_splits as load_tutorial
-from data.movielens import load_test as load_tutorial_test
 
 SOURCE_FILES = ("ratings.dat", "users.dat", "movies.dat", "ratings.csv", "movies.csv")
 TUTORIAL_FILES = ("train.csv", "test.csv")
@@ -104,21 +103,30 @@ def _read(folder: str) -> Splits:
     return Splits(parts["train"], parts["valid"], parts["test"], encoders)
 
 
-def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Arrays:
-    """The test split of a run's data, encoded with the run's own encoders."""
+def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Raw (unencoded) columns of a data folder's splits, built by the run's
+    protocol: 'train' and 'test' always, 'valid' where the protocol splits one
+    off before encoding (the tutorial's validation users are part of 'train')."""
     if detect_format(data_dir) == "tutorial":
-        return load_tutorial_test(data_dir, encoders)
+        from data.movielens import read_tutorial_csv
+
+        return {name: read_tutorial_csv(os.path.join(data_dir, f"{name}.csv")) for name in ("train", "test")}
     from data.grouplens import read_raw
-    from data.movielens import encode
     from data.seed_protocol import build_seed_columns
     from data.sequential import split_samples
 
     if config.protocol == "seed":
-        columns = build_seed_columns(read_raw(data_dir), config.seed)[1]
-    else:
-        columns = split_samples(read_raw(data_dir), config)["test"]
+        return dict(zip(("train", "test"), build_seed_columns(read_raw(data_dir), config.seed)))
+    return split_samples(read_raw(data_dir), config)
+
+
+def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Arrays:
+    """The test split of a run's data, encoded with the run's own encoders."""
+    columns = raw_splits(data_dir, config)["test"]
     missing = [name for name in (*encoders.numeric, *encoders.categorical, *encoders.sequence) if name not in columns]
     if missing:
         raise DataError(f"{data_dir}: its data lack the run's features {missing}; pass the data the run was "
                         "trained on, or data in the same format")
+    from data.movielens import encode
+
     return encode(columns, encoders)

@@ -21,3 +21,16 @@ class ConfigError(UserError, ValueError):
 
 class RunError(UserError):
     """A run directory or checkpoint that cannot be used as asked; the message names the file."""
+
+
+def exit_code(action) -> int:
+    """Runs a command's `action()`: 0 when done; a UserError becomes one line on
+    stderr and exit code 2. Anything else is a bug and keeps its traceback."""
+    import sys
+
+    try:
+        action()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -48,7 +48,7 @@ CSV_MOVIES = {"movieId": "movie", "title": "title", "genres": "genres"}
 
 @dataclasses.dataclass
 class RawMovieLens:
-    """ratings: user, movie, rating, timestamp; movies: movie -> genres ('|'-joined, may be '');
+    """ratings: user, movie, rating, timestamp; movies: movie -> genres ('|'-joined, may be ''), title;
     users (ml-1m only): user -> gender, age, occupation, zip."""
 
     ratings: pd.DataFrame
@@ -187,7 +187,7 @@ def _ratings(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _movies(frame: pd.DataFrame) -> pd.DataFrame:
     genres = frame["genres"].str.strip().replace(NO_GENRES, "")
-    movies = pd.DataFrame({"movie": _integers(frame, "movie"), "genres": genres.to_numpy()})
+    movies = pd.DataFrame({"movie": _integers(frame, "movie"), "genres": genres.to_numpy(), "title": frame["title"].to_numpy()})
     duplicated = np.flatnonzero(movies["movie"].duplicated().to_numpy())
     if len(duplicated):
         i = int(duplicated[0])

@@ -143,16 +143,6 @@ def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.isin(users, chosen)
 
 
-def load_test(data_dir: str, encoders: FeatureEncoders) -> Arrays:
-    """The test split encoded with already fitted encoders (e.g. a run's)."""
-    columns = read_tutorial_csv(os.path.join(data_dir, "test.csv"))
-    missing = [name for name in (*encoders.numeric, *encoders.categorical, *encoders.sequence) if name not in columns]
-    if missing:
-        raise DataError(f"{data_dir}: the tutorial's columns lack the run's features {missing}; pass the data the run "
-                        "was trained on, or data in the same format")
-    return encode(columns, encoders)
-
-
 def load_splits(data_dir: str, config: DINConfig) -> Splits:
     """Train/valid/test arrays from a folder holding `train.csv` and `test.csv`."""
     train_path = os.path.join(data_dir, "train.csv")

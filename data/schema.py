@@ -105,6 +105,11 @@ class FeatureSchema:
                 raise ValueError(f"feature {feature.name!r}: max_len must be >= 1, got {feature.max_len}")
 
     @property
+    def inputs(self) -> tuple[str, ...]:
+        """The model's inputs in one fixed order: embedded features (categorical first), then numeric."""
+        return tuple(f.name for f in self.embedded) + self.numeric
+
+    @property
     def embedded(self) -> tuple[CategoricalFeature | SequenceFeature, ...]:
         """Every feature with an embedding table, categorical first (table order)."""
         return self.categorical + self.sequence

@@ -31,6 +31,8 @@ from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 
 Batch = dict[str, jax.Array]
 BATCH_AXIS = "batch"
+# config.dtype -> the computation's dtype (None: the parameters')
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 # The SPEC's initialisation, as torch's init functions define it.
 kaiming_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")  # bound sqrt(6 / fan_in)

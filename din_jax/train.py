@@ -29,7 +29,7 @@ from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.mesh import (
     DATA, describe, global_array, logical_shardings, make_mesh, parse_mesh, replicated, rows_sharding, table_rows_multiple,
 )
-from din_jax.model import DIN, VOCAB, Batch, padded_rows, table_path
+from din_jax.model import COMPUTE_DTYPES, DIN, VOCAB, Batch, padded_rows, table_path
 
 
 @struct.dataclass
@@ -225,7 +225,7 @@ def blocks(batches: list[np.ndarray], steps_per_call: int, batch_size: int) -> l
     return [(rows[i : i + count], mask[i : i + count]) for i in range(0, len(rows), count)]
 
 
-COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+DEVICE_SPLITS = 3  # splits kept on the devices by JaxBackend: training, validation, test
 
 
 class JaxBackend:
@@ -267,7 +267,7 @@ class JaxBackend:
         multiple = table_rows_multiple(self.mesh, shard_embeddings)
         compute_dtype = COMPUTE_DTYPES[config.dtype]
         self.model = DIN(schema, config.model, compute_dtype, param_dtype, multiple)
-        self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
+        self.inputs = schema.inputs
         sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
         sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
         sample |= {name: jnp.zeros((2,), jnp.float32) for name in schema.numeric}
@@ -305,13 +305,19 @@ class JaxBackend:
 
     def _device_data(self, data: Arrays, names: tuple[str, ...]) -> Batch:
         """Copies a split to the devices once (replicated: each batch gathers its rows
-        there); later calls with the same split reuse it."""
+        there); later calls with the same split reuse it. The last few splits are
+        kept (training, validation, test), not every array ever given."""
         key = id(data)
         if key not in self._on_device:
             # Holding `data` keeps its id from being reused by another object.
-            arrays = {name: global_array(replicated(self.mesh), data[name]) for name in self.inputs + (LABEL,)}
+            arrays = {name: global_array(replicated(self.mesh), data[name]) for name in names}
             self._on_device[key] = (data, arrays)
-        return {name: self._on_device[key][1][name] for name in names}
+            while len(self._on_device) > DEVICE_SPLITS:
+                self._on_device.pop(next(iter(self._on_device)))
+        cached = self._on_device[key][1]
+        if not set(names) <= set(cached):
+            cached |= {name: global_array(replicated(self.mesh), data[name]) for name in names if name not in cached}
+        return {name: cached[name] for name in names}
 
     def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
         device_data = self._device_data(data, self.inputs + (LABEL,))
@@ -331,7 +337,7 @@ class JaxBackend:
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         device_data = self._device_data(data, self.inputs)
-        n = len(data[LABEL])
+        n = len(data[self.inputs[0]])
         out = []
         for rows in eval_batches(n, batch_size):
             # Every batch is padded to `batch_size` (eval mode is row-independent),

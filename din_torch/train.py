@@ -113,7 +113,7 @@ class TorchBackend:
         self.model = DIN(schema, config.model).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
         self.regularizer = None if mba_scales is None else MiniBatchAwareL2(schema, mba_scales, self.device)
-        self.inputs = tuple(f.name for f in schema.embedded) + schema.numeric
+        self.inputs = schema.inputs
         self.describe = f"torch {torch.__version__} on {self.device} ({torch.get_num_threads()} threads)"
 
     def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
@@ -128,7 +128,7 @@ class TorchBackend:
     @torch.no_grad()
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         self.model.eval()
-        n = len(data[LABEL])
+        n = len(data[self.inputs[0]])
         logits = [self.model(to_tensors(take(data, rows), self.inputs, self.device))[0] for rows in eval_batches(n, batch_size)]
         return torch.cat(logits).cpu().numpy()  # [N]
 

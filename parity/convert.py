@@ -22,7 +22,9 @@ import math
 from typing import Any, Callable
 
 import numpy as np
-from flax import linen as nn, traverse_util
+
+# flax is imported where a nested tree is needed: converting a JAX run's flat
+# weights to torch (`names_to_torch`) must work where only torch is installed.
 
 # Flax names a list/dict entry `<attribute>_<key>`; torch nests `<attribute>.<key>`.
 CONTAINERS = ("tables", "attention", "dense", "batchnorm", "activation")
@@ -68,11 +70,15 @@ def _module_path(segment: str) -> str:
 def to_names(variables: dict[str, Any]) -> dict[str, np.ndarray]:
     """Nested Flax variables -> {'params/embeddings/tables_x/embedding': array}: the
     names a JAX run directory's model.safetensors uses."""
+    from flax import traverse_util
+
     return {name: np.array(value) for name, value in traverse_util.flatten_dict(variables, sep="/").items()}
 
 
 def from_names(weights: dict[str, Any]) -> dict[str, Any]:
     """The inverse of `to_names`."""
+    from flax import traverse_util
+
     return traverse_util.unflatten_dict(dict(weights), sep="/")
 
 
@@ -87,10 +93,15 @@ def torch_name(path: tuple[str, ...]) -> tuple[str, Callable, Callable]:
 
 def flax_to_torch(variables: dict[str, Any]) -> dict[str, np.ndarray]:
     """Flax {'params', 'batch_stats'} -> torch state_dict (numpy arrays)."""
+    return names_to_torch(to_names(variables))
+
+
+def names_to_torch(weights: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A JAX run's flat weights ('params/final/kernel': array) -> torch state_dict."""
     out: dict[str, np.ndarray] = {}
-    for path, value in traverse_util.flatten_dict(variables).items():
-        name, to_torch, _ = torch_name(path)
-        out[name] = np.array(to_torch(np.asarray(value)), copy=True)
+    for name, value in weights.items():
+        torch_key, to_torch, _ = torch_name(tuple(name.split("/")))
+        out[torch_key] = np.array(to_torch(np.asarray(value)), copy=True)
     return out
 
 
@@ -100,6 +111,8 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
     Every template variable must be found with the right shape and every
     state_dict entry used; dtypes follow the state_dict.
     """
+    from flax import linen as nn, traverse_util
+
     # Copies: a torch tensor's .numpy() shares memory, and torch updates its
     # running statistics in place.
     state = {

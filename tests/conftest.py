@@ -140,6 +140,27 @@ def ml1m_dir(world, tmp_path_factory) -> str:
     return write_ml1m(world, str(tmp_path_factory.mktemp("synthetic") / "ml-1m"))
 
 
+def train_run(data_dir: str, out: pathlib.Path, *flags: str) -> str:
+    import train
+
+    code = train.main(["--backend", "torch", "--data", data_dir, "--epochs", "1", "--batch-size", "256",
+                       "--out", str(out), "--no-progress", *flags])
+    assert code == 0
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tutorial_run(tutorial_dir, tmp_path_factory) -> str:
+    """A finished torch run (one epoch) on the synthetic tutorial split, made by train.py."""
+    return train_run(tutorial_dir, tmp_path_factory.mktemp("runs") / "tutorial-torch")
+
+
+@pytest.fixture(scope="session")
+def seed_run(seed_data_dir, tmp_path_factory) -> str:
+    """A finished torch run (one epoch, seed 3) on the real MovieLens-1M split, made by train.py."""
+    return train_run(seed_data_dir, tmp_path_factory.mktemp("runs") / "seed-torch", "--seed", "3")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _jax_cache():
     try:

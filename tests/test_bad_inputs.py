@@ -134,7 +134,7 @@ def test_out_is_never_replaced_silently(tutorial_dir, tmp_path, capsys):
     assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 2
     assert "not empty" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"a run's weights"
     assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1", "--overwrite")) == 0
-    assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "metrics.json", "model.safetensors"]
+    assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "history.png", "metrics.json", "model.safetensors"]
 
 
 @pytest.fixture(scope="module")

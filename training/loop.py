@@ -19,7 +19,7 @@ from data.datasets import data_fingerprint
 from data.errors import UserError
 from data.movielens import Splits
 from data.schema import LABEL, USER
-from training import checkpoint, run_dir
+from training import checkpoint, plots, run_dir
 from training.backend import Backend
 
 log = logging.getLogger("din")
@@ -186,6 +186,7 @@ def _finish(backend, splits, config, out_dir, loop, best_weights, data_dir) -> d
             for key, value in evaluate(backend, split, config).items():
                 result[f"{name}_{key}"] = value
     if primary:
+        plots.plot_history(os.path.join(out_dir, "history.png"), loop.history, loop.best_epoch)
         run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
         run_dir.mark_finished(out_dir)
     log.info("test AUC %.4f, logloss %.4f (best epoch %d)", result["test_auc"], result["test_logloss"], loop.best_epoch)

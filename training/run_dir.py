@@ -6,6 +6,7 @@ RUN_DIR/
   model.safetensors  best weights (parameters and BatchNorm statistics), named
                      by the backend that wrote them; metadata["backend"] says which
   history.csv        one row per epoch
+  history.png        its picture: losses and validation AUC, the best epoch marked
   metrics.json       final figures (backend, best_epoch, valid/test metrics, speed)
   UNFINISHED         present from the start until metrics.json is written: the
                      run is still training, was interrupted or failed
@@ -49,6 +50,11 @@ def _atomic(path: str, write) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_file(path: str, write) -> None:
+    """`write(tmp)` writes the file at a temporary path; it is then renamed to `path`."""
+    _atomic(path, write)
 
 
 def write_text(path: str, text: str) -> None:

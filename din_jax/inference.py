@@ -1,0 +1,78 @@
+"""The Flax DIN for inference: eval-mode variables only, and its StableHLO export.
+
+No optimiser state, no training split, no mesh: `Predictor` holds
+{params, batch_stats} and one jitted eval-mode forward. Each new batch shape
+compiles once; callers pad batches to a few sizes (inference/model.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax import export as jax_export
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from data.config import DINConfig
+from data.schema import FeatureSchema
+from din_jax.model import COMPUTE_DTYPES, DIN
+
+# Lowered for every platform at once: cross-platform export needs no such hardware.
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def sample_batch(schema: FeatureSchema, size: int = 2) -> dict[str, jax.ShapeDtypeStruct]:
+    shapes = {f.name: ((size,), jnp.int32) for f in schema.categorical}
+    shapes |= {f.name: ((size, f.max_len), jnp.int32) for f in schema.sequence}
+    shapes |= {name: ((size,), jnp.float32) for name in schema.numeric}
+    return {name: jax.ShapeDtypeStruct(*shapes[name]) for name in schema.inputs}
+
+
+def make_model(schema: FeatureSchema, config: DINConfig) -> DIN:
+    """Computes in the run's dtype; weights stored in float32."""
+    return DIN(schema, config.model, COMPUTE_DTYPES[config.dtype], jnp.float32)
+
+
+def variable_shapes(schema: FeatureSchema, config: DINConfig) -> dict[str, Any]:
+    """{params, batch_stats} as shapes: the template torch weights convert into."""
+    model = make_model(schema, config)
+    sample = {name: jnp.zeros(s.shape, s.dtype) for name, s in sample_batch(schema).items()}
+    return jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), sample, train=False)))
+
+
+def _stored(x: Any) -> jax.Array:
+    x = np.asarray(x)
+    return jnp.asarray(x, jnp.float32) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
+
+
+class Predictor:
+    """Eval-mode DIN: batch -> (logits [B], attention weights per group [B, T])."""
+
+    def __init__(self, schema: FeatureSchema, config: DINConfig, variables: dict[str, Any]):
+        self.schema, self.inputs = schema, schema.inputs
+        self.model = make_model(schema, config)
+        self.variables = jax.tree_util.tree_map(_stored, variables)
+        self._forward = jax.jit(self.forward)
+
+    def forward(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits, intermediates = self.model.apply(self.variables, batch, train=False)
+        weights = {g.name: intermediates[f"attention_weights/{g.name}"] for g in self.schema.attention_groups}
+        return logits, weights  # [B], {group: [B, T]}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        logits, weights = self._forward({name: batch[name] for name in self.inputs})
+        return np.asarray(logits, np.float32), {g: np.asarray(w, np.float32) for g, w in weights.items()}
+
+    def export(self) -> jax_export.Exported:
+        """jax.export of probability = sigmoid(logits), inputs positional in
+        `schema.inputs` order, the batch dimension symbolic ('batch')."""
+        (batch,) = jax_export.symbolic_shape("batch")
+        specs = [jax.ShapeDtypeStruct((batch, *s.shape[1:]), s.dtype) for s in sample_batch(self.schema).values()]
+
+        def probability(*inputs: jax.Array) -> jax.Array:
+            logits, _ = self.forward(dict(zip(self.inputs, inputs)))
+            return jax.nn.sigmoid(logits.astype(jnp.float32))  # [batch]
+
+        return jax_export.export(jax.jit(probability), platforms=PLATFORMS)(*specs)

@@ -1,0 +1,86 @@
+"""The torch DIN for inference: the eval-mode module, and its torch.export / ONNX exports.
+
+Mirrors din_jax/inference.py: `Predictor` holds the model in eval mode (no
+optimiser, no training split); `Serving` is the module the exports trace:
+inputs positional in `schema.inputs` order, output probability [batch].
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.config import DINConfig
+from data.schema import FeatureSchema
+from din_torch.model import DIN
+
+
+def sample_batch(schema: FeatureSchema, size: int = 2) -> tuple[torch.Tensor, ...]:
+    """Example inputs for tracing (ids 0: padding, valid in every table)."""
+    shapes = {f.name: ((size,), torch.int32) for f in schema.categorical}
+    shapes |= {f.name: ((size, f.max_len), torch.int32) for f in schema.sequence}
+    shapes |= {name: ((size,), torch.float32) for name in schema.numeric}
+    return tuple(torch.zeros(shapes[name][0], dtype=shapes[name][1]) for name in schema.inputs)
+
+
+class Serving(nn.Module):
+    """probability [batch] = sigmoid(DIN(inputs)); what the exports trace."""
+
+    def __init__(self, model: DIN):
+        super().__init__()
+        self.model = model
+        self.inputs = model.schema.inputs
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model(dict(zip(self.inputs, inputs)))
+        return torch.sigmoid(logits)  # [batch]
+
+
+class Predictor:
+    """Eval-mode DIN: batch -> (logits [B], attention weights per group [B, T])."""
+
+    def __init__(self, schema: FeatureSchema, config: DINConfig, state_dict: dict[str, np.ndarray]):
+        if config.dtype != "float32":
+            raise ValueError(f"the torch backend computes in float32, not {config.dtype}")
+        self.schema, self.inputs = schema, schema.inputs
+        self.model = DIN(schema, config.model).eval()
+        state = {name: torch.from_numpy(np.array(value, copy=True)) for name, value in state_dict.items()}
+        state = {name: value.float() if value.is_floating_point() else value for name, value in state.items()}
+        self.model.load_state_dict(state, strict=True)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        logits, intermediates = self.model({name: torch.from_numpy(batch[name]) for name in self.inputs})
+        weights = {g.name: intermediates[f"attention_weights/{g.name}"].numpy() for g in self.schema.attention_groups}
+        return logits.numpy(), weights  # [B], {group: [B, T]}
+
+    def _dynamic_shapes(self) -> tuple:
+        batch = torch.export.Dim("batch", min=1, max=2**30)
+        return (tuple({0: batch} for _ in self.inputs),)  # one entry: the *inputs tuple
+
+    def export(self) -> torch.export.ExportedProgram:
+        """torch.export of `Serving` with a dynamic batch dimension."""
+        serving = Serving(self.model).eval()
+        return torch.export.export(serving, sample_batch(self.schema), dynamic_shapes=self._dynamic_shapes())
+
+    def export_onnx(self, path: str) -> None:
+        """The ONNX graph of `Serving` (dynamo exporter), written to `path`."""
+        serving = Serving(self.model).eval()
+        exporter_log = logging.getLogger("torch.onnx")
+        level = exporter_log.level
+        # The exporter's notes (optional torchvision ops, renamed axes) are no user's concern.
+        exporter_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(
+                    serving, sample_batch(self.schema), dynamo=True, dynamic_shapes=self._dynamic_shapes(),
+                    input_names=list(self.inputs), output_names=["probability"], verbose=False,
+                )
+        finally:
+            exporter_log.setLevel(level)
+        program.save(path)

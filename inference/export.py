@@ -1,0 +1,97 @@
+"""Export a finished run for serving: StableHLO (jax.export), torch.export (.pt2) or ONNX.
+
+OUT/ holds the artifact, `manifest.json` (inputs in call order with dtypes
+and shapes, the batch dimension symbolic; outputs) and the run's
+`encoders.json`, so a serving system encodes raw ids exactly as training did
+(data/encoders.py: vocabulary lookup, unknown and padding ids, quantiles).
+Every artifact takes the encoded inputs positionally, in the manifest's
+order, and returns probability [batch] float32. OUT is written whole or not
+at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from data.errors import ConfigError
+from data.schema import FeatureSchema
+from inference.model import load_run
+from training.run_dir import prepare_out
+
+FORMATS = {  # format -> (backend, artifact file)
+    "stablehlo": ("jax", "model.stablehlo"),
+    "torch": ("torch", "model.pt2"),
+    "onnx": ("torch", "model.onnx"),
+}
+BATCH = "batch"
+
+HOW_TO_CALL = {
+    "stablehlo": "jax.export.deserialize(open('model.stablehlo', 'rb').read()).call(*inputs); "
+                 "jax only, on cpu, cuda or tpu; model.mlir is the same StableHLO module as text",
+    "torch": "torch.export.load('model.pt2').module()(*inputs); torch only",
+    "onnx": "onnxruntime.InferenceSession('model.onnx').run(None, {name: array}); any ONNX runtime",
+}
+
+
+def manifest(schema: FeatureSchema, fmt: str, run_dir: str, extra: dict | None = None) -> dict:
+    inputs = []
+    for name in schema.inputs:
+        sequence = {f.name: f for f in schema.sequence}.get(name)
+        dtype = "float32" if name in schema.numeric else "int32"
+        inputs.append({"name": name, "dtype": dtype, "shape": [BATCH, sequence.max_len] if sequence else [BATCH]})
+    return {
+        "format": fmt,
+        "artifact": FORMATS[fmt][1],
+        "run": os.path.abspath(run_dir),
+        "inputs": inputs,
+        "outputs": [{"name": "probability", "dtype": "float32", "shape": [BATCH]}],
+        "encoders": "encoders.json",
+        "call": HOW_TO_CALL[fmt],
+        **(extra or {}),
+    }
+
+
+def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dict:
+    """Writes OUT (see the module's doc); returns the manifest."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        try:
+            import onnx, onnxscript  # noqa: F401, E401  (the dynamo exporter's dependencies)
+        except ImportError as error:
+            raise ConfigError(f"--format onnx needs {error.name}: pip install -e '.[onnx]'") from None
+    prepare_out(out, overwrite)
+    backend, artifact = FORMATS[fmt]
+    model = load_run(run_dir, backend)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    os.chmod(work, 0o755)  # mkdtemp makes it private; an export is for sharing
+    try:
+        extra = {}
+        if fmt == "stablehlo":
+            exported = model.predictor.export()
+            with open(os.path.join(work, artifact), "wb") as f:
+                f.write(exported.serialize())
+            with open(os.path.join(work, "model.mlir"), "w", encoding="utf-8") as f:
+                f.write(exported.mlir_module())
+            extra = {"platforms": list(exported.platforms)}
+        elif fmt == "torch":
+            import torch
+
+            torch.export.save(model.predictor.export(), os.path.join(work, artifact))
+        else:
+            model.predictor.export_onnx(os.path.join(work, artifact))
+        shutil.copyfile(os.path.join(run_dir, "encoders.json"), os.path.join(work, "encoders.json"))
+        found = manifest(model.schema, fmt, run_dir, extra)
+        with open(os.path.join(work, "manifest.json"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(found, indent=2) + "\n")
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty: prepare_out checked it, or emptied it with overwrite
+        os.replace(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return found

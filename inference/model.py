@@ -1,0 +1,153 @@
+"""A finished run directory as a model: score raw rows, read its attention, evaluate.
+
+    model = load_run("runs/jax")                  # the backend that trained it
+    model = load_run("runs/jax", backend="torch")  # weights converted (parity/convert.py)
+    p = model.predict(frame)       # probabilities [N] float32
+    a = model.attention(frame)     # {group: DataFrame row, position, <history ids>, weight}
+    m = model.evaluate(frame)      # {'auc', 'gauc', 'logloss'}, needs `label`
+
+Rows are raw values in the run's own columns (data/rows.py). Only the
+framework asked for is imported. Batches are padded to a few fixed sizes,
+so JAX compiles a handful of shapes whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from data import metrics
+from data.config import DINConfig
+from data.encoders import FeatureEncoders
+from data.errors import ConfigError, DataError, RunError
+from data.rows import expected_columns, history_ids, to_columns
+from data.schema import LABEL, USER
+from training.run_dir import read_run
+
+Rows = pd.DataFrame | Mapping[str, Any]
+BACKENDS = ("jax", "torch")
+
+
+def bucket_sizes(batch_size: int) -> tuple[int, ...]:
+    """The padded batch sizes: powers of 8 below batch_size, and batch_size."""
+    sizes = [1]
+    while sizes[-1] * 8 < batch_size:
+        sizes.append(sizes[-1] * 8)
+    return (*sizes, batch_size) if batch_size > 1 else (1,)
+
+
+class TrainedModel:
+    """A run's encoders and eval-mode weights in one framework (see `load_run`)."""
+
+    def __init__(self, run_dir: str, config: DINConfig, encoders: FeatureEncoders, predictor, backend: str,
+                 trained_by: str, batch_size: int | None = None):
+        self.run_dir, self.config, self.encoders = run_dir, config, encoders
+        self.schema = encoders.schema()
+        self.predictor, self.backend, self.trained_by = predictor, backend, trained_by
+        self.batch_size = batch_size or config.eval_batch_size
+        self.sizes = bucket_sizes(self.batch_size)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The raw feature columns every row needs."""
+        return expected_columns(self.encoders)
+
+    def encode(self, rows: Rows, source: str = "rows", lines: np.ndarray | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(raw columns as checked, encoded model inputs)."""
+        columns = to_columns(rows, self.encoders, source, lines)
+        return columns, self.encoders.transform(columns)
+
+    def forward(self, inputs: dict[str, np.ndarray], progress=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Encoded inputs [N, ...] -> (logits [N], attention weights per group [N, T]).
+
+        Rows go in batches of batch_size; a shorter one is padded (its last row
+        repeated) to the smallest size in `self.sizes` that holds it.
+        """
+        n = len(inputs[self.schema.inputs[0]])
+        logits, weights = [], {g.name: [] for g in self.schema.attention_groups}
+        for start in range(0, n, self.batch_size):
+            rows = np.arange(start, min(start + self.batch_size, n))
+            size = next(s for s in self.sizes if s >= len(rows))
+            padded = np.pad(rows, (0, size - len(rows)), mode="edge")
+            batch_logits, batch_weights = self.predictor({name: inputs[name][padded] for name in self.schema.inputs})
+            logits.append(batch_logits[: len(rows)])
+            for group, values in batch_weights.items():
+                weights[group].append(values[: len(rows)])
+            if progress is not None:
+                progress(len(rows))
+        width = {f.name: f.max_len for f in self.schema.sequence}
+        empty = {g.name: np.zeros((0, width[g.histories[0]]), np.float32) for g in self.schema.attention_groups}
+        return (np.concatenate(logits) if logits else np.zeros(0, np.float32),
+                {g: np.concatenate(v) if v else empty[g] for g, v in weights.items()})
+
+    def predict(self, rows: Rows) -> np.ndarray:
+        """Probabilities [N] float32 of raw rows."""
+        _, inputs = self.encode(rows)
+        return probabilities(self.forward(inputs)[0])
+
+    def attention(self, rows: Rows) -> dict[str, pd.DataFrame]:
+        """Per attention group, one line per real history position: row, position,
+        the raw id of each of the group's history features there, and its weight."""
+        columns, inputs = self.encode(rows)
+        return self.attention_frames(columns, self.forward(inputs)[1])
+
+    def attention_frames(self, columns: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+        frames = {}
+        for group in self.schema.attention_groups:
+            first = self.encoders.sequence[group.histories[0]]
+            row, position, _ = history_ids(columns[group.histories[0]], first.sep, first.max_len)
+            frame = pd.DataFrame({"row": row, "position": position})
+            for history in group.histories:  # a multi-pair group: the position's id in each history
+                encoder = self.encoders.sequence[history]
+                r, p, ids = history_ids(columns[history], encoder.sep, encoder.max_len)
+                frame = frame.merge(pd.DataFrame({"row": r, "position": p, history: ids}), on=["row", "position"])
+            frame["weight"] = weights[group.name][frame["row"].to_numpy(), frame["position"].to_numpy()]
+            frames[group.name] = frame.sort_values(["row", "position"], ignore_index=True)
+        return frames
+
+    def evaluate(self, rows: Rows) -> dict[str, float]:
+        """AUC, GAUC (needs the user column; else NaN) and logloss; rows need `label`."""
+        columns, inputs = self.encode(rows)
+        if LABEL not in columns:
+            raise DataError(f"evaluate needs a {LABEL!r} column (0 or 1)")
+        logits = self.forward(inputs)[0]
+        users = columns.get(USER, np.arange(len(logits)))  # no users: every row its own, GAUC NaN
+        return metrics.evaluate(users, columns[LABEL], logits)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def load_run(run_dir: str, backend: str | None = None, batch_size: int | None = None) -> TrainedModel:
+    """A finished run directory as a model in `backend` ('jax', 'torch'; None:
+    the one that trained it). Imports only that framework (and flax to convert
+    torch weights for JAX)."""
+    config, encoders, weights, trained_by = read_run(run_dir)
+    if trained_by not in BACKENDS:
+        raise RunError(f"{run_dir}: its weights name no backend ({trained_by!r})")
+    backend = backend or trained_by
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend}: expected 'jax' or 'torch'")
+    schema = encoders.schema()
+    try:
+        if backend == "jax":
+            from din_jax.inference import Predictor, variable_shapes
+            from parity.convert import from_names, torch_to_flax
+
+            variables = from_names(weights) if trained_by == "jax" else torch_to_flax(weights, variable_shapes(schema, config))
+            predictor = Predictor(schema, config, variables)
+        else:
+            if config.dtype != "float32":
+                config = config.replace(dtype="float32")  # torch computes in float32 (a bfloat16 run's weights are float32)
+            from din_torch.inference import Predictor
+            from parity.convert import names_to_torch
+
+            predictor = Predictor(schema, config, weights if trained_by == "torch" else names_to_torch(weights))
+    except (KeyError, ValueError, RuntimeError) as error:  # names or shapes that do not fit encoders.json
+        raise RunError(f"{run_dir}: the weights do not fit the model that encoders.json describes "
+                       f"({str(error).splitlines()[0]}); the run's files are damaged or mixed") from None
+    return TrainedModel(run_dir, config, encoders, predictor, backend, trained_by, batch_size)

@@ -1,0 +1,87 @@
+"""Score new data with a trained run, or draw one user's attention.
+
+    python predict.py RUN_DIR --data rows.csv [--out predictions.csv] [--attention K]
+    python predict.py RUN_DIR --data DIR            # DIR's test split, the run's protocol
+    python predict.py RUN_DIR --data DIR --explain USER --out user.png
+
+A CSV holds raw rows in the run's own columns (see encoders.json; `label`
+and `userId` optional). A data folder is any folder train.py reads: its
+test split is built with the run's protocol and encoded with the run's
+encoders. The output has one line per input row: its user and candidate
+ids, `probability`, `label` when given and, with --attention K, the K most
+attended history ids with their weights. AUC / GAUC / logloss are printed
+when labels are present. --backend scores with the other framework (the
+weights are converted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from data.errors import ConfigError, exit_code
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python predict.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--data", required=True, metavar="PATH", help="a CSV of rows, or a data folder")
+    parser.add_argument("--backend", choices=("jax", "torch"), help="default: the backend that trained the run")
+    parser.add_argument("--out", help="predictions CSV (default predictions.csv), or the picture with --explain")
+    parser.add_argument("--attention", type=int, default=0, metavar="K", help="write the K most attended history ids")
+    parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the run's eval batch size)")
+    parser.add_argument("--explain", metavar="USER", help="draw USER's attention weights (needs a data folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 a user's mistake (one line on stderr)."""
+    args = parse_args(argv)
+    return exit_code(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> None:
+    from inference import load_run
+
+    if args.attention < 0:
+        raise ConfigError(f"--attention {args.attention}: must be >= 0")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
+    out = args.out or (f"user-{args.explain}.png" if args.explain else "predictions.csv")
+    if os.path.exists(out) and not args.overwrite:
+        raise ConfigError(f"--out {out}: exists; choose a new path or pass --overwrite to replace it")
+    if os.path.isdir(out):
+        raise ConfigError(f"--out {out}: is a folder, expected a file path")
+    if not os.path.exists(args.data):
+        raise ConfigError(f"--data {args.data}: no such file or folder")
+    if args.explain is not None and not os.path.isdir(args.data):
+        raise ConfigError(f"--explain needs --data to be a data folder (with the user's history), not {args.data}")
+    model = load_run(args.run_dir, args.backend, args.batch_size)
+    if args.explain is not None:
+        from inference.explain import explain
+
+        explain(model, args.data, args.explain, out)
+        print(f"wrote {out}")
+        return
+    from data.rows import read_csv
+    from inference.score import score
+    from training.run_dir import write_text
+
+    if os.path.isdir(args.data):
+        from data.datasets import raw_splits
+
+        rows, source, lines = raw_splits(args.data, model.config)["test"], f"{args.data} (test split)", None
+    else:
+        (rows, lines), source = read_csv(args.data), args.data
+    table, metrics = score(model, rows, source, lines, args.attention, progress=not args.no_progress)
+    write_text(out, table.to_csv(index=False, float_format="%.9g"))
+    print(f"wrote {len(table)} predictions to {out} ({model.backend}, weights trained by {model.trained_by})")
+    if metrics:
+        print("AUC {auc:.6f}  GAUC {gauc:.6f}  logloss {logloss:.6f}".format(**metrics))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
