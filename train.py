@@ -40,6 +40,7 @@ CONFIG_FLAGS = {
     "holdout_fraction": float,
     "split": str,
     "protocol": str,
+    "dataset": str,
     "attention_norm": str,
     "dice": str,
     "init": str,
@@ -54,7 +55,10 @@ HELP = {
     "mba_reg": "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7); 0 = off",
     "dtype": "the computation's dtype; bfloat16 (JAX) keeps parameters, optimiser state, BatchNorm statistics "
     "and the loss in float32",
-    "max_len": "cut the tutorial CSVs' sequences to N ids (0: the longest training sequence)",
+    "max_len": "cut the CSV sources' sequences to N ids (0: the longest training sequence)",
+    "dataset": "a dataset file (TOML) describing the CSVs in --data (default: DIR/dataset.toml when present)",
+    "protocol": "how raw MovieLens becomes samples: sequential, seed (the tutorial's) or paper (the DIN paper's)",
+    "max_hist": "raw MovieLens and Amazon: a history keeps the user's latest N items",
     "valid_on_test": "early-stop on the test set, as the tutorial did (for comparison only)",
     "share_embeddings": "one vocabulary and embedding table for each attention pair's query and history (the paper's design)",
     "mask_padding": "max-pooling and the attention's BatchNorm/Dice statistics ignore padded positions",
@@ -79,8 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="required for a new run; --resume takes the checkpoint's")
     parser.add_argument(
         "--data", default=None,
-        help="the tutorial's split (train.csv, test.csv) or a raw GroupLens folder (MovieLens-1M .dat files, "
-        "or ratings.csv + movies.csv as in ml-latest-small), detected from the files; "
+        help="a folder, its source detected from its files: CSVs with a dataset.toml (or --dataset), the tutorial's "
+        "split (train.csv, test.csv), raw MovieLens (MovieLens-1M .dat files, or ratings.csv + movies.csv as in "
+        "ml-latest-small), or Amazon reviews + meta (2014 release); "
         "default: MovieLens-1M, downloaded once into --cache-dir and verified",
     )
     parser.add_argument(
@@ -167,7 +172,10 @@ def run(args: argparse.Namespace) -> None:
         data_dir = args.data or data_dir
         args.backend = backend
     else:
-        config = DINConfig(**settings(args))
+        given = settings(args)
+        if given.get("dataset"):  # recorded whole in config.json, so the run can be rebuilt from anywhere
+            given["dataset"] = os.path.abspath(given["dataset"])
+        config = DINConfig(**given)
         data_dir = args.data
         prepare_out(args.out, args.overwrite)  # before anything is read or written
     data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)

@@ -26,7 +26,7 @@ import jax  # noqa: E402
 
 from data.batches import epoch_batches  # noqa: E402
 from data.config import DINConfig  # noqa: E402
-from data.movielens import load_splits  # noqa: E402
+from data.tutorial import load_splits  # noqa: E402
 from din_jax.mesh import make_mesh, parse_mesh  # noqa: E402
 from din_jax.train import JaxBackend  # noqa: E402
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from data.batches import epoch_batches  # noqa: E402
 from data.config import DINConfig  # noqa: E402
-from data.movielens import load_splits  # noqa: E402
+from data.tutorial import load_splits  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
 from din_jax.train import JaxBackend  # noqa: E402
 from din_torch.train import TorchBackend, make_optimizer, train_step  # noqa: E402

@@ -32,7 +32,7 @@ CHOICES = {
     "init": ("tutorial", "paper"),
     "dtype": ("float32", "bfloat16"),
     "param_dtype": ("float32", "float64"),
-    "protocol": ("sequential", "seed"),
+    "protocol": ("sequential", "seed", "paper"),
     "split": ("fraction", "leave-last-out"),
 }
 GROUPS = ("data", "model", "optimizer", "loop", "placement")
@@ -53,9 +53,12 @@ class DINConfig:
     max_len: int = setting(0, "data")
     # One vocabulary and one embedding table per attention (query, history) pair.
     share_embeddings: bool = setting(False, "data")
-    # Raw GroupLens folders; the tutorial's CSVs ignore these. protocol:
-    # "sequential" (data/sequential.py) or "seed" (data/seed_protocol.py).
+    # A dataset file describing CSVs (data/csv_dataset.py); "" = DIR/dataset.toml if present.
+    dataset: str = setting("", "data")
+    # Raw MovieLens folders; CSV sources ignore these. protocol: "sequential"
+    # (data/sequential.py), "seed" (data/seed_protocol.py) or "paper" (data/paper_protocol.py).
     protocol: str = setting("sequential", "data")
+    # Raw MovieLens and Amazon: a history keeps the user's latest max_hist items.
     max_hist: int = setting(50, "data")
     holdout_fraction: float = setting(0.1, "data")
     split: str = setting("fraction", "data")  # or "leave-last-out"

@@ -1,14 +1,15 @@
 """Feature encoders fitted on training data only, saved to and loaded from JSON.
 
 numeric      mean imputation, then scikit-learn's QuantileTransformer (its
-             defaults: 1000 quantiles, uniform output in [0, 1]).
+             defaults: 1000 quantiles, uniform output in [0, 1]), or a
+             z-score, or nothing (data/features.py: `preprocess`).
 categorical  vocabulary = terms seen >= min_count times in train, sorted,
              numbered 1..n; 0 = padding, n + 1 = unknown (unseen terms).
 sequence     '|'-separated terms, same vocabulary rule; max_len = the longest
              training sequence (or config.max_len); longer ones are cut, shorter ones right-padded
              with 0. An empty sequence is all padding.
 
-Inputs are already validated strings and floats (see `data.movielens`);
+Inputs are already validated strings and floats (see the sources' readers);
 outputs are numpy arrays: float32 [N] for numeric, int32 [N] for categorical,
 int32 [N, T] for sequences.
 """
@@ -24,9 +25,11 @@ import pandas as pd
 from sklearn.preprocessing import QuantileTransformer
 
 from data.errors import DataError
+from data.features import KINDS, Feature, features
 from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
 
 PADDING = 0
+DENSE_IDS = 1 << 26  # integer ids below this are counted and looked up in dense tables
 log = logging.getLogger("din")
 
 
@@ -43,13 +46,25 @@ class Vocabulary:
         tokens = np.asarray(tokens if isinstance(tokens, np.ndarray) else list(tokens))
         if np.issubdtype(tokens.dtype, np.integer):
             # Integer ids (0 = none) count as their decimal strings.
-            terms, counts = np.unique(tokens[tokens != PADDING], return_counts=True)
-            return cls(terms[counts >= min_count].astype(str).tolist())
+            if len(tokens) and 0 <= tokens.min() and tokens.max() < DENSE_IDS:  # counting beats sorting
+                counts = np.bincount(tokens.ravel())
+                counts[PADDING] = 0
+                terms = np.flatnonzero(counts >= max(min_count, 1))
+            else:
+                terms, counts = np.unique(tokens[tokens != PADDING], return_counts=True)
+                terms = terms[counts >= min_count]
+            return cls(terms.astype(str).tolist())
         terms, counts = np.unique(tokens.astype(str), return_counts=True)
         return cls([t for t in terms[counts >= min_count].tolist() if t])  # '' is never a term
 
     def _encode_integers(self, ids: np.ndarray) -> np.ndarray:
         numeric = np.array([int(t) if t.lstrip("-").isdigit() else np.iinfo(np.int64).min for t in self.terms], dtype=np.int64)
+        if ids.size and 0 <= ids.min() and ids.max() < DENSE_IDS:  # a lookup table: one gather, no search
+            table = np.full(int(max(ids.max(), numeric.max(initial=0))) + 1, self.unknown, dtype=np.int32)
+            real = (numeric >= 0) & (numeric < len(table))
+            table[numeric[real]] = np.flatnonzero(real) + 1
+            table[PADDING] = PADDING
+            return table[ids]
         order = np.argsort(numeric)  # ids sort as numbers; their codes follow the terms' string order
         ordered = numeric[order]
         position = np.minimum(np.searchsorted(ordered, ids), max(len(ordered) - 1, 0))
@@ -83,19 +98,26 @@ class Vocabulary:
 
 
 class NumericEncoder:
-    """Mean imputation followed by a uniform quantile transform."""
+    """Mean imputation, then a uniform quantile transform (the default), a
+    z-score (`standard`) or nothing (`none`)."""
 
-    def __init__(self, mean: float, transformer: QuantileTransformer):
+    def __init__(self, mean: float, transformer: QuantileTransformer | None, kind: str = "quantile", std: float = 1.0):
         self.mean = float(mean)
         self.transformer = transformer
+        self.kind = kind
+        self.std = float(std)
 
     @classmethod
-    def fit(cls, values: np.ndarray, name: str = "") -> "NumericEncoder":
+    def fit(cls, values: np.ndarray, name: str = "", kind: str = "quantile") -> "NumericEncoder":
         values = np.asarray(values, dtype=np.float64)
         if np.isnan(values).all():
             raise DataError(f"column {name!r}: every training value is missing; nothing to impute from")
         mean = float(np.nanmean(values))
         imputed = np.where(np.isnan(values), mean, values)
+        if kind == "standard":
+            return cls(mean, None, kind, float(np.std(imputed)) or 1.0)  # a constant column stays finite
+        if kind == "none":
+            return cls(mean, None, kind)
         # Default n_quantiles (1000) capped at the sample count, as sklearn
         # does with a warning; capping here keeps the fit silent. No
         # subsampling: the quantiles are exact, so the same data always gives
@@ -109,9 +131,15 @@ class NumericEncoder:
         if len(values) == 0:  # An empty split (e.g. no validation users).
             return np.zeros(0, dtype=np.float32)
         imputed = np.where(np.isnan(values), self.mean, values)
+        if self.kind == "standard":
+            return ((imputed - self.mean) / self.std).astype(np.float32)
+        if self.kind == "none":
+            return imputed.astype(np.float32)
         return self.transformer.transform(imputed.reshape(-1, 1))[:, 0].astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.kind != "quantile":
+            return {"kind": self.kind, "mean": self.mean, "std": self.std}
         return {
             "mean": self.mean,
             "quantiles": self.transformer.quantiles_[:, 0].tolist(),
@@ -120,6 +148,8 @@ class NumericEncoder:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "NumericEncoder":
+        if raw.get("kind", "quantile") != "quantile":
+            return cls(raw["mean"], None, raw["kind"], raw["std"])
         quantiles = np.asarray(raw["quantiles"], dtype=np.float64).reshape(-1, 1)
         transformer = QuantileTransformer(n_quantiles=len(quantiles))
         # The fitted state of a QuantileTransformer is exactly these arrays.
@@ -218,16 +248,15 @@ class SequenceEncoder:
         return cls(Vocabulary(raw["terms"]), raw["max_len"], raw["sep"])
 
 
-def _category_terms(values: np.ndarray) -> np.ndarray:
-    return np.asarray(values)  # ids, or strings ('' is never a term)
-
-
-def _sequence_terms(values: np.ndarray | Sequence[str], sep: str) -> np.ndarray:
-    """Every term of a sequence column: the ids of an integer matrix (0 dropped), or the split strings."""
+def _terms(values: np.ndarray, categories: dict, sequences: dict, name: str) -> np.ndarray:
+    """Every term of a column: a categorical column's values ('' is never a term),
+    a sequence's ids (an integer matrix without its 0s, or the split strings)."""
+    if name in categories:
+        return np.asarray(values)
     if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.integer):
         flat = values.ravel()
         return flat[flat != PADDING]
-    return split_sequences(values, sep)[2]
+    return split_sequences(values, sequences[name].sep)[2]
 
 
 class FeatureEncoders:
@@ -259,19 +288,50 @@ class FeatureEncoders:
         share_embeddings: bool = False,
         max_len: int = 0,
     ) -> "FeatureEncoders":
-        """share_embeddings: each attention pair's query and history get one
-        vocabulary, fitted on the union of both columns' terms. max_len: cut
-        every sequence feature to at most that many ids (0: its longest)."""
-        categories = {name: CategoryEncoder.fit(columns[name], min_count) for name in categorical}
-        sequences = {name: SequenceEncoder.fit(columns[name], min_count, max_len=max_len, name=name) for name in sequence}
-        shared = tuple((h, q) for g in attention_groups for q, h in g.pairs) if share_embeddings else ()
-        for history, query in shared:
-            union = np.concatenate([_category_terms(columns[query]), _sequence_terms(columns[history], sequences[history].sep)])
-            vocabulary = Vocabulary.fit(union, min_count)
-            categories[query] = CategoryEncoder(vocabulary)
-            sequences[history] = SequenceEncoder(vocabulary, sequences[history].max_len, sequences[history].sep)
+        """Features by kind, each with the default options (see `fit_features`)."""
+        return cls.fit_features(columns, features(numeric, categorical, sequence), attention_groups, min_count,
+                                share_embeddings, max_len)
+
+    @classmethod
+    def fit_features(
+        cls,
+        columns: dict[str, np.ndarray],
+        specs: Sequence[Feature],
+        attention_groups: Sequence[AttentionGroup],
+        min_count: int,
+        share_embeddings: bool = False,
+        max_len: int = 0,
+    ) -> "FeatureEncoders":
+        """Fits every feature on the training `columns`. min_count, max_len: the
+        defaults of features that set none (max_len 0: each sequence's longest).
+        A feature's `share`, and with share_embeddings each attention pair's
+        history, uses one vocabulary fitted on the union of both columns' terms
+        (and so one embedding table)."""
+        by_kind = {kind: [f for f in specs if f.kind == kind] for kind in KINDS}
+        count = lambda f: min_count if f.min_count is None else f.min_count  # noqa: E731
+        categories = {f.name: CategoryEncoder.fit(columns[f.name], count(f)) for f in by_kind["categorical"]}
+        sequences = {
+            f.name: SequenceEncoder.fit(columns[f.name], count(f), f.sep, max_len if f.max_len is None else f.max_len, f.name)
+            for f in by_kind["sequence"]
+        }
+        for group in attention_groups:  # one group's histories are read position by position: one length
+            length = max(sequences[h].max_len for h in group.histories)
+            for h in group.histories:
+                sequences[h] = SequenceEncoder(sequences[h].vocabulary, length, sequences[h].sep)
+        shared = tuple((f.name, f.share) for f in specs if f.share)
+        if share_embeddings:
+            shared += tuple((h, q) for g in attention_groups for q, h in g.pairs if (h, q) not in shared)
+        counts = {f.name: count(f) for f in specs}
+        for borrower, owner in shared:
+            union = np.concatenate([_terms(columns[name], categories, sequences, name) for name in (owner, borrower)])
+            vocabulary = Vocabulary.fit(union, counts[owner])
+            for name in (owner, borrower):
+                if name in categories:
+                    categories[name] = CategoryEncoder(vocabulary)
+                else:
+                    sequences[name] = SequenceEncoder(vocabulary, sequences[name].max_len, sequences[name].sep)
         encoders = cls(
-            {name: NumericEncoder.fit(columns[name], name) for name in numeric},
+            {f.name: NumericEncoder.fit(columns[f.name], f.name, f.preprocess) for f in by_kind["numeric"]},
             categories,
             sequences,
             tuple(attention_groups),

@@ -57,19 +57,28 @@ class RawMovieLens:
     format: str
 
 
+def detect(folder: str) -> bool:
+    """Whether the folder holds raw GroupLens files."""
+    return any(os.path.isfile(os.path.join(folder, name)) for name in ("ratings.dat", "ratings.csv"))
+
+
 def detect_format(folder: str) -> str:
-    """'tutorial', 'ml-1m' or 'csv', from the files present."""
+    """'ml-1m' or 'csv', from the files present."""
     has = lambda name: os.path.isfile(os.path.join(folder, name))  # noqa: E731
-    if has("train.csv") and has("test.csv"):
-        return "tutorial"
     if has("ratings.dat"):
         return "ml-1m"
     if has("ratings.csv"):
         return "csv"
     raise DataError(
-        f"{folder}: no MovieLens data found: expected train.csv + test.csv (the tutorial's split), "
-        "ratings.dat + users.dat + movies.dat (MovieLens-1M) or ratings.csv + movies.csv (ml-latest-small, ml-20m, ml-25m)"
+        f"{folder}: no MovieLens data found: expected ratings.dat + users.dat + movies.dat (MovieLens-1M) "
+        "or ratings.csv + movies.csv (ml-latest-small, ml-20m, ml-25m)"
     )
+
+
+def files(folder: str) -> list[str]:
+    """The raw files a GroupLens folder is read from."""
+    names = ("ratings.dat", "users.dat", "movies.dat") if detect_format(folder) == "ml-1m" else ("ratings.csv", "movies.csv")
+    return [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
 
 
 def _read_table(path: str, columns: dict[str, str], separator: str, encoding: str, header: bool) -> pd.DataFrame:
@@ -222,4 +231,3 @@ def read_raw(folder: str) -> RawMovieLens:
         ratings = _ratings(_read_table(path("ratings.csv"), CSV_RATINGS, ",", "utf-8", True))
         movies = _movies(_read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True))
         return RawMovieLens(ratings, movies, None, kind)
-    raise ValueError(f"{folder}: holds the tutorial's split, not raw GroupLens files")

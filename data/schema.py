@@ -64,8 +64,9 @@ class FeatureSchema:
     categorical: tuple[CategoricalFeature, ...]
     sequence: tuple[SequenceFeature, ...]
     attention_groups: tuple[AttentionGroup, ...]
-    # (history, query) pairs whose history uses the query's embedding table
-    # and vocabulary (the paper's design; `--share-embeddings`).
+    # (borrower, owner) pairs: the borrower uses the owner's embedding table and
+    # vocabulary (the paper's design for an attention pair's history and query,
+    # `--share-embeddings`; any pair a dataset file declares with `share`).
     shared: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -89,14 +90,16 @@ class FeatureSchema:
             if len(lengths) != 1:
                 raise ValueError(f"attention group {group.name!r}: histories differ in max_len {sorted(lengths)}")
         sizes = {f.name: f.vocab_size for f in self.categorical + self.sequence}
-        pairs = {(h, q) for g in self.attention_groups for q, h in g.pairs}
-        for history, query in self.shared:
-            if (history, query) not in pairs:
-                raise ValueError(f"shared table {history!r} -> {query!r} is no attention group's (query, history) pair")
-            if sizes[history] != sizes[query]:
-                raise ValueError(f"{history!r} shares {query!r}'s table but their vocab sizes differ")
-        if len({h for h, _ in self.shared}) != len(self.shared):
-            raise ValueError("a history feature shares more than one table")
+        borrowers = {b for b, _ in self.shared}
+        for borrower, owner in self.shared:
+            if borrower not in sizes or owner not in sizes:
+                raise ValueError(f"shared table {borrower!r} -> {owner!r}: both must be categorical or sequence features")
+            if owner in borrowers:
+                raise ValueError(f"{borrower!r} shares {owner!r}'s table, which itself shares another's")
+            if sizes[borrower] != sizes[owner]:
+                raise ValueError(f"{borrower!r} shares {owner!r}'s table but their vocab sizes differ")
+        if len(borrowers) != len(self.shared):
+            raise ValueError("a feature shares more than one table")
         for feature in self.categorical + self.sequence:
             if feature.vocab_size < 2:
                 raise ValueError(f"feature {feature.name!r}: vocab_size must be >= 2, got {feature.vocab_size}")

@@ -7,7 +7,7 @@ One sample per user, their last rating (label = rating >= 4), with
                          rated (seeded)
   demographics, genres   as in the tutorial's CSVs
 Users are split 80/20 into train and test (seeded). The result has the
-columns `data.movielens.read_tutorial_csv` gives for the tutorial's
+columns `data.tutorial.read_tutorial_csv` gives for the tutorial's
 train.csv / test.csv, and goes through the same validation hold-out and
 encoders. Needs users.dat (MovieLens-1M).
 """
@@ -23,11 +23,11 @@ import numpy as np
 
 from data.config import DINConfig
 from data.grouplens import RawMovieLens, read_raw
-from data.movielens import (
-    CATEGORICAL, NUMERIC, REQUIRED_COLUMNS, USER_COLUMN, DataError, Splits, holdout_users, split_and_encode,
-)
+from data.errors import DataError
+from data.splits import Splits, holdout_users
+from data.tutorial import LAYOUT, REQUIRED_COLUMNS, split_and_encode
 from data.schema import LABEL, USER
-from data.sequential import HISTORY, build_samples
+from data.sequential import DEMOGRAPHICS, HISTORY, build_samples
 
 HISTORY_LENGTH = 10
 NEGATIVES = 10
@@ -73,13 +73,17 @@ def build_seed_columns(raw: RawMovieLens, seed: int) -> tuple[dict[str, np.ndarr
         "negHistMovieIds": _joined(sample_negatives(users, raw, NEGATIVES, rng)),
         "genres": samples["genres"][last],
         LABEL: samples[LABEL][last],
-        **{name: samples[name][last] for name in NUMERIC + CATEGORICAL if name != "movieId"},
+        **{name: samples[name][last] for name in DEMOGRAPHICS},
     }
     test = holdout_users(users, TEST_FRACTION, seed)
     return ({k: v[~test] for k, v in columns.items()}, {k: v[test] for k, v in columns.items()})
 
 
-def load_seed_protocol(data_dir: str, config: DINConfig) -> Splits:
+def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+    return dict(zip(("train", "test"), build_seed_columns(read_raw(data_dir), config.seed)))
+
+
+def load(data_dir: str, config: DINConfig) -> Splits:
     train, test = build_seed_columns(read_raw(data_dir), config.seed)
     return split_and_encode(train, test, config)
 
@@ -88,7 +92,7 @@ def write_tutorial_split(raw_dir: str, out_dir: str, seed: int = 0) -> str:
     """Writes the tutorial's train.csv / test.csv built from raw MovieLens-1M
     in `raw_dir` (this protocol, seeded) into `out_dir`, whole or not at all.
 
-    The columns are those `data.movielens.read_tutorial_csv` requires, so the
+    The columns are those `data.tutorial.read_tutorial_csv` requires, so the
     folder reads as the tutorial's split (`--data out_dir`).
     """
     train, test = build_seed_columns(read_raw(raw_dir), seed)
@@ -97,7 +101,7 @@ def write_tutorial_split(raw_dir: str, out_dir: str, seed: int = 0) -> str:
     work = tempfile.mkdtemp(prefix=".seed-split-", dir=parent)
     try:
         for name, columns in (("train.csv", train), ("test.csv", test)):
-            source = {USER_COLUMN: columns[USER], **columns}
+            source = {LAYOUT.user: columns[USER], **columns}
             with open(os.path.join(work, name), "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(REQUIRED_COLUMNS)

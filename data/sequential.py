@@ -26,10 +26,12 @@ import numpy as np
 from data.config import DINConfig
 from data.encoders import FeatureEncoders
 from data.grouplens import RawMovieLens, read_raw
-from data.movielens import DataError, Splits, encode
+from data.errors import DataError
+from data.splits import Splits, encode
 from data.schema import LABEL, USER, AttentionGroup
 
 HISTORY = "histHighRatedMovieIds"
+DEMOGRAPHICS = ("gender", "age", "occupation", "zipCode")  # ml-1m's users.dat
 ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", HISTORY),)),)
 
 
@@ -43,6 +45,23 @@ def _run_starts(*keys: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(change, np.arange(n), 0))
 
 
+def earlier(user: np.ndarray, timestamp: np.ndarray, keep: np.ndarray, max_hist: int, *values: np.ndarray):
+    """For rows sorted by (user, timestamp): each row's latest `max_hist` kept rows
+    of the same user with a STRICTLY earlier timestamp, oldest first, as `values`
+    at those rows [N, max_hist], right-padded with 0 (one matrix per array in values)."""
+    user_start = _run_starts(user)  # first row of the user's rows
+    second_start = _run_starts(user, timestamp)  # first row of the (user, timestamp) run
+    kept_before = np.concatenate([[0], np.cumsum(keep)])  # [N + 1]: kept rows in [0, k)
+    small = np.int32 if len(user) < 2**31 - max_hist else np.int64  # [N, H] index matrices are the memory here
+    end = kept_before[second_start].astype(small)  # history = kept rows [end - h, end): strictly earlier
+    length = np.minimum(end - kept_before[user_start].astype(small), max_hist)  # [N]
+    slots = np.arange(max_hist, dtype=small)
+    index = np.clip(end[:, None] - length[:, None] + slots[None, :], 0, max(int(keep.sum()) - 1, 0))  # [N, H]
+    real = slots[None, :] < length[:, None]
+    out = [np.where(real, v[keep][index], 0) if keep.any() else np.zeros(real.shape, v.dtype) for v in values]
+    return out[0] if len(out) == 1 else out
+
+
 def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
     """One row per sample, unsplit: raw ids, history [N, max_hist] (0 = none),
     plus `order` (the sample's rank among its user's samples) and `count`."""
@@ -53,15 +72,7 @@ def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
     positive = ratings["rating"].to_numpy() >= 4.0
 
     user_start = _run_starts(user)  # first row of the user's ratings
-    second_start = _run_starts(user, timestamp)  # first row of the (user, timestamp) run
-    positives_before = np.concatenate([[0], np.cumsum(positive)])  # [N + 1]: positives in rows [0, k)
-    positive_movies = movie[positive]  # every positive, in row order
-    end = positives_before[second_start]  # history = positives [end - h, end): strictly earlier
-    length = np.minimum(end - positives_before[user_start], max_hist)  # [N]
-    slots = np.arange(max_hist)
-    index = end[:, None] - length[:, None] + slots[None, :]  # [N, H]
-    real = slots[None, :] < length[:, None]
-    history = np.where(real, positive_movies[np.clip(index, 0, max(len(positive_movies) - 1, 0))], 0)
+    history = earlier(user, timestamp, positive, max_hist, movie)
 
     rank = np.arange(len(user)) - user_start  # position among the user's ratings
     _, inverse, sizes = np.unique(user, return_inverse=True, return_counts=True)
@@ -78,14 +89,19 @@ def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
         "count": counts - 1,
     }
     if raw.users is not None:
-        users = raw.users.set_index("user").loc[user]
-        columns |= {
-            "gender": users["gender"].to_numpy().astype(str),
-            "age": users["age"].to_numpy(dtype=np.float64),
-            "occupation": users["occupation"].to_numpy().astype(str),
-            "zipCode": users["zip"].to_numpy().astype(str),
-        }
+        columns |= demographics(raw, user)
     return {name: values[sample] for name, values in columns.items()}
+
+
+def demographics(raw: RawMovieLens, user: np.ndarray) -> dict[str, np.ndarray]:
+    """ml-1m's users.dat columns (DEMOGRAPHICS) for each row's user."""
+    users = raw.users.set_index("user").loc[user]
+    return {
+        "gender": users["gender"].to_numpy().astype(str),
+        "age": users["age"].to_numpy(dtype=np.float64),
+        "occupation": users["occupation"].to_numpy().astype(str),
+        "zipCode": users["zip"].to_numpy().astype(str),
+    }
 
 
 def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: str) -> dict[str, np.ndarray]:
@@ -111,7 +127,11 @@ def split_samples(raw: RawMovieLens, config: DINConfig) -> dict[str, dict[str, n
     return {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
 
 
-def load_sequential(data_dir: str, config: DINConfig) -> Splits:
+def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+    return split_samples(read_raw(data_dir), config)
+
+
+def load(data_dir: str, config: DINConfig) -> Splits:
     raw = read_raw(data_dir)
     splits = split_samples(raw, config)
     if not len(splits["train"][LABEL]):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from data.datasets import raw_splits
 from data.errors import DataError
-from data.grouplens import detect_format, read_raw
+from data import grouplens, tutorial
 from data.rows import history_ids
 from data.schema import LABEL, USER
 from inference.model import TrainedModel, probabilities
@@ -27,12 +27,14 @@ from training import run_dir
 
 def item_titles(data_dir: str) -> dict[str, str]:
     """Item id (as a string) -> title, where the folder has titles."""
-    if detect_format(data_dir) == "tutorial":
+    if tutorial.detect(data_dir):
         frames = [pd.read_csv(os.path.join(data_dir, f"{name}.csv"), dtype=str, keep_default_na=False,
                               usecols=lambda c: c in ("movieId", "title")) for name in ("train", "test")]
         frame = pd.concat(frames)
         return dict(zip(frame["movieId"], frame["title"])) if "title" in frame else {}
-    movies = read_raw(data_dir).movies
+    if not grouplens.detect(data_dir):
+        return {}
+    movies = grouplens.read_raw(data_dir).movies
     return dict(zip(movies["movie"].astype(str), movies["title"].astype(str)))
 
 

@@ -96,7 +96,7 @@ def seed_data_dir() -> str:
 @pytest.fixture(scope="session")
 def seed_splits(seed_data_dir):
     from data.config import DINConfig
-    from data.movielens import load_splits
+    from data.tutorial import load_splits
 
     return load_splits(seed_data_dir, DINConfig())
 
@@ -119,7 +119,7 @@ def tutorial_dir(world, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tutorial_splits(tutorial_dir):
     from data.config import DINConfig
-    from data.movielens import load_splits
+    from data.tutorial import load_splits
 
     return load_splits(tutorial_dir, DINConfig())
 

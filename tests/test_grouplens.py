@@ -196,7 +196,7 @@ class TestSeedProtocol:
         return folder(tmp_path, **{"ratings.dat": "\n".join(ratings) + "\n", "users.dat": users, "movies.dat": movies})
 
     def test_hand_checked_columns(self, tmp_path):
-        from data.movielens import REQUIRED_COLUMNS
+        from data.tutorial import REQUIRED_COLUMNS
         from data.seed_protocol import build_seed_columns
 
         raw = read_raw(self.ml1m(tmp_path))

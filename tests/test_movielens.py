@@ -5,7 +5,7 @@ import pytest
 
 from data.config import DINConfig
 from data.errors import DataError
-from data.movielens import load_splits, read_tutorial_csv
+from data.tutorial import load_splits, read_tutorial_csv
 from data.schema import LABEL, USER
 
 HEADER = "userId,movieId,ratting,timestamp,last,histHighRatedMovieIds,negHistMovieIds,gender,age,occupation,zipCode,title,genres,label"

@@ -16,7 +16,7 @@ from data.config import DINConfig
 from data.datasets import load_splits
 from data.errors import DataError
 from data.grouplens import read_raw
-from data.movielens import read_tutorial_csv
+from data.tutorial import read_tutorial_csv
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -17,7 +17,7 @@ from data.batches import epoch_batches, num_rows
 from data.config import DINConfig
 from data.datasets import data_fingerprint
 from data.errors import UserError
-from data.movielens import Splits
+from data.splits import Splits
 from data.schema import LABEL, USER
 from training import checkpoint, plots, run_dir
 from training.backend import Backend
@@ -85,7 +85,7 @@ def fit(
     # Hashing the data costs a read of every file, so only runs with checkpoints pay it.
     fingerprint = None
     if checkpoint_every or resume:
-        fingerprint = checkpoint.fingerprint(config, data_fingerprint(data_dir) if data_dir else None)
+        fingerprint = checkpoint.fingerprint(config, data_fingerprint(data_dir, config) if data_dir else None)
     if resume:
         loop, best_weights = checkpoint.restore(out_dir, backend, fingerprint)
         log.info("resuming %s at epoch %d, batch %d (step %d)", out_dir, loop.epoch, loop.position, loop.step)

@@ -84,7 +84,7 @@ def test_options_ten_adam_steps(name):
 
 
 def test_all_options_on_seed_data(seed_data_dir):
-    from data.movielens import load_splits
+    from data.tutorial import load_splits
 
     config = NO_DROPOUT.replace(**{k: v for k, v in OPTIONS["all"].items() if k != "share"}, share_embeddings=True)
     splits = load_splits(seed_data_dir, config)
@@ -114,7 +114,7 @@ def test_gradients_tutorial_layout(tutorial_splits):
 
 
 def test_shared_embeddings_tutorial_layout(tutorial_dir):
-    from data.movielens import load_splits
+    from data.tutorial import load_splits
 
     splits = load_splits(tutorial_dir, DINConfig(share_embeddings=True))
     schema = splits.encoders.schema()

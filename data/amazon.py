@@ -1,0 +1,241 @@
+"""Amazon product data (2014 release, McAuley et al.) in the DIN authors' protocol.
+
+The folder holds `reviews_<Category>_5.json[.gz]` (JSON lines: reviewerID,
+asin, unixReviewTime, ...) and `meta_<Category>.json[.gz]` (one Python dict
+literal a line, single-quoted: parsed with `ast.literal_eval`, never `eval`).
+Electronics is the paper's benchmark; Books (DIEN's) and the other
+categories read the same way.
+
+Samples, as github zhougr1993/DeepInterestNetwork builds them
+(utils/1_convert_pd.py, utils/2_remap_id.py, din/build_dataset.py):
+  * items without meta are dropped; an item's category is the last element
+    of its last category path; items and categories are numbered as the
+    authors' remap does (sorted keys), plus one (0 is padding here);
+  * each user's reviews in `unixReviewTime` order (ties: file order);
+  * for every position i >= 1, a positive (history = the user's items
+    before i, candidate item i) and a negative (a seeded random item of the
+    catalogue the user never reviewed) with the same history; the last
+    position is test, every earlier one train;
+  * features: the candidate item and its category, the history's items and
+    their categories: ONE attention group of two pairs, each history
+    sharing its query's table (the authors' model); the user for GAUC only.
+    Every item and category gets an embedding (min_count 1), as in theirs.
+Histories keep the latest `max_hist` items (--max-hist, default 50):
+Electronics histories are short (a median of 6 items), a few users' are very
+long, and one such user would otherwise widen every batch's tensor.
+Validation without peeking: each user's second-to-last position moves from
+train to validation; --valid-on-test validates on the test set, as the
+authors do. GAUC on these splits is the authors' (every user has one
+positive and one negative at each position).
+Everything after parsing is numpy group arithmetic: no loop over users.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from data.config import DINConfig
+from data.encoders import FeatureEncoders
+from data.errors import DataError
+from data.features import Feature
+from data.schema import LABEL, USER, AttentionGroup
+from data.sequential import _run_starts, earlier
+from data.splits import Splits, encode
+
+REVIEWS = re.compile(r"^reviews_(?P<category>.+)_5\.json(\.gz)?$")
+RELEASE = "https://cseweb.ucsd.edu/~jmcauley/datasets/amazon/links.html"
+FEATURES = (
+    Feature("item", "categorical", min_count=1),
+    Feature("category", "categorical", min_count=1),
+    Feature("item_history", "sequence", min_count=1, share="item"),
+    Feature("category_history", "sequence", min_count=1, share="category"),
+)
+ATTENTION_GROUPS = (AttentionGroup("history", (("item", "item_history"), ("category", "category_history"))),)
+ASIN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
+RECORD = re.compile(r"^[ \t]*\{", re.MULTILINE)
+REVIEW_FIELDS = {  # key -> its value, in a JSON line of the reviews file
+    "reviewerID": re.compile(r'"reviewerID"\s*:\s*"([^"\\]*)"'),
+    "asin": re.compile(r'"asin"\s*:\s*"([^"\\]*)"'),
+    "unixReviewTime": re.compile(r'"unixReviewTime"\s*:\s*(-?\d+)'),
+}
+
+
+def _reviews_file(folder: str) -> str | None:
+    if not os.path.isdir(folder):
+        return None
+    names = sorted(name for name in os.listdir(folder) if REVIEWS.match(name))
+    return os.path.join(folder, names[0]) if names else None
+
+
+def detect(folder: str) -> bool:
+    return _reviews_file(folder) is not None
+
+
+def find_files(folder: str) -> tuple[str, str]:
+    """(reviews, meta) paths of the folder's category; a missing one is an error naming both."""
+    reviews = _reviews_file(folder)
+    category = REVIEWS.match(os.path.basename(reviews)).group("category") if reviews else "<Category>"
+    metas = [os.path.join(folder, f"meta_{category}.json{ext}") for ext in (".gz", "")]
+    meta = next((path for path in metas if os.path.isfile(path)), None)
+    if reviews is None or meta is None:
+        raise DataError(
+            f"{folder}: Amazon data needs reviews_{category}_5.json.gz and meta_{category}.json.gz (either may be "
+            f"uncompressed); {'meta' if reviews else 'the reviews file'} is missing. Both are published with the "
+            f"2014 Amazon product data at {RELEASE}"
+        )
+    return reviews, meta
+
+
+def _open(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def read_reviews(path: str) -> pd.DataFrame:
+    """user (str), item (str), time (int64), one row per review in file order.
+
+    The three fields are found by regular expressions over the whole text (C
+    speed; a JSON string cannot hold an unescaped quote, so a key pattern never
+    matches inside a review's text). Each must occur once per line; otherwise
+    the lines are parsed one by one as JSON, which names the first bad line.
+    """
+    try:
+        with _open(path) as f:
+            text = f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: unreadable ({error})") from None
+    records = len(RECORD.findall(text))  # lines holding an object
+    found = [pattern.findall(text) for pattern in REVIEW_FIELDS.values()]
+    if any(len(values) != records for values in found):
+        found = _parse_lines(path, text)
+    users, items, times = found
+    return pd.DataFrame({"user": np.asarray(users, dtype=object), "item": np.asarray(items, dtype=object),
+                         "time": np.asarray(times, dtype=np.int64)})
+
+
+def _parse_lines(path: str, text: str) -> list[list]:
+    """The slow path: every line as JSON, the first bad one named."""
+    out: list[list] = [[], [], []]
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            values = [str(record["reviewerID"]), str(record["asin"]), int(record["unixReviewTime"])]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{path}, line {number}: not a review (a JSON object with reviewerID, asin and a "
+                            "numeric unixReviewTime)") from None
+        for column, value in zip(out, values):
+            column.append(value)
+    return out
+
+
+def read_meta(path: str, items: set[str]) -> dict[str, str]:
+    """asin -> category (the last element of the last category path), for the
+    reviewed `items` only: other lines are skipped before they are parsed."""
+    categories: dict[str, str] = {}
+    with _open(path) as f:
+        for number, line in enumerate(f, 1):
+            found = ASIN.search(line)
+            if not line.strip() or (found and found.group(1) not in items):
+                continue
+            try:
+                record = ast.literal_eval(line)  # a Python literal, never code
+                asin, paths = record["asin"], record.get("categories") or [[""]]
+                categories[str(asin)] = str(paths[-1][-1]) if paths[-1] else ""
+            except (ValueError, SyntaxError, KeyError, TypeError, IndexError, MemoryError, RecursionError):
+                raise DataError(f"{path}, line {number}: not a meta record (a Python dict literal with 'asin' "
+                                "and 'categories')") from None
+    return categories
+
+
+def build_samples(reviews: pd.DataFrame, categories: dict[str, str], max_hist: int, seed: int) -> dict[str, np.ndarray]:
+    """Every (user, position >= 1) as a positive and a negative row, unsplit,
+    with `position` and `count` (the user's positions) for the split."""
+    reviews = reviews[reviews["item"].isin(categories.keys())]
+    if not len(reviews):
+        raise DataError("no review's item has meta: the reviews and meta files do not match")
+    item_keys = np.asarray(sorted(categories))  # the authors' remap: sorted keys
+    category_keys = np.asarray(sorted(set(categories.values())))
+    item = (np.searchsorted(item_keys, reviews["item"].to_numpy()) + 1).astype(np.int32)  # 1-based: 0 is padding
+    item_category = (np.searchsorted(category_keys, [categories[k] for k in item_keys]) + 1).astype(np.int32)
+    user, _ = pd.factorize(reviews["user"], sort=True)  # the authors' remap: sorted reviewer ids
+    order = np.lexsort((reviews["time"].to_numpy(), user))  # by user, then time; ties keep file order (stable)
+    user, item, time = user[order], item[order], reviews["time"].to_numpy()[order]
+
+    start = _run_starts(user)
+    position = np.arange(len(user)) - start  # [R]
+    counts = np.bincount(user)[user]  # the user's number of reviews
+    # History = the user's items at positions < i (time ties included: the
+    # authors take the list prefix), so each position is its own "timestamp".
+    history = earlier(user, position, np.ones(len(user), bool), max_hist, item)  # [R, H]
+    negative = _negatives(user, item, len(item_keys), np.random.default_rng(seed))
+    sample = position >= 1
+    rows = np.flatnonzero(sample)
+    both = np.concatenate([rows, rows])  # positives, then negatives
+    candidates = np.concatenate([item[rows], negative[rows]])
+    hist = history[both]
+    return {
+        USER: user[both].astype(np.int64),
+        "item": candidates,
+        "category": item_category[candidates - 1],
+        "item_history": hist,
+        "category_history": np.where(hist > 0, item_category[np.maximum(hist, 1) - 1], 0),
+        LABEL: np.concatenate([np.ones(len(rows)), np.zeros(len(rows))]).astype(np.float32),
+        "position": position[both],
+        "count": counts[both],
+    }
+
+
+def _negatives(user: np.ndarray, item: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """One item per review row drawn uniformly from the catalogue [1, n_items],
+    never one the row's user reviewed (vectorised rejection sampling)."""
+    span = np.int64(n_items + 1)
+    reviewed = np.unique(user.astype(np.int64) * span + item)  # sorted (user, item) keys
+
+    def clashes(rows: np.ndarray) -> np.ndarray:
+        keys = user[rows].astype(np.int64) * span + out[rows]
+        at = np.minimum(np.searchsorted(reviewed, keys), len(reviewed) - 1)
+        return rows[reviewed[at] == keys]
+
+    out = rng.integers(1, n_items + 1, len(user)).astype(np.int32)
+    redraw = clashes(np.arange(len(user)))
+    while redraw.size:
+        out[redraw] = rng.integers(1, n_items + 1, redraw.size)
+        redraw = clashes(redraw)
+    return out
+
+
+def split_samples(samples: dict[str, np.ndarray], valid_on_test: bool) -> dict[str, dict[str, np.ndarray]]:
+    """The last position -> test; the one before -> valid (kept in train with valid_on_test)."""
+    from_end = samples.pop("count") - 1 - samples.pop("position")  # 0 for the user's last position
+    test = from_end == 0
+    valid = (from_end == 1) & (not valid_on_test)
+    masks = {"train": ~test & ~valid, "valid": test if valid_on_test else valid, "test": test}
+    return {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
+
+
+def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+    reviews_path, meta_path = find_files(data_dir)
+    reviews = read_reviews(reviews_path)
+    try:
+        samples = build_samples(reviews, read_meta(meta_path, set(pd.unique(reviews["item"]))), config.max_hist,
+                                config.seed)
+    except DataError as error:
+        raise DataError(f"{data_dir}: {error}") from None
+    return split_samples(samples, config.valid_on_test)
+
+
+def load_splits(data_dir: str, config: DINConfig) -> Splits:
+    splits = raw_splits(data_dir, config)
+    if not len(splits["train"][LABEL]):
+        raise DataError(f"{data_dir}: no training samples: every user has fewer than 3 reviews of items with meta")
+    encoders = FeatureEncoders.fit_features(splits["train"], FEATURES, ATTENTION_GROUPS, config.min_count,
+                                            config.share_embeddings, config.max_len)
+    return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)

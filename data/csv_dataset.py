@@ -1,0 +1,229 @@
+"""Any CSV, described by a dataset file (TOML): the source for your own data.
+
+    label = "clk"                      # 0/1 column
+    user = "userid"                    # optional: GAUC, and the validation hold-out
+    [files]                            # relative to the data folder; .csv or .csv.gz
+    train = "train.csv"
+    valid = "valid.csv"                # optional: else a seeded share of training users
+    test = "test.csv"
+    [features]                         # in this order; kind: numeric | categorical | sequence
+    price = { kind = "numeric", preprocess = "standard" }   # quantile (default) | standard | none
+    adgroup_id = { kind = "categorical", min_count = 1 }
+    click_sequence = { kind = "sequence", sep = "^", max_len = 50, share = "adgroup_id" }
+    [attention]                        # group name -> (query, history) pairs
+    clicks = [["adgroup_id", "click_sequence"]]
+
+A folder holding `dataset.toml` is read through it; `--dataset FILE` names a
+file kept elsewhere. Empty values follow the tutorial's rules: an empty
+number is imputed with the training mean, an empty id is unknown, an empty
+sequence is all padding. Options left out take the run's (`--min-count`,
+`--max-len`). A mistake in the file is one line naming the file, the key and
+the fix; a bad value in a CSV names the file, line and column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+
+import numpy as np
+
+from data.config import DINConfig
+from data.encoders import FeatureEncoders
+from data.errors import DataError
+from data.features import KINDS, PREPROCESS, Feature
+from data.rows import read_csv
+from data.schema import LABEL, RESERVED, USER, AttentionGroup
+from data.splits import Splits, encode, holdout_users
+
+FILE_NAME = "dataset.toml"
+SPLITS = ("train", "valid", "test")
+OPTIONS = {"kind", "sep", "min_count", "max_len", "preprocess", "share"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A parsed dataset file."""
+
+    path: str  # the file, for messages
+    label: str
+    user: str | None
+    files: dict[str, str]  # split -> file name, relative to the data folder
+    features: tuple[Feature, ...]
+    attention_groups: tuple[AttentionGroup, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every CSV column the layout reads."""
+        names = (*([self.user] if self.user else []), *(f.name for f in self.features), self.label)
+        return tuple(dict.fromkeys(names))  # the user column may be a feature too
+
+
+def read_layout(path: str) -> Layout:
+    """Parses and checks a dataset file; every mistake names the file and the key."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such dataset file")
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not valid TOML ({error})") from None
+
+    def fail(key: str, why: str) -> DataError:
+        return DataError(f"{path}, key {key!r}: {why}")
+
+    unknown = sorted(set(raw) - {"label", "user", "files", "features", "attention"})
+    if unknown:
+        raise fail(unknown[0], "unknown key; a dataset file has label, user, [files], [features] and [attention]")
+    for key in ("label", "files", "features"):
+        if key not in raw:
+            raise fail(key, "missing; see data/csv_dataset.py or the README's Data section for the layout")
+    if not isinstance(raw["label"], str) or ("user" in raw and not isinstance(raw["user"], str)):
+        raise fail("label" if not isinstance(raw["label"], str) else "user", "must be a column name (a string)")
+    files = raw["files"]
+    if not isinstance(files, dict) or "train" not in files or "test" not in files:
+        raise fail("files", "needs train and test (and optionally valid) file names")
+    for split, name in files.items():
+        if split not in SPLITS or not isinstance(name, str):
+            raise fail(f"files.{split}", f"expected one of {SPLITS} naming a CSV file")
+    features = []
+    for name, options in raw["features"].items():
+        key = f"features.{name}"
+        if not isinstance(options, dict):
+            raise fail(key, 'expected a table, e.g. { kind = "categorical" }')
+        extra = sorted(set(options) - OPTIONS)
+        if extra:
+            raise fail(f"{key}.{extra[0]}", f"unknown option; a feature takes {sorted(OPTIONS)}")
+        kind = options.get("kind")
+        if kind not in KINDS:
+            raise fail(f"{key}.kind", f"{kind!r} is not a kind; use one of {KINDS}")
+        if name in RESERVED or name == raw["label"]:
+            raise fail(key, f"is the label column (or one of the reserved names {RESERVED}); it cannot be a feature")
+        for option in ("min_count", "max_len"):
+            if option in options and (not isinstance(options[option], int) or options[option] < 0):
+                raise fail(f"{key}.{option}", "must be an integer >= 0")
+        if options.get("preprocess", "quantile") not in PREPROCESS:
+            raise fail(f"{key}.preprocess", f"use one of {PREPROCESS}")
+        if "sep" in options and (not isinstance(options["sep"], str) or not options["sep"]):
+            raise fail(f"{key}.sep", "must be a non-empty string")
+        features.append(Feature(name, kind, options.get("sep", "|"), options.get("min_count"), options.get("max_len"),
+                                options.get("preprocess", "quantile"), options.get("share")))
+    by_name = {f.name: f for f in features}
+    for feature in features:
+        if feature.share is None:
+            continue
+        key = f"features.{feature.name}.share"
+        owner = by_name.get(feature.share)
+        if owner is None or owner.kind == "numeric" or feature.kind == "numeric":
+            raise fail(key, f"{feature.share!r} is no categorical or sequence feature of this file")
+        chain = [feature.name]
+        while by_name[chain[-1]].share is not None and len(chain) <= len(features):
+            chain.append(by_name[chain[-1]].share)
+            if chain[-1] in chain[:-1]:
+                raise fail(key, f"the shares form a cycle ({' -> '.join(chain)}); let one feature own "
+                           "the vocabulary (no share) and the others share it")
+        if owner.share is not None:
+            raise fail(key, f"{owner.name!r} itself shares {owner.share!r}; share {owner.share!r} directly")
+    groups = []
+    for name, pairs in raw.get("attention", {}).items():
+        key = f"attention.{name}"
+        if not isinstance(pairs, list) or not pairs or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise fail(key, 'expected a list of [query, history] pairs, e.g. [["item", "item_history"]]')
+        for query, history in pairs:
+            if by_name.get(query) is None or by_name[query].kind != "categorical":
+                raise fail(key, f"query {query!r} is not a categorical feature of this file")
+            if by_name.get(history) is None or by_name[history].kind != "sequence":
+                raise fail(key, f"history {history!r} is not a sequence feature of this file")
+        groups.append(AttentionGroup(name, tuple(tuple(p) for p in pairs)))
+    return Layout(path, raw["label"], raw.get("user"), dict(files), tuple(features), tuple(groups))
+
+
+def _float(text: str) -> float:
+    value = float(text) if text else float("nan")
+    if np.isinf(value):
+        raise ValueError(text)
+    return value
+
+
+def _label(text: str) -> float:
+    value = float(text)
+    if value not in (0.0, 1.0):
+        raise ValueError(text)
+    return value
+
+
+def read_split(path: str, layout: Layout) -> dict[str, np.ndarray]:
+    """One CSV file -> raw columns (strings; floats for numeric features), LABEL and USER."""
+    frame, lines = read_csv(path)
+    missing = [c for c in layout.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; header is {list(frame.columns)}")
+    if not len(frame):
+        raise DataError(f"{path}: no data rows after the header")
+    raw = {name: frame[name].to_numpy(dtype=object) for name in layout.columns}
+    raw = {name: np.asarray([v.strip() for v in values], dtype=object) for name, values in raw.items()}
+
+    def parse(column: str, convert, dtype, why: str) -> np.ndarray:
+        values = np.empty(len(frame), dtype=dtype)
+        for i, text in enumerate(raw[column]):
+            try:
+                values[i] = convert(text)
+            except ValueError:
+                raise DataError(f"{path}, line {lines[i]}, column {column!r}: {why} (value {text!r})") from None
+        return values
+
+    out: dict[str, np.ndarray] = {}
+    for feature in layout.features:
+        if feature.kind == "numeric":
+            out[feature.name] = parse(feature.name, _float, np.float64, "not a finite number")  # empty -> NaN
+            continue
+        if feature.kind == "sequence":
+            for i, text in enumerate(raw[feature.name]):
+                if text and "" in text.split(feature.sep):
+                    raise DataError(f"{path}, line {lines[i]}, column {feature.name!r}: empty term in a "
+                                    f"{feature.sep!r}-separated sequence (value {text!r})")
+        out[feature.name] = raw[feature.name].astype(str)
+    out[LABEL] = parse(layout.label, _label, np.float32, "label must be 0 or 1")
+    if layout.user:
+        users = raw[layout.user]
+        integer = len(users) and users[0].lstrip("-").isdigit()  # integer ids stay integers (as the first row's)
+        out[USER] = parse(layout.user, int, np.int64, "user id must be an integer") if integer else users.astype(str)
+    else:
+        out[USER] = np.arange(len(frame), dtype=np.int64)  # no users: every row its own (GAUC undefined)
+    return out
+
+
+def raw_splits(data_dir: str, layout: Layout) -> dict[str, dict[str, np.ndarray]]:
+    """The layout's files, read: train, test and (when the file names one) valid."""
+    return {split: read_split(os.path.join(data_dir, name), layout) for split, name in layout.files.items()}
+
+
+def files(data_dir: str, layout: Layout) -> list[str]:
+    return [os.path.join(data_dir, name) for name in layout.files.values()]
+
+
+def split_and_encode(parts: dict[str, dict[str, np.ndarray]], layout: Layout, config: DINConfig) -> Splits:
+    """Validation: the layout's valid file, else a seeded share of training users
+    (the test split with --valid-on-test). Encoders are fitted on the rest."""
+    train, test = parts["train"], parts["test"]
+    if config.valid_on_test:
+        fit_rows, valid = train, test
+    elif "valid" in parts:
+        fit_rows, valid = train, parts["valid"]
+    else:
+        held_out = holdout_users(train[USER], config.valid_fraction, config.seed)
+        fit_rows = {name: values[~held_out] for name, values in train.items()}
+        valid = {name: values[held_out] for name, values in train.items()}
+    encoders = FeatureEncoders.fit_features(
+        fit_rows, layout.features, layout.attention_groups, config.min_count, config.share_embeddings, config.max_len,
+    )
+    return Splits(encode(fit_rows, encoders), encode(valid, encoders), encode(test, encoders), encoders)
+
+
+def load_splits(data_dir: str, layout: Layout, config: DINConfig) -> Splits:
+    parts = raw_splits(data_dir, layout)
+    try:
+        return split_and_encode(parts, layout, config)
+    except DataError as error:  # a column no encoder can be fitted on
+        raise DataError(f"{os.path.join(data_dir, layout.files['train'])}: {error}") from None

@@ -1,0 +1,129 @@
+"""Any CSV described by a dataset file: the tutorial's layout through one, the Taobao sample, bad files."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import train
+from conftest import sample_dir
+from data.config import DINConfig
+from data.datasets import detect, load_splits
+from data.encoders import FeatureEncoders
+from data.errors import DataError
+from data.schema import LABEL, USER, AttentionGroup
+from data.splits import encode, holdout_users
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tutorial_reference(folder: str, config: DINConfig):
+    """The tutorial's split read and encoded the way the project did before dataset files:
+    its features spelled out, pandas for the CSVs."""
+    def read(name):
+        frame = pd.read_csv(os.path.join(folder, name), dtype=str, keep_default_na=False)
+        columns = {c: frame[c].str.strip().to_numpy().astype(str) for c in
+                   ("gender", "movieId", "occupation", "zipCode", "genres", "histHighRatedMovieIds", "negHistMovieIds")}
+        columns["age"] = pd.to_numeric(frame["age"].replace("", np.nan)).to_numpy(np.float64)
+        columns[LABEL] = frame["label"].astype(float).to_numpy(np.float32)
+        columns[USER] = frame["userId"].astype(np.int64).to_numpy()
+        return columns
+
+    train_rows, test = read("train.csv"), read("test.csv")
+    held = holdout_users(train_rows[USER], config.valid_fraction, config.seed)
+    fit = {k: v[~held] for k, v in train_rows.items()}
+    valid = {k: v[held] for k, v in train_rows.items()}
+    encoders = FeatureEncoders.fit(
+        fit, ["age"], ["gender", "movieId", "occupation", "zipCode"], ["genres", "histHighRatedMovieIds", "negHistMovieIds"],
+        [AttentionGroup("group1", (("movieId", "histHighRatedMovieIds"),))], config.min_count, config.share_embeddings,
+        config.max_len,
+    )
+    return [encode(part, encoders) for part in (fit, valid, test)], encoders
+
+
+@pytest.mark.parametrize("options", [{}, {"share_embeddings": True, "max_len": 4, "min_count": 2}])
+def test_the_tutorial_layout_is_a_dataset_file(tutorial_dir, options):
+    config = DINConfig(**options)
+    assert detect(tutorial_dir, config) == "tutorial"
+    splits = load_splits(tutorial_dir, config)
+    expected, encoders = tutorial_reference(tutorial_dir, config)
+    assert splits.encoders.to_json() == encoders.to_json()
+    for found, wanted in zip((splits.train, splits.valid, splits.test), expected):
+        assert found.keys() == wanted.keys()
+        for name in wanted:
+            assert found[name].dtype == wanted[name].dtype and np.array_equal(found[name], wanted[name]), name
+
+
+def test_a_folder_with_its_own_dataset_file(tutorial_dir, tmp_path):
+    folder = tmp_path / "mine"
+    shutil.copytree(tutorial_dir, folder)
+    (folder / "train.csv").rename(folder / "fit.csv")
+    layout = (ROOT / "data" / "layouts" / "tutorial.toml").read_text().replace('"train.csv"', '"fit.csv"')
+    (folder / "dataset.toml").write_text(layout.replace('age = { kind = "numeric" }',
+                                                        'age = { kind = "numeric", preprocess = "standard" }'))
+    splits = load_splits(str(folder), DINConfig())
+    assert detect(str(folder), DINConfig()) == "dataset file"
+    ages = splits.train["age"]
+    assert abs(float(ages.mean())) < 0.05 and abs(float(ages.std()) - 1) < 0.05  # z-scored, not quantiles
+    assert len(splits.test[LABEL]) == len(pd.read_csv(folder / "test.csv"))
+
+
+def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path):
+    data = sample_dir("taobao-ad-sample")
+    runs = {}
+    for backend in ("torch", "jax"):
+        runs[backend] = tmp_path / backend
+        assert train.main(["--backend", backend, "--data", data, "--dataset", str(ROOT / "examples" / "taobao-ad.toml"),
+                           "--epochs", "2", "--batch-size", "32", "--out", str(runs[backend]), "--no-progress"]) == 0
+    config = DINConfig.from_json((runs["jax"] / "config.json").read_text())
+    assert config.dataset == str(ROOT / "examples" / "taobao-ad.toml")
+    result = subprocess.run([sys.executable, "-m", "parity", str(runs["jax"]), "--dtype", "float32"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "all outputs within tolerance" in result.stdout, result.stdout + result.stderr
+    assert "eval attention_weights/clicks" in result.stdout
+
+
+def bad_file(tmp_path, tutorial_dir, edit) -> str:
+    text = edit((ROOT / "data" / "layouts" / "tutorial.toml").read_text())
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return str(path)
+
+
+BAD = {
+    "unknown kind": (lambda t: t.replace('gender = { kind = "categorical" }', 'gender = { kind = "category" }'),
+                     "bad.toml, key 'features.gender.kind': 'category' is not a kind; use one of"),
+    "column missing": (lambda t: t.replace("[attention]", 'mood = { kind = "numeric" }\n\n[attention]'),
+                       "train.csv: missing column(s) ['mood']"),
+    "history not a sequence": (lambda t: t.replace('[["movieId", "histHighRatedMovieIds"]]', '[["movieId", "gender"]]'),
+                               "bad.toml, key 'attention.group1': history 'gender' is not a sequence feature"),
+    "share cycle": (lambda t: t.replace('genres = { kind = "sequence" }', 'genres = { kind = "sequence", share = "negHistMovieIds" }')
+                    .replace('negHistMovieIds = { kind = "sequence" }', 'negHistMovieIds = { kind = "sequence", share = "genres" }'),
+                    "bad.toml, key 'features.genres.share': the shares form a cycle (genres -> negHistMovieIds -> genres)"),
+    "not toml": (lambda t: t + "\n[files\n", "bad.toml: not valid TOML"),
+    "unknown option": (lambda t: t.replace('age = { kind = "numeric" }', 'age = { kind = "numeric", scale = 2 }'),
+                       "key 'features.age.scale': unknown option"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_dataset_files_are_one_line(case, tutorial_dir, tmp_path, capsys):
+    edit, expected = BAD[case]
+    path = bad_file(tmp_path, tutorial_dir, edit)
+    code = train.main(["--backend", "torch", "--data", tutorial_dir, "--dataset", path, "--out", str(tmp_path / "run"),
+                       "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_file(tutorial_dir, tmp_path):
+    with pytest.raises(DataError, match="no such dataset file"):
+        load_splits(tutorial_dir, DINConfig(dataset=str(tmp_path / "none.toml")))
