@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import log_loss as sklearn_log_loss
 
@@ -47,6 +48,26 @@ class TestMetrics:
         labels2 = np.array([1, 0, 0, 1, 1, 0, 0, 1, 0])
         # user 3 now counts with AUC 0 (its positive scored lower), weight 2.
         assert metrics.gauc(users, labels2, logits) == pytest.approx((1.5 + 2.0 + 0.0) / 9)
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_gauc_equals_the_per_user_sklearn_loop(self, seed):
+        from sklearn.metrics import roc_auc_score
+
+        rng = np.random.default_rng(seed)
+        n = 5_000
+        users = rng.integers(0, 600, n).astype(str) if seed == 2 else rng.integers(0, 600, n)
+        labels = rng.integers(0, 2, n).astype(np.float32)
+        logits = np.round(rng.normal(size=n), 1 if seed == 1 else 6)  # seed 1: many tied scores
+        if seed == 0:
+            logits = np.round(logits, 2).astype(np.float32)  # the backends' dtype, ties and -0.0 included
+            logits[:50] = -0.0
+        frame = pd.DataFrame({"user": users, "label": labels, "logit": logits})
+        total = weight = 0.0
+        for _, group in frame.groupby("user", sort=False):  # the definition, one sklearn call per user
+            if group["label"].nunique() == 2:
+                total += len(group) * roc_auc_score(group["label"], group["logit"])
+                weight += len(group)
+        assert abs(metrics.gauc(users, labels, logits) - total / weight) < 1e-12
 
     def test_gauc_without_eligible_users_is_nan(self):
         assert np.isnan(metrics.gauc(np.array([1, 2]), np.array([0, 1]), np.array([0.1, 0.2])))
