@@ -1,8 +1,10 @@
-"""Train and evaluate DIN on MovieLens with either backend.
+"""Train and evaluate DIN with either backend.
 
     python train.py --backend jax --data DIR --epochs N --batch-size B --seed S --out RUN_DIR
 
-Without --data, MovieLens-1M is downloaded from GroupLens (once, verified).
+DIR is any supported folder (data/datasets.py: your CSVs with a dataset
+file, the tutorial's split, raw MovieLens, Amazon reviews + meta). Without
+--data, MovieLens-1M is downloaded from GroupLens (once, verified).
 
 Flags fill a DINConfig; the shared loop in `training/loop.py` does the rest.
 Only the chosen framework is imported.
