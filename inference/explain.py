@@ -75,7 +75,7 @@ def candidates(model: TrainedModel, data_dir: str, user: str) -> tuple[dict[str,
     donors = [(base, "engaged with next" if columns[LABEL][base] == 1 else "their latest sample")]
     low = [i for i in mine[::-1] if columns[LABEL][i] == 0 and items[i] != items[base]]
     if low:
-        donors.append((int(low[0]), "rated low"))
+        donors.append((int(low[0]), "label 0 (e.g. rated low)"))
     encoder = model.encoders.sequence[history]
     seen = set(items[mine]) | set(history_ids(columns[history][base : base + 1], encoder.sep, encoder.max_len)[2])
     unseen = np.asarray(sorted(set(items) - seen))
