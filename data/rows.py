@@ -121,21 +121,23 @@ def _sequences(values: np.ndarray, column: str, sep: str, where: _Where) -> np.n
     return np.asarray(out, dtype=str)
 
 
-def _labels(values: np.ndarray, where: _Where) -> np.ndarray:
-    labels = _numbers(values, LABEL, where)
+def _labels(values: np.ndarray, where: _Where, column: str) -> np.ndarray:
+    labels = _numbers(values, column, where)
     bad = np.flatnonzero(~np.isin(labels, (0.0, 1.0)))
     if bad.size:
-        raise DataError(f"{where(LABEL, bad[0])}: label must be 0 or 1 (value {values[bad[0]]!r})")
+        raise DataError(f"{where(column, bad[0])}: label must be 0 or 1 (value {values[bad[0]]!r})")
     return labels.astype(np.float32)
 
 
 def to_columns(
     rows: pd.DataFrame | Mapping[str, Any], encoders: FeatureEncoders, source: str = "rows",
-    lines: np.ndarray | None = None,
+    lines: np.ndarray | None = None, user_columns: tuple[str, ...] = USER_COLUMNS, label_column: str = LABEL,
 ) -> dict[str, np.ndarray]:
     """Raw rows -> {feature: values the encoders take}, plus LABEL and USER when given.
 
     source, lines: how messages name the input (a file and its data rows' line numbers).
+    user_columns: the names the user column may have (the first found is taken);
+    label_column: the label's (a dataset file may name it, e.g. 'clk').
     """
     if isinstance(rows, pd.DataFrame):
         raw = {str(name): rows[name].to_numpy() for name in rows.columns}
@@ -146,7 +148,7 @@ def to_columns(
     missing = [name for name in expected if name not in raw]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; rows need {list(expected)} "
-                        f"(optional: {LABEL!r}, the user column {USER_COLUMNS[0]!r})")
+                        f"(optional: {label_column!r}, the user column {user_columns[0]!r})")
     sizes = {name: len(values) for name, values in raw.items()}
     if len(set(sizes.values())) > 1:
         raise DataError(f"{source}: columns differ in length {sizes}")
@@ -158,9 +160,9 @@ def to_columns(
         columns[name] = _ids(raw[name], name, where)
     for name, encoder in encoders.sequence.items():
         columns[name] = _sequences(raw[name], name, encoder.sep, where)
-    if LABEL in raw:
-        columns[LABEL] = _labels(raw[LABEL], where)
-    for name in USER_COLUMNS:
+    if label_column in raw:
+        columns[LABEL] = _labels(raw[label_column], where, label_column)
+    for name in user_columns:
         if name in raw:
             columns[USER] = raw[name]
             break

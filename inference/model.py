@@ -13,6 +13,7 @@ so JAX compiles a handful of shapes whatever the number of rows.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,7 +23,7 @@ from data import metrics
 from data.config import DINConfig
 from data.encoders import FeatureEncoders
 from data.errors import ConfigError, DataError, RunError
-from data.rows import expected_columns, history_ids, to_columns
+from data.rows import USER_COLUMNS, expected_columns, history_ids, to_columns
 from data.schema import LABEL, USER
 from training.run_dir import read_run
 
@@ -48,6 +49,10 @@ class TrainedModel:
         self.predictor, self.backend, self.trained_by = predictor, backend, trained_by
         self.batch_size = batch_size or config.eval_batch_size
         self.sizes = bucket_sizes(self.batch_size)
+        # The label and user columns: the dataset file's, else the MovieLens layouts' names.
+        layout = _layout(config)
+        self.label_column = layout.label if layout else LABEL
+        self.user_columns = ((layout.user,) if layout and layout.user else ()) + USER_COLUMNS
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -57,7 +62,7 @@ class TrainedModel:
     def encode(self, rows: Rows, source: str = "rows", lines: np.ndarray | None = None
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(raw columns as checked, encoded model inputs)."""
-        columns = to_columns(rows, self.encoders, source, lines)
+        columns = to_columns(rows, self.encoders, source, lines, self.user_columns, self.label_column)
         return columns, self.encoders.transform(columns)
 
     def forward(self, inputs: dict[str, np.ndarray], progress=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -112,10 +117,19 @@ class TrainedModel:
         """AUC, GAUC (needs the user column; else NaN) and logloss; rows need `label`."""
         columns, inputs = self.encode(rows)
         if LABEL not in columns:
-            raise DataError(f"evaluate needs a {LABEL!r} column (0 or 1)")
+            raise DataError(f"evaluate needs a {self.label_column!r} column (0 or 1)")
         logits = self.forward(inputs)[0]
         users = columns.get(USER, np.arange(len(logits)))  # no users: every row its own, GAUC NaN
         return metrics.evaluate(users, columns[LABEL], logits)
+
+
+def _layout(config: DINConfig):
+    """The run's dataset file, if it was trained through one and the file is still there."""
+    if not config.dataset or not os.path.isfile(config.dataset):
+        return None
+    from data.csv_dataset import read_layout
+
+    return read_layout(config.dataset)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

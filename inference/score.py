@@ -7,7 +7,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from data import metrics
-from data.rows import USER_COLUMNS
 from data.schema import LABEL, USER
 from inference.model import Rows, TrainedModel, probabilities
 
@@ -45,7 +44,7 @@ def score(
         logits, weights = model.forward(inputs, progress=bar.update)
     table = pd.DataFrame(index=np.arange(n))
     if USER in columns:
-        table[USER_COLUMNS[0]] = columns[USER]
+        table[model.user_columns[0]] = columns[USER]
     for query in dict.fromkeys(q for g in model.schema.attention_groups for q in g.queries):
         table[query] = columns[query]
     table["probability"] = probabilities(logits)

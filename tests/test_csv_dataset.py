@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -88,6 +89,14 @@ def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "all outputs within tolerance" in result.stdout, result.stdout + result.stderr
     assert "eval attention_weights/clicks" in result.stdout
+    # The run scores its own CSV rows: the dataset file's label (clk) and user (userid) columns are known.
+    from inference import load_run
+
+    rows = pd.read_csv(os.path.join(data, "test.csv"), dtype=str, keep_default_na=False)
+    found = load_run(str(runs["jax"])).evaluate(rows)
+    reported = json.loads((runs["jax"] / "metrics.json").read_text())
+    assert found["auc"] == pytest.approx(reported["test_auc"], abs=1e-6)
+    assert found["gauc"] == pytest.approx(reported["test_gauc"], abs=1e-6)
 
 
 def bad_file(tmp_path, tutorial_dir, edit) -> str:
