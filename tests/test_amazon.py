@@ -140,11 +140,22 @@ def test_trains_end_to_end_with_both_features_in_one_group(small, tmp_path):
     assert 0.0 <= metrics["test_gauc"] <= 1.0
 
 
-def test_the_real_reviews_file_reads(tmp_path):
+def test_the_real_reviews_file_builds_with_meta_lines_in_the_release_layout(tmp_path):
     path = os.path.join(sample_dir("amazon-electronics-sample"), "reviews_Electronics_5.head.json.gz")
     reviews = amazon.read_reviews(path)
     assert len(reviews) == 290 and reviews["item"].nunique() == 6 and reviews["user"].nunique() == 289
     assert reviews["time"].min() > 9e8 and reviews["user"].str.startswith("A").all()
+    folder = tmp_path / "electronics"
+    folder.mkdir()
+    os.link(path, folder / "reviews_Electronics_5.json.gz")
+    with gzip.open(folder / "meta_Electronics.json.gz", "wt") as f:  # Python literals, as the release writes them
+        for k, item in enumerate(sorted(reviews["item"].unique())):
+            f.write(repr({"asin": item, "title": f"Cable's {k}", "salesRank": {"Electronics": k},
+                          "categories": [["Electronics", "Computers & Accessories", f"Cables {k % 2}"]]}) + "\n")
+    splits = amazon.raw_splits(str(folder), DINConfig())
+    twice = reviews["user"].value_counts()
+    users = int((twice >= 2).sum())  # reviewers with a second review: one test pair each
+    assert len(splits["test"][LABEL]) == 2 * users and len(splits["train"][LABEL]) == 2 * int((twice - 2).clip(0).sum())
 
 
 def test_meta_lines_are_literals_never_code(small, tmp_path):
