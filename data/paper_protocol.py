@@ -27,6 +27,7 @@ The paper's anchor: DIN with Dice, GAUC 0.7348 on ML-20M.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from data.config import DINConfig
 from data.encoders import FeatureEncoders
@@ -50,8 +51,8 @@ def build_samples(data_dir: str, max_hist: int) -> tuple[dict[str, np.ndarray], 
     genres = movies["genres"].reindex(movie).fillna("").to_numpy(dtype=object).astype(str)  # [N] 'a|b'
     first = np.asarray([g.split("|", 1)[0] for g in movies["genres"].to_numpy(dtype=str)])
     names = np.unique(first)  # '' (no genres listed) is a genre of its own: every history slot has one
-    code = pd_codes(movies.index.to_numpy(), np.searchsorted(names, first) + 1)
-    genre = code(movie)
+    codes = pd.Series(np.searchsorted(names, first) + 1, index=movies.index)  # movie -> its genre's number
+    genre = codes.reindex(movie, fill_value=0).to_numpy()  # a movie missing from movies: no genre (0)
     history, history_genres = earlier(user, ratings["timestamp"].to_numpy(), np.ones(len(user), bool), max_hist,
                                       movie, genre)
     columns = {
@@ -66,18 +67,6 @@ def build_samples(data_dir: str, max_hist: int) -> tuple[dict[str, np.ndarray], 
     if raw.users is not None:
         columns |= demographics(raw, user)
     return columns, raw.users is not None
-
-
-def pd_codes(keys: np.ndarray, values: np.ndarray):
-    """A vectorised lookup key -> value (0 for an unknown key)."""
-    order = np.argsort(keys)
-    keys, values = keys[order], values[order]
-
-    def look(query: np.ndarray) -> np.ndarray:
-        at = np.minimum(np.searchsorted(keys, query), max(len(keys) - 1, 0))
-        return np.where(keys[at] == query, values[at], 0) if len(keys) else np.zeros(len(query), np.int64)
-
-    return look
 
 
 def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:

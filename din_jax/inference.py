@@ -17,17 +17,10 @@ from flax import linen as nn
 
 from data.config import DINConfig
 from data.schema import FeatureSchema
-from din_jax.model import COMPUTE_DTYPES, DIN
+from din_jax.model import COMPUTE_DTYPES, DIN, example_batch
 
 # Lowered for every platform at once: cross-platform export needs no such hardware.
 PLATFORMS = ("cpu", "cuda", "tpu")
-
-
-def sample_batch(schema: FeatureSchema, size: int = 2) -> dict[str, jax.ShapeDtypeStruct]:
-    shapes = {f.name: ((size,), jnp.int32) for f in schema.categorical}
-    shapes |= {f.name: ((size, f.max_len), jnp.int32) for f in schema.sequence}
-    shapes |= {name: ((size,), jnp.float32) for name in schema.numeric}
-    return {name: jax.ShapeDtypeStruct(*shapes[name]) for name in schema.inputs}
 
 
 def make_model(schema: FeatureSchema, config: DINConfig) -> DIN:
@@ -38,8 +31,7 @@ def make_model(schema: FeatureSchema, config: DINConfig) -> DIN:
 def variable_shapes(schema: FeatureSchema, config: DINConfig) -> dict[str, Any]:
     """{params, batch_stats} as shapes: the template torch weights convert into."""
     model = make_model(schema, config)
-    sample = {name: jnp.zeros(s.shape, s.dtype) for name, s in sample_batch(schema).items()}
-    return jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), sample, train=False)))
+    return jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), example_batch(schema), train=False)))
 
 
 def _stored(x: Any) -> jax.Array:
@@ -69,7 +61,7 @@ class Predictor:
         """jax.export of probability = sigmoid(logits), inputs positional in
         `schema.inputs` order, the batch dimension symbolic ('batch')."""
         (batch,) = jax_export.symbolic_shape("batch")
-        specs = [jax.ShapeDtypeStruct((batch, *s.shape[1:]), s.dtype) for s in sample_batch(self.schema).values()]
+        specs = [jax.ShapeDtypeStruct((batch, *x.shape[1:]), x.dtype) for x in example_batch(self.schema).values()]
 
         def probability(*inputs: jax.Array) -> jax.Array:
             logits, _ = self.forward(dict(zip(self.inputs, inputs)))

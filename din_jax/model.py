@@ -255,6 +255,16 @@ BatchedAttentionUnit = nn.vmap(
 VOCAB, EMBED = "vocab", "embed"
 
 
+def example_batch(schema: FeatureSchema, size: int = 2, float_dtype: Any = jnp.float32) -> Batch:
+    """All-padding inputs of `size` rows (ids 0, numbers 0), in `schema.inputs`
+    order: what `init`, shape templates and the export trace; ids int32,
+    numeric features in float_dtype (din_torch.model.example_batch's twin)."""
+    batch = {f.name: jnp.zeros((size,), jnp.int32) for f in schema.categorical}
+    batch |= {f.name: jnp.zeros((size, f.max_len), jnp.int32) for f in schema.sequence}
+    batch |= {name: jnp.zeros((size,), float_dtype) for name in schema.numeric}
+    return {name: batch[name] for name in schema.inputs}
+
+
 def table_path(table: str) -> tuple[str, ...]:
     """Where the embedding table of `table` lives in the params tree."""
     return ("embeddings", f"tables_{table}", "embedding")

@@ -29,7 +29,7 @@ from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.mesh import (
     DATA, describe, global_array, logical_shardings, make_mesh, parse_mesh, replicated, rows_sharding, table_rows_multiple,
 )
-from din_jax.model import COMPUTE_DTYPES, DIN, VOCAB, Batch, padded_rows, table_path
+from din_jax.model import COMPUTE_DTYPES, DIN, VOCAB, Batch, example_batch, padded_rows, table_path
 
 
 @struct.dataclass
@@ -268,9 +268,7 @@ class JaxBackend:
         compute_dtype = COMPUTE_DTYPES[config.dtype]
         self.model = DIN(schema, config.model, compute_dtype, param_dtype, multiple)
         self.inputs = schema.inputs
-        sample = {f.name: jnp.zeros((2,), jnp.int32) for f in schema.categorical}
-        sample |= {f.name: jnp.zeros((2, f.max_len), jnp.int32) for f in schema.sequence}
-        sample |= {name: jnp.zeros((2,), jnp.float32) for name in schema.numeric}
+        sample = example_batch(schema)
         make = functools.partial(create_state, self.model, sample, config, config.seed)
         # Logical axes (the model's annotations) -> mesh axes (din_jax/mesh.py's rules);
         # every array is created where it lives (no host copy of a sharded table).

@@ -16,15 +16,7 @@ from torch import nn
 
 from data.config import DINConfig
 from data.schema import FeatureSchema
-from din_torch.model import DIN
-
-
-def sample_batch(schema: FeatureSchema, size: int = 2) -> tuple[torch.Tensor, ...]:
-    """Example inputs for tracing (ids 0: padding, valid in every table)."""
-    shapes = {f.name: ((size,), torch.int32) for f in schema.categorical}
-    shapes |= {f.name: ((size, f.max_len), torch.int32) for f in schema.sequence}
-    shapes |= {name: ((size,), torch.float32) for name in schema.numeric}
-    return tuple(torch.zeros(shapes[name][0], dtype=shapes[name][1]) for name in schema.inputs)
+from din_torch.model import DIN, example_batch
 
 
 class Serving(nn.Module):
@@ -65,7 +57,7 @@ class Predictor:
     def export(self) -> torch.export.ExportedProgram:
         """torch.export of `Serving` with a dynamic batch dimension."""
         serving = Serving(self.model).eval()
-        return torch.export.export(serving, sample_batch(self.schema), dynamic_shapes=self._dynamic_shapes())
+        return torch.export.export(serving, tuple(example_batch(self.schema).values()), dynamic_shapes=self._dynamic_shapes())
 
     def export_onnx(self, path: str) -> None:
         """The ONNX graph of `Serving` (dynamo exporter), written to `path`."""
@@ -78,7 +70,7 @@ class Predictor:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(
-                    serving, sample_batch(self.schema), dynamo=True, dynamic_shapes=self._dynamic_shapes(),
+                    serving, tuple(example_batch(self.schema).values()), dynamo=True, dynamic_shapes=self._dynamic_shapes(),
                     input_names=list(self.inputs), output_names=["probability"], verbose=False,
                 )
         finally:

@@ -25,6 +25,15 @@ from data.schema import AttentionGroup, FeatureSchema
 Batch = dict[str, torch.Tensor]
 
 
+def example_batch(schema: FeatureSchema, size: int = 2) -> Batch:
+    """All-padding inputs of `size` rows (ids 0, numbers 0), in `schema.inputs`
+    order: what the exports trace (din_jax.model.example_batch's twin)."""
+    batch = {f.name: torch.zeros(size, dtype=torch.int32) for f in schema.categorical}
+    batch |= {f.name: torch.zeros(size, f.max_len, dtype=torch.int32) for f in schema.sequence}
+    batch |= {name: torch.zeros(size) for name in schema.numeric}
+    return {name: batch[name] for name in schema.inputs}
+
+
 class Embeddings(nn.Module):
     """One table per categorical and sequence feature (a shared history uses its
     query's table, see FeatureSchema.shared); row 0 is padding.

@@ -118,7 +118,11 @@ class TrainedModel:
         columns, inputs = self.encode(rows)
         if LABEL not in columns:
             raise DataError(f"evaluate needs a {self.label_column!r} column (0 or 1)")
-        logits = self.forward(inputs)[0]
+        return self.metrics(columns, self.forward(inputs)[0])
+
+    @staticmethod
+    def metrics(columns: dict[str, np.ndarray], logits: np.ndarray) -> dict[str, float]:
+        """AUC, GAUC, logloss of checked columns holding the label."""
         users = columns.get(USER, np.arange(len(logits)))  # no users: every row its own, GAUC NaN
         return metrics.evaluate(users, columns[LABEL], logits)
 

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data import metrics
 from data.schema import LABEL, USER
 from inference.model import Rows, TrainedModel, probabilities
 
@@ -51,7 +50,7 @@ def score(
     found = None
     if LABEL in columns:
         table[LABEL] = columns[LABEL].astype(np.int64)
-        found = metrics.evaluate(columns.get(USER, np.arange(n)), columns[LABEL], logits)
+        found = model.metrics(columns, logits)
     if attention:
         table = pd.concat([table, top_attended(model, model.attention_frames(columns, weights), n, attention)], axis=1)
     return table, found

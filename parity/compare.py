@@ -110,9 +110,7 @@ class Pair:
         )
 
     def flax_variables(self, state_dict: dict) -> dict:
-        sample = {f.name: np.zeros((2,), np.int32) for f in self.schema.categorical}
-        sample |= {f.name: np.zeros((2, f.max_len), np.int32) for f in self.schema.sequence}
-        sample |= {n: np.zeros((2,), self.dtype) for n in self.schema.numeric}
+        sample = jax_model.example_batch(self.schema, float_dtype=self.dtype)
         template = jax.eval_shape(functools.partial(self.flax.init, train=False), jax.random.key(0), sample)
         return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state_dict, template))
 
