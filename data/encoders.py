@@ -43,19 +43,13 @@ class Vocabulary:
 
     @classmethod
     def fit(cls, tokens: Iterable[str], min_count: int) -> "Vocabulary":
-        tokens = np.asarray(tokens if isinstance(tokens, np.ndarray) else list(tokens))
-        if np.issubdtype(tokens.dtype, np.integer):
-            # Integer ids (0 = none) count as their decimal strings.
-            if len(tokens) and 0 <= tokens.min() and tokens.max() < DENSE_IDS:  # counting beats sorting
-                counts = np.bincount(tokens.ravel())
-                counts[PADDING] = 0
-                terms = np.flatnonzero(counts >= max(min_count, 1))
-            else:
-                terms, counts = np.unique(tokens[tokens != PADDING], return_counts=True)
-                terms = terms[counts >= min_count]
-            return cls(terms.astype(str).tolist())
-        terms, counts = np.unique(tokens.astype(str), return_counts=True)
-        return cls([t for t in terms[counts >= min_count].tolist() if t])  # '' is never a term
+        return cls.from_counts(term_counts(tokens), min_count)
+
+    @classmethod
+    def from_counts(cls, counts: pd.Series, min_count: int) -> "Vocabulary":
+        """The terms counted at least min_count times (term_counts' Series)."""
+        # Integer ids are terms as their decimal strings.
+        return cls(counts.index[counts.to_numpy() >= max(min_count, 1)].astype(str).tolist())
 
     def _encode_integers(self, ids: np.ndarray) -> np.ndarray:
         numeric = np.array([int(t) if t.lstrip("-").isdigit() else np.iinfo(np.int64).min for t in self.terms], dtype=np.int64)
@@ -95,6 +89,86 @@ class Vocabulary:
         position = np.searchsorted(self.terms, tokens)
         found = self.terms[np.minimum(position, len(self.terms) - 1)] == tokens
         return np.where(found, position + 1, self.unknown).astype(np.int32)
+
+
+def term_counts(tokens: Iterable[str] | np.ndarray) -> pd.Series:
+    """Occurrences of each term [terms] (int64), indexed by the term (an integer id
+    or a string); 0 (padding) and '' are never terms."""
+    tokens = np.asarray(tokens if isinstance(tokens, np.ndarray) else list(tokens))
+    if np.issubdtype(tokens.dtype, np.integer):
+        tokens = tokens.ravel()
+        if len(tokens) and 0 <= tokens.min() and tokens.max() < DENSE_IDS:  # counting beats sorting
+            counts = np.bincount(tokens)
+            counts[PADDING] = 0
+            ids = np.flatnonzero(counts)
+            return pd.Series(counts[ids], index=ids, dtype=np.int64)
+        terms, counts = np.unique(tokens[tokens != PADDING], return_counts=True)
+        return pd.Series(counts, index=terms, dtype=np.int64)
+    terms, counts = np.unique(tokens.astype(str), return_counts=True)
+    keep = terms != ""
+    return pd.Series(counts[keep], index=terms[keep], dtype=np.int64)
+
+
+def add_counts(total: pd.Series | None, counts: pd.Series) -> pd.Series:
+    """Two term_counts' Series summed term by term (integer ids join strings as their decimal strings)."""
+    if total is None:
+        return counts
+    if total.index.dtype != counts.index.dtype:
+        total, counts = (c.set_axis(c.index.astype(str)).groupby(level=0).sum() for c in (total, counts))
+    return total.add(counts, fill_value=0).astype(np.int64)
+
+
+def weighted_counts(terms: np.ndarray, weights: np.ndarray) -> pd.Series:
+    """term_counts of a column in which terms[i] occurs weights[i] times (terms may repeat)."""
+    counts = pd.Series(np.asarray(weights, np.int64)).groupby(np.asarray(terms)).sum()
+    none = PADDING if pd.api.types.is_integer_dtype(counts.index) else ""
+    return counts[(counts.index != none) & (counts.to_numpy() > 0)].astype(np.int64)
+
+
+def category_counts(values: np.ndarray | pd.Categorical) -> pd.Series:
+    """term_counts of a categorical column; a pd.Categorical is counted by its codes."""
+    if isinstance(values, pd.Categorical):
+        occurrences = np.bincount(values.codes[values.codes >= 0], minlength=len(values.categories))
+        return weighted_counts(np.asarray(values.categories), occurrences)
+    return term_counts(values)
+
+
+def sequence_statistics(values: Sequence[str] | np.ndarray | pd.Categorical, sep: str) -> tuple[pd.Series, np.ndarray]:
+    """(term_counts of a sequence column's ids, histogram of its sequences' lengths).
+
+    values: sep-joined strings, a pd.Categorical of them (each distinct
+    sequence is split once), or an integer matrix [N, L] right-padded with 0."""
+    if isinstance(values, pd.Categorical):
+        occurrences = np.bincount(values.codes[values.codes >= 0], minlength=len(values.categories))  # [C]
+        rows, _, tokens = split_sequences(np.asarray(values.categories, dtype=object), sep)
+        lengths = np.bincount(rows, minlength=len(occurrences))  # [C]
+        histogram = np.bincount(lengths, weights=occurrences, minlength=1).astype(np.int64)
+        histogram[0] += int((values.codes < 0).sum())  # a missing value is an empty sequence
+        return weighted_counts(tokens, occurrences[rows]), histogram
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        return term_counts(values), np.bincount((values != PADDING).sum(axis=1), minlength=1)
+    rows, _, tokens = split_sequences(values, sep)
+    return term_counts(tokens), np.bincount(np.bincount(rows, minlength=len(values)), minlength=1)
+
+
+def add_histograms(total: np.ndarray | None, histogram: np.ndarray) -> np.ndarray:
+    if total is None:
+        return histogram
+    size = max(len(total), len(histogram))
+    return np.pad(total, (0, size - len(total))) + np.pad(histogram, (0, size - len(histogram)))
+
+
+def percentile_of_histogram(histogram: np.ndarray, q: float) -> float:
+    """np.percentile(values, q) (linear interpolation) of the values whose
+    histogram is histogram[v] = occurrences of v, without the values."""
+    n = int(histogram.sum())
+    if n == 0:
+        return 0.0
+    cumulative = np.cumsum(histogram)
+    position = (n - 1) * q / 100
+    low = int(np.floor(position))
+    at = lambda k: int(np.searchsorted(cumulative, k, side="right"))  # noqa: E731  the k-th smallest value
+    return at(low) + (position - low) * (at(min(low + 1, n - 1)) - at(low))
 
 
 class NumericEncoder:
@@ -166,9 +240,11 @@ class CategoryEncoder:
 
     @classmethod
     def fit(cls, values: np.ndarray, min_count: int) -> "CategoryEncoder":
-        return cls(Vocabulary.fit(values, min_count))
+        return cls(Vocabulary.from_counts(category_counts(values), min_count))
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
+    def transform(self, values: np.ndarray | pd.Categorical) -> np.ndarray:
+        if isinstance(values, pd.Categorical):  # each distinct value looked up once; missing = unknown
+            return np.append(self.vocabulary.encode(np.asarray(values.categories)), self.vocabulary.unknown)[values.codes]
         return self.vocabulary.encode(values)  # [N]
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,30 +281,35 @@ class SequenceEncoder:
     def fit(
         cls, values: Sequence[str] | np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = ""
     ) -> "SequenceEncoder":
-        """values: '|'-joined strings, or an integer matrix [N, L] right-padded with 0.
+        """values: as sequence_statistics takes them. See from_statistics."""
+        counts, lengths = sequence_statistics(values, sep)
+        return cls.from_statistics(counts, lengths, min_count, sep, max_len, name)
+
+    @classmethod
+    def from_statistics(
+        cls, counts: pd.Series, lengths: np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = ""
+    ) -> "SequenceEncoder":
+        """counts: the training ids' term_counts; lengths: the histogram of the
+        training sequences' lengths.
 
         max_len: cut sequences to at most this many ids (0: the longest training
         sequence, at least one slot so that shapes stay valid when every
         training sequence is empty). A longest sequence far beyond the rest is
         logged: one outlier row would otherwise widen every row's tensor.
         """
-        if isinstance(values, np.ndarray) and values.ndim == 2:
-            lengths = (values != PADDING).sum(axis=1)
-            tokens = values.ravel()
-        else:
-            rows, _, tokens = split_sequences(values, sep)
-            lengths = np.bincount(rows, minlength=len(values))
-        longest = max(int(lengths.max(initial=0)), 1)
-        typical = int(np.percentile(lengths, 99)) if len(lengths) else 0
+        longest = max(int(np.flatnonzero(lengths).max(initial=0)), 1)
+        typical = int(percentile_of_histogram(lengths, 99))
         if not max_len and longest > max(2 * typical, typical + 10):
             log.warning(
                 "%s: max_len %d comes from %d training row(s); 99%% of rows have <= %d ids "
-                "(--max-len N cuts sequences to N ids)", name or "sequence", longest, int((lengths == longest).sum()),
-                typical,
+                "(--max-len N cuts sequences to N ids)", name or "sequence", longest, int(lengths[longest]), typical,
             )
-        return cls(Vocabulary.fit(tokens, min_count), min(max_len, longest) if max_len else longest, sep)
+        return cls(Vocabulary.from_counts(counts, min_count), min(max_len, longest) if max_len else longest, sep)
 
-    def transform(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+    def transform(self, values: Sequence[str] | np.ndarray | pd.Categorical) -> np.ndarray:
+        if isinstance(values, pd.Categorical):  # each distinct sequence encoded once; missing = empty
+            table = self.transform(np.asarray(values.categories, dtype=object))  # [C, T]
+            return np.concatenate([table, np.zeros((1, self.max_len), np.int32)])[values.codes]  # [N, T]
         if isinstance(values, np.ndarray) and values.ndim == 2:
             cut = values[:, : self.max_len]  # right-padded, so cutting keeps the first max_len
             out = np.zeros((len(values), self.max_len), dtype=np.int32)
@@ -248,15 +329,70 @@ class SequenceEncoder:
         return cls(Vocabulary(raw["terms"]), raw["max_len"], raw["sep"])
 
 
-def _terms(values: np.ndarray, categories: dict, sequences: dict, name: str) -> np.ndarray:
-    """Every term of a column: a categorical column's values ('' is never a term),
-    a sequence's ids (an integer matrix without its 0s, or the split strings)."""
-    if name in categories:
-        return np.asarray(values)
-    if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.integer):
-        flat = values.ravel()
-        return flat[flat != PADDING]
-    return split_sequences(values, sequences[name].sep)[2]
+class Statistics:
+    """What fitting the encoders needs of a training split, summed chunk by chunk:
+    each categorical and sequence feature's term counts, each sequence's length
+    histogram, each numeric feature's values. Fitted from chunks, the encoders
+    are exactly those of the whole split (a split need never be in memory)."""
+
+    def __init__(self, specs: Sequence[Feature]):
+        self.specs = tuple(specs)
+        self.counts: dict[str, pd.Series] = {}
+        self.lengths: dict[str, np.ndarray] = {}
+        self.values: dict[str, list[np.ndarray]] = {f.name: [] for f in self.specs if f.kind == "numeric"}
+
+    def add(self, columns: dict[str, np.ndarray]) -> "Statistics":
+        """Adds one chunk of training rows (raw columns, as the encoders take them)."""
+        for f in self.specs:
+            values = columns[f.name]
+            if f.kind == "numeric":
+                self.values[f.name].append(np.asarray(values, dtype=np.float64))
+            elif f.kind == "categorical":
+                self.counts[f.name] = add_counts(self.counts.get(f.name), category_counts(values))
+            else:
+                counts, lengths = sequence_statistics(values, f.sep)
+                self.counts[f.name] = add_counts(self.counts.get(f.name), counts)
+                self.lengths[f.name] = add_histograms(self.lengths.get(f.name), lengths)
+        return self
+
+    def fit(
+        self, attention_groups: Sequence[AttentionGroup], min_count: int, share_embeddings: bool = False, max_len: int = 0
+    ) -> "FeatureEncoders":
+        """min_count, max_len: the defaults of features that set none (max_len 0:
+        each sequence's longest). A feature's `share`, and with share_embeddings
+        each attention pair's history, uses one vocabulary fitted on the summed
+        counts of both columns (and so one embedding table)."""
+        by_kind = {kind: [f for f in self.specs if f.kind == kind] for kind in KINDS}
+        minimum = {f.name: min_count if f.min_count is None else f.min_count for f in self.specs}
+        categories = {f.name: CategoryEncoder(Vocabulary.from_counts(self.counts[f.name], minimum[f.name]))
+                      for f in by_kind["categorical"]}
+        sequences = {
+            f.name: SequenceEncoder.from_statistics(self.counts[f.name], self.lengths[f.name], minimum[f.name], f.sep,
+                                                    max_len if f.max_len is None else f.max_len, f.name)
+            for f in by_kind["sequence"]
+        }
+        for group in attention_groups:  # one group's histories are read position by position: one length
+            length = max(sequences[h].max_len for h in group.histories)
+            for h in group.histories:
+                sequences[h] = SequenceEncoder(sequences[h].vocabulary, length, sequences[h].sep)
+        shared = tuple((f.name, f.share) for f in self.specs if f.share)
+        if share_embeddings:
+            shared += tuple((h, q) for g in attention_groups for q, h in g.pairs if (h, q) not in shared)
+        for borrower, owner in shared:
+            vocabulary = Vocabulary.from_counts(add_counts(self.counts[owner], self.counts[borrower]), minimum[owner])
+            for name in (owner, borrower):
+                if name in categories:
+                    categories[name] = CategoryEncoder(vocabulary)
+                else:
+                    sequences[name] = SequenceEncoder(vocabulary, sequences[name].max_len, sequences[name].sep)
+        numeric = {
+            f.name: NumericEncoder.fit(np.concatenate(self.values[f.name]) if self.values[f.name] else np.zeros(0),
+                                       f.name, f.preprocess)
+            for f in by_kind["numeric"]
+        }
+        encoders = FeatureEncoders(numeric, categories, sequences, tuple(attention_groups), shared)
+        encoders.schema()  # Fail now, not at model build, on an inconsistent layout.
+        return encoders
 
 
 class FeatureEncoders:
@@ -302,43 +438,8 @@ class FeatureEncoders:
         share_embeddings: bool = False,
         max_len: int = 0,
     ) -> "FeatureEncoders":
-        """Fits every feature on the training `columns`. min_count, max_len: the
-        defaults of features that set none (max_len 0: each sequence's longest).
-        A feature's `share`, and with share_embeddings each attention pair's
-        history, uses one vocabulary fitted on the union of both columns' terms
-        (and so one embedding table)."""
-        by_kind = {kind: [f for f in specs if f.kind == kind] for kind in KINDS}
-        count = lambda f: min_count if f.min_count is None else f.min_count  # noqa: E731
-        categories = {f.name: CategoryEncoder.fit(columns[f.name], count(f)) for f in by_kind["categorical"]}
-        sequences = {
-            f.name: SequenceEncoder.fit(columns[f.name], count(f), f.sep, max_len if f.max_len is None else f.max_len, f.name)
-            for f in by_kind["sequence"]
-        }
-        for group in attention_groups:  # one group's histories are read position by position: one length
-            length = max(sequences[h].max_len for h in group.histories)
-            for h in group.histories:
-                sequences[h] = SequenceEncoder(sequences[h].vocabulary, length, sequences[h].sep)
-        shared = tuple((f.name, f.share) for f in specs if f.share)
-        if share_embeddings:
-            shared += tuple((h, q) for g in attention_groups for q, h in g.pairs if (h, q) not in shared)
-        counts = {f.name: count(f) for f in specs}
-        for borrower, owner in shared:
-            union = np.concatenate([_terms(columns[name], categories, sequences, name) for name in (owner, borrower)])
-            vocabulary = Vocabulary.fit(union, counts[owner])
-            for name in (owner, borrower):
-                if name in categories:
-                    categories[name] = CategoryEncoder(vocabulary)
-                else:
-                    sequences[name] = SequenceEncoder(vocabulary, sequences[name].max_len, sequences[name].sep)
-        encoders = cls(
-            {f.name: NumericEncoder.fit(columns[f.name], f.name, f.preprocess) for f in by_kind["numeric"]},
-            categories,
-            sequences,
-            tuple(attention_groups),
-            shared,
-        )
-        encoders.schema()  # Fail now, not at model build, on an inconsistent layout.
-        return encoders
+        """Fits every feature on the training `columns` (see Statistics.fit)."""
+        return Statistics(specs).add(columns).fit(attention_groups, min_count, share_embeddings, max_len)
 
     def transform(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -94,17 +94,35 @@ def _read_table(path: str, columns: dict[str, str], separator: str, encoding: st
         raise DataError(f"{path}: no such file")
     with open(path, "rb") as f:
         raw = f.read()
+    text = _decode(raw, path, encoding, 1)
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    frame = _parse(text, path, columns, separator, header)
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+    return frame
+
+
+def _decode(raw: bytes, path: str, encoding: str, first_line: int) -> str:
+    """Text with one line end (a file saved with CRLF or CR reads exactly as with
+    LF) and no UTF-8 byte-order mark; first_line: the number of raw's first line."""
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
+        line = first_line + raw[: error.start].count(b"\n")
         raise DataError(f"{path}, line {line}: not valid {encoding} text") from None
     if text.startswith("\ufeff"):  # a UTF-8 byte-order mark
         text = text[1:]
-    # One line end: a file saved with CRLF (or CR) reads exactly as with LF.
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _parse(
+    text: str, path: str, columns: dict[str, str], separator: str, header: bool, first_line: int = 1,
+    file_names: list[str] | None = None,
+) -> pd.DataFrame:
+    """_read_table's parse of decoded text whose first line is the file's line
+    `first_line`; file_names: the columns a header named, for a part of the file
+    after its header."""
     if separator == "::":
         # A one-character separator lets pandas use its fast C parser; '\t'
         # never occurs in MovieLens-1M fields.
@@ -115,15 +133,16 @@ def _read_table(path: str, columns: dict[str, str], separator: str, encoding: st
             io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_filter=False,
             header=0 if header else None,
             # Header-less files get a spare column: a line with too many fields fills it.
-            names=None if header else names + ["__extra__"],
-            quoting=csv.QUOTE_MINIMAL if header else csv.QUOTE_NONE,
+            names=file_names if file_names else None if header else names + ["__extra__"],
+            quoting=csv.QUOTE_MINIMAL if header or file_names else csv.QUOTE_NONE,
         )
     except pd.errors.ParserError as error:  # too many fields in a CSV line; pandas names the (physical) line
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
-        why = f"line {found[2]}: {found[3]} fields, expected {found[1]}" if found else " ".join(str(error).split())
+        line = int(found[2]) + first_line - 1 if found else 0
+        why = f"line {line}: {found[3]} fields, expected {found[1]}" if found else " ".join(str(error).split())
         raise DataError(f"{path}, {why}" if found else f"{path}: {why}") from None
-    lines = _nonblank_lines(text)[1 if header else 0 :]  # [rows]: each row's physical line number
-    if header:
+    lines = _nonblank_lines(text, separator)[1 if header else 0 :] + first_line - 1  # [rows]: each row's physical line number
+    if header or file_names:
         found = [str(name).strip() for name in frame.columns]
         missing = [name for name in names if name not in found]
         if missing:
@@ -138,16 +157,16 @@ def _read_table(path: str, columns: dict[str, str], separator: str, encoding: st
             raise DataError(f"{path}, line {int(lines[extra[0]])}: more than {len(names)} fields")
         frame = frame[names]
     frame = frame.set_axis([columns[name] for name in names], axis=1)
-    if frame.empty:
-        raise DataError(f"{path}: no data rows")
     frame.attrs.update(path=path, lines=lines[: len(frame)], names={ours: theirs for theirs, ours in columns.items()})
     return frame
 
 
-def _nonblank_lines(text: str) -> np.ndarray:
-    """Physical numbers of the lines pandas reads (it skips blank and whitespace-only lines)."""
+def _nonblank_lines(text: str, separator: str = ",") -> np.ndarray:
+    """Physical numbers of the lines pandas reads (it skips blank lines, and lines
+    of spaces and tabs unless the separator is one of them)."""
     blank, line, position = [], 1, 0
-    for match in re.finditer(r"^[ \t]*$", text, flags=re.MULTILINE):  # few: usually the end's empty line
+    spaces = " \t".replace(separator, "")
+    for match in re.finditer(f"^[{spaces}]*$", text, flags=re.MULTILINE):  # few: usually the end's empty line
         line += text.count("\n", position, match.start())
         position = match.start()
         blank.append(line - 1)
@@ -178,7 +197,9 @@ def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     return values
 
 
-def _ratings(frame: pd.DataFrame) -> pd.DataFrame:
+def _checked_ratings(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame of _parse's strings -> user, movie, timestamp (int64) and rating
+    (float64, in 0..5); a bad value is an error naming file, line and column."""
     ratings = pd.DataFrame({
         "user": _integers(frame, "user"),
         "movie": _integers(frame, "movie"),
@@ -189,8 +210,90 @@ def _ratings(frame: pd.DataFrame) -> pd.DataFrame:
     if len(bad):
         i = int(bad[0])
         raise DataError(f"{_where(frame, i, 'rating')}: outside 0..5 (value {frame['rating'].iloc[i]!r})")
-    # The same (user, movie) twice: keep the later rating (stable sort keeps line order on ties).
-    ratings = ratings.sort_values("timestamp", kind="stable")
+    return ratings
+
+
+BLOCK_BYTES = 32 << 20  # a ratings file is parsed this many bytes at a time
+
+
+def _blocks(f, first_line: int, block_bytes: int):
+    """(bytes of whole lines, the number of their first line) from a binary file, block_bytes at a time."""
+    rest = b""
+    while data := f.read(block_bytes):
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        block, rest = data[:cut], data[cut:]
+        if block:
+            yield block, first_line
+            first_line += block.count(b"\n")
+    if rest:
+        yield rest, first_line
+
+
+def _read_ratings(
+    path: str, columns: dict[str, str], separator: str, encoding: str, header: bool, block_bytes: int = BLOCK_BYTES
+) -> pd.DataFrame:
+    """The ratings file, BLOCK_BYTES at a time: memory holds one block's text,
+    never the file's, and the ratings as four numeric columns (32 bytes a
+    rating). Each block is parsed straight to numbers by pandas' C parser; a
+    block where that fails or a check does not hold (a bad value, a wrong field
+    count) is parsed again by _parse and checked value by value, which names
+    the file, line and column of the first bad value: rows read exactly as
+    _read_table + _checked_ratings read them."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    parts, file_names = [], None
+    with open(path, "rb") as f:
+        line = 1
+        if header:  # the first non-blank line names the columns
+            while (raw := f.readline()) and not _decode(raw, path, encoding, line).strip():
+                line += 1
+            if not raw:
+                raise DataError(f"{path}: empty file")
+            if b'"' in raw:  # a quoted header may run over lines: read the file whole, as movies are
+                return _checked_ratings(_read_table(path, columns, separator, encoding, header))
+            names = pd.read_csv(io.StringIO(_decode(raw, path, encoding, line)), sep=separator, nrows=0).columns
+            file_names = [str(name).strip() for name in names]
+            _parse(",".join(file_names) + "\n", path, columns, ",", True)  # the missing-column check
+            line += 1
+        for block, first_line in _blocks(f, line, block_bytes):
+            parts.append(_ratings_block(block, first_line, path, columns, separator, encoding, file_names))
+    ratings = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if ratings.empty:
+        raise DataError(f"{path}: no data rows" if header else f"{path}: empty file")
+    return ratings
+
+
+def _ratings_block(
+    block: bytes, first_line: int, path: str, columns: dict[str, str], separator: str, encoding: str,
+    file_names: list[str] | None,
+) -> pd.DataFrame:
+    names = file_names or list(columns)
+    types = {theirs: np.float64 if ours == "rating" else np.int64 for theirs, ours in columns.items()}
+    data, sep = (block.replace(b"::", b"\t"), "\t") if separator == "::" else (block, separator)
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data), sep=sep, header=None, names=names, index_col=False, usecols=list(columns), dtype=types,
+            encoding=encoding, na_filter=False, quoting=csv.QUOTE_MINIMAL if file_names else csv.QUOTE_NONE,
+        )
+        # Every line a row (no blank line), none with extra fields (too few leave a value missing: an error).
+        lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        fields_ok = len(frame) == lines and data.count(sep.encode()) == (len(names) - 1) * lines
+        rating = frame[next(theirs for theirs, ours in columns.items() if ours == "rating")].to_numpy()
+        if fields_ok and np.all((rating >= 0) & (rating <= 5)):  # NaN fails too
+            return frame.set_axis([columns[name] for name in frame.columns], axis=1)[["user", "movie", "rating", "timestamp"]]
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        pass
+    text = _decode(block, path, encoding, first_line)
+    if not len(_nonblank_lines(text, "\t" if separator == "::" else separator)):  # only blank lines
+        return pd.DataFrame({"user": [], "movie": [], "rating": [], "timestamp": []}).astype(
+            {"user": np.int64, "movie": np.int64, "rating": np.float64, "timestamp": np.int64})
+    return _checked_ratings(_parse(text, path, columns, separator, False, first_line, file_names))
+
+
+def _ratings(ratings: pd.DataFrame) -> pd.DataFrame:
+    """The same (user, movie) twice: the later rating is kept (ties: the later line)."""
+    ratings = ratings.sort_values("timestamp", kind="stable")  # stable: line order on ties
     return ratings.drop_duplicates(["user", "movie"], keep="last").reset_index(drop=True)
 
 
@@ -209,7 +312,7 @@ def read_raw(folder: str) -> RawMovieLens:
     kind = detect_format(folder)
     path = lambda name: os.path.join(folder, name)  # noqa: E731
     if kind == "ml-1m":
-        ratings = _ratings(_read_table(path("ratings.dat"), ML1M_RATINGS, "::", "latin-1", False))
+        ratings = _ratings(_read_ratings(path("ratings.dat"), ML1M_RATINGS, "::", "latin-1", False))
         movies = _movies(_read_table(path("movies.dat"), ML1M_MOVIES, "::", "latin-1", False))
         users_frame = _read_table(path("users.dat"), ML1M_USERS, "::", "latin-1", False)
         users = pd.DataFrame({
@@ -228,6 +331,6 @@ def read_raw(folder: str) -> RawMovieLens:
             raise DataError(f"{path('ratings.dat')}: user {int(ratings['user'][unknown].iloc[0])} is not in users.dat")
         return RawMovieLens(ratings, movies, users, kind)
     if kind == "csv":
-        ratings = _ratings(_read_table(path("ratings.csv"), CSV_RATINGS, ",", "utf-8", True))
+        ratings = _ratings(_read_ratings(path("ratings.csv"), CSV_RATINGS, ",", "utf-8", True))
         movies = _movies(_read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True))
         return RawMovieLens(ratings, movies, None, kind)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from data.config import DINConfig
 from data.datasets import load_splits
 from data.errors import DataError
+from data import grouplens
 from data.grouplens import read_raw
 from data.tutorial import read_tutorial_csv
 
@@ -184,3 +185,29 @@ def test_builds_are_bit_identical_into_fresh_caches_and_from_crlf_files(ml1m_dir
         weights.append(backend.weights())
     for name, value in weights[0].items():
         np.testing.assert_array_equal(weights[1][name], value, err_msg=name)
+
+
+@SETTINGS
+@given(which=st.sampled_from(["csv", "dat"]), block_bytes=st.integers(1, 96), **damages)
+def test_ratings_read_in_blocks_read_as_the_whole_file(tmp_path_factory, which, block_bytes, how, position, noise):
+    """The ratings reader parses a file a block at a time (memory holds one
+    block); any block size reads any file, damaged or not, to the rows the
+    whole-file parse gives, or both refuse it in one line naming the file."""
+    folder = tmp_path_factory.mktemp("blocks")
+    if which == "csv":
+        path, content, args = folder / "ratings.csv", layout(RATINGS, [2, 0, 3, 1], "\n", False, True, [3]), (grouplens.CSV_RATINGS, ",", "utf-8", True)
+    else:
+        path, content, args = folder / "ratings.dat", dat_text("\n", True, [2])["ratings.dat"], (grouplens.ML1M_RATINGS, "::", "latin-1", False)
+    path.write_bytes(damage(content, how, position, noise))
+    outcomes = []
+    for read in (lambda: grouplens._checked_ratings(grouplens._read_table(str(path), *args)),
+                 lambda: grouplens._read_ratings(str(path), *args, block_bytes=block_bytes)):
+        try:
+            outcomes.append(read())
+        except DataError as error:
+            assert str(path) in str(error) and "\n" not in str(error), error
+            outcomes.append(None)
+    whole, blocks = outcomes
+    assert (whole is None) == (blocks is None)
+    if whole is not None:
+        pd.testing.assert_frame_equal(blocks, whole)
