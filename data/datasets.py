@@ -9,7 +9,8 @@
 
 CSV sources are read as they are. Built sources (MovieLens, Amazon) turn raw
 files into samples once and cache them on disk
-(`<cache_dir>/built/<key>/`: arrays.npz + encoders.json), keyed by the
+(`<cache_dir>/built/<key>/`: encoders.json + one .npy per split and column,
+data/cache.py; read memory-mapped), keyed by the
 SHA-256 of the source files and the configuration's whole data group, so a
 change to either rebuilds. A damaged cache entry is rebuilt.
 """
@@ -21,19 +22,18 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import zipfile
 
 import numpy as np
+from tqdm import tqdm
 
-from data import amazon, csv_dataset, grouplens, tutorial
+from data import amazon, cache, csv_dataset, grouplens, sequential, tutorial
 from data.config import DINConfig
 from data.download import default_cache_dir, sha256_of
 from data.encoders import FeatureEncoders
 from data.errors import DataError
 from data.splits import Arrays, Splits, encode
 
-BUILD_VERSION = 3  # bump when a sample builder changes
+BUILD_VERSION = 4  # bump when a sample builder changes
 log = logging.getLogger("din")
 
 
@@ -69,25 +69,33 @@ def _layout(data_dir: str, config: DINConfig) -> csv_dataset.Layout:
     return layout_of(data_dir, config) or tutorial.LAYOUT
 
 
-def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None) -> Splits:
-    """Encoded train / valid / test splits of any supported folder."""
+def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None, progress: bool = False) -> Splits:
+    """Encoded train / valid / test splits of any supported folder (a built
+    source's arrays memory-mapped from its cache entry)."""
     kind = detect(data_dir, config)
     if kind in ("dataset file", "tutorial"):
         return csv_dataset.load_splits(data_dir, _layout(data_dir, config), config)
     folder = os.path.join(cache_dir or default_cache_dir(), "built", build_key(data_dir, config))
     if os.path.isfile(os.path.join(folder, "encoders.json")):
         try:
-            return _read(folder)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            return cache.read(folder)
+        except (OSError, ValueError, KeyError) as error:
             log.warning("cache entry %s is damaged (%s: %s): rebuilding it", folder, type(error).__name__, error)
             shutil.rmtree(folder, ignore_errors=True)
-    splits = amazon.load_splits(data_dir, config) if kind == "amazon" else _movielens_protocol(config).load(data_dir, config)
-    _write(folder, splits)
-    return splits
+    if kind == "movielens" and config.protocol == "sequential":  # chunk by chunk: memory bounded, not the data's
+        built = sequential.build(data_dir, config)
+        with cache.Writer(folder, built.rows) as writer:
+            for chunk in tqdm(built.encoded(), desc="encoding", unit="chunk", leave=False, disable=not progress):
+                for split, arrays in chunk.items():
+                    writer.append(split, arrays)
+            writer.finish(built.encoders)
+    else:
+        cache.write(folder, amazon.load_splits(data_dir, config) if kind == "amazon" else _movielens_protocol(config).load(data_dir, config))
+    return cache.read(folder)
 
 
 def _movielens_protocol(config: DINConfig):
-    from data import paper_protocol, seed_protocol, sequential
+    from data import paper_protocol, seed_protocol
 
     return {"sequential": sequential, "seed": seed_protocol, "paper": paper_protocol}[config.protocol]
 
@@ -131,35 +139,6 @@ def build_key(data_dir: str, config: DINConfig) -> str:
     options = config.group("data") | ({"seed": config.seed} if seeded else {})
     text = json.dumps({"version": BUILD_VERSION, "sources": sources, "options": options}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _write(folder: str, splits: Splits) -> None:
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".build-", dir=parent)
-    try:
-        arrays = {f"{split}/{name}": values for split in ("train", "valid", "test")
-                  for name, values in getattr(splits, split).items()}
-        np.savez(os.path.join(work, "arrays.npz"), **arrays)
-        with open(os.path.join(work, "encoders.json"), "w", encoding="utf-8") as f:
-            f.write(splits.encoders.to_json())
-        os.replace(work, folder)  # whole or not at all
-    except OSError:
-        if not os.path.isdir(folder):  # else another process built the same entry first: keep it
-            raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _read(folder: str) -> Splits:
-    with open(os.path.join(folder, "encoders.json"), encoding="utf-8") as f:
-        encoders = FeatureEncoders.from_json(f.read())
-    parts: dict[str, Arrays] = {"train": {}, "valid": {}, "test": {}}
-    with np.load(os.path.join(folder, "arrays.npz")) as arrays:
-        for key in arrays.files:
-            split, name = key.split("/", 1)
-            parts[split][name] = arrays[key]
-    return Splits(parts["train"], parts["valid"], parts["test"], encoders)
 
 
 def load_test(data_dir: str, config: DINConfig, encoders: FeatureEncoders) -> Arrays:

@@ -71,7 +71,7 @@ def build_seed_columns(raw: RawMovieLens, seed: int) -> tuple[dict[str, np.ndarr
         "movieId": samples["movieId"][last].astype(str),
         HISTORY: _joined(samples[HISTORY][last]),
         "negHistMovieIds": _joined(sample_negatives(users, raw, NEGATIVES, rng)),
-        "genres": samples["genres"][last],
+        "genres": np.asarray(samples["genres"][last], dtype=str),
         LABEL: samples[LABEL][last],
         **{name: samples[name][last] for name in DEMOGRAPHICS},
     }

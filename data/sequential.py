@@ -22,12 +22,13 @@ Everything is numpy/pandas group arithmetic: no Python loop over ratings.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from data.config import DINConfig
-from data.encoders import FeatureEncoders
+from data.features import Feature, features as feature_kinds
 from data.grouplens import RawMovieLens, read_raw
 from data.errors import DataError
-from data.splits import Splits, encode
+from data.splits import ChunkedSplits, Splits
 from data.schema import LABEL, USER, AttentionGroup
 
 HISTORY = "histHighRatedMovieIds"
@@ -62,14 +63,41 @@ def earlier(user: np.ndarray, timestamp: np.ndarray, keep: np.ndarray, max_hist:
     return out[0] if len(out) == 1 else out
 
 
-def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
-    """One row per sample, unsplit: raw ids, history [N, max_hist] (0 = none),
-    plus `order` (the sample's rank among its user's samples) and `count`."""
+CHUNK_RATINGS = 1 << 19  # the ratings of whole users built at a time: bounds a build's memory
+
+
+def sorted_ratings(raw: RawMovieLens) -> dict[str, np.ndarray]:
+    """The ratings as arrays sorted by (user, timestamp, movie)."""
     ratings = raw.ratings.sort_values(["user", "timestamp", "movie"], kind="stable")
-    user = ratings["user"].to_numpy()
-    movie = ratings["movie"].to_numpy()
-    timestamp = ratings["timestamp"].to_numpy()
-    positive = ratings["rating"].to_numpy() >= 4.0
+    arrays = {name: ratings[name].to_numpy() for name in ("user", "movie", "rating", "timestamp")}
+    if len(arrays["movie"]) and 0 <= arrays["movie"].min() and arrays["movie"].max() < 2**31:
+        arrays["movie"] = arrays["movie"].astype(np.int32)  # histories [N, max_hist] are the build's memory
+    return arrays
+
+
+def user_chunks(user: np.ndarray, size: int) -> list[slice]:
+    """Row ranges of whole users (rows sorted by user): a chunk ends at the
+    first user to start at or after each multiple of `size` rows."""
+    if not len(user):
+        return []
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])  # each user's first row
+    cuts = starts[np.minimum(np.searchsorted(starts, np.arange(size, len(user), size)), len(starts) - 1)]
+    cuts = np.unique(np.r_[0, cuts, len(user)])
+    return [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
+    """One row per sample, unsplit, for every user (see samples)."""
+    return samples(raw, sorted_ratings(raw), max_hist)
+
+
+def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int) -> dict[str, np.ndarray]:
+    """One row per sample of the (user, timestamp, movie)-sorted `ratings` of
+    whole users: raw ids, history [N, max_hist] (0 = none), genres (a
+    pd.Categorical: each movie's string), plus `order` (the sample's rank among
+    its user's samples) and `count`."""
+    user, movie, timestamp = ratings["user"], ratings["movie"], ratings["timestamp"]
+    positive = ratings["rating"] >= 4.0
 
     user_start = _run_starts(user)  # first row of the user's ratings
     history = earlier(user, timestamp, positive, max_hist, movie)
@@ -78,12 +106,11 @@ def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
     _, inverse, sizes = np.unique(user, return_inverse=True, return_counts=True)
     counts = sizes[inverse]  # the user's number of ratings
     sample = rank >= 1  # the first rating has nothing before it
-    genres = raw.movies.set_index("movie")["genres"].reindex(movie).fillna("").to_numpy(dtype=object)
     columns = {
         USER: user,
         "movieId": movie,
-        HISTORY: history.astype(np.int64),
-        "genres": genres.astype(str),
+        HISTORY: history,
+        "genres": movie_genres(raw, movie),
         LABEL: positive.astype(np.float32),
         "order": rank - 1,
         "count": counts - 1,
@@ -91,6 +118,14 @@ def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
     if raw.users is not None:
         columns |= demographics(raw, user)
     return {name: values[sample] for name, values in columns.items()}
+
+
+def movie_genres(raw: RawMovieLens, movie: np.ndarray) -> pd.Categorical:
+    """Each movie's genres string ('' for a movie not in the movies file), as
+    codes into the distinct strings: encoded once per string, not per row."""
+    table = pd.Categorical(np.append(raw.movies["genres"].to_numpy(dtype=object), ""))  # [M + 1]: the last is ''
+    index = pd.Index(raw.movies["movie"]).get_indexer(movie)  # -1 (not found) -> the last entry
+    return pd.Categorical.from_codes(table.codes[index], table.categories)
 
 
 def demographics(raw: RawMovieLens, user: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,24 +157,43 @@ def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: st
 
 def split_samples(raw: RawMovieLens, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
     """Raw sample columns per split ('train', 'valid', 'test')."""
-    samples = build_samples(raw, config.max_hist)
-    masks = split_masks(samples.pop("order"), samples.pop("count"), config.holdout_fraction, config.split)
-    return {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
+    return split_samples_of(raw, build_samples(raw, config.max_hist), config)
+
+
+def split_samples_of(raw: RawMovieLens, columns: dict[str, np.ndarray], config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+    masks = split_masks(columns.pop("order"), columns.pop("count"), config.holdout_fraction, config.split)
+    return {name: {k: v[mask] for k, v in columns.items()} for name, mask in masks.items()}
+
+
+def chunks(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS):
+    """split_samples of the users of one chunk of ratings after another: what
+    the whole build holds at once is the ratings and one chunk."""
+    ratings = sorted_ratings(raw)
+    for rows in user_chunks(ratings["user"], chunk_ratings):
+        chunk = {name: values[rows] for name, values in ratings.items()}
+        yield split_samples_of(raw, samples(raw, chunk, config.max_hist), config)
 
 
 def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
     return split_samples(read_raw(data_dir), config)
 
 
-def load(data_dir: str, config: DINConfig) -> Splits:
+def features(raw: RawMovieLens) -> tuple[Feature, ...]:
+    if raw.users is not None:
+        return feature_kinds(("age",), ("gender", "movieId", "occupation", "zipCode"), ("genres", HISTORY))
+    return feature_kinds((), ("movieId",), ("genres", HISTORY))
+
+
+def build(data_dir: str, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS) -> ChunkedSplits:
+    """The encoded splits, fitted and encoded one chunk of users at a time."""
     raw = read_raw(data_dir)
-    splits = split_samples(raw, config)
-    if not len(splits["train"][LABEL]):
+    built = ChunkedSplits.fit(
+        lambda: chunks(raw, config, chunk_ratings), features(raw), ATTENTION_GROUPS, config)
+    if not built.rows["train"]:
         raise DataError(f"{data_dir}: no training samples: every user has too few ratings for the '{config.split}' split")
-    numeric = ("age",) if raw.users is not None else ()
-    categorical = ("gender", "movieId", "occupation", "zipCode") if raw.users is not None else ("movieId",)
-    encoders = FeatureEncoders.fit(
-        splits["train"], numeric, categorical, ("genres", HISTORY), ATTENTION_GROUPS, config.min_count,
-        config.share_embeddings, config.max_len,
-    )
-    return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)
+    return built
+
+
+def load(data_dir: str, config: DINConfig) -> Splits:
+    """The encoded splits in memory (build's chunks joined)."""
+    return build(data_dir, config).in_memory()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from data.encoders import FeatureEncoders
-from data.schema import LABEL, USER
+from data.encoders import FeatureEncoders, Statistics
+from data.features import Feature
+from data.schema import LABEL, USER, AttentionGroup
 
 Arrays = dict[str, np.ndarray]
+SPLITS = ("train", "valid", "test")
 
 
 @dataclasses.dataclass
@@ -36,3 +39,36 @@ def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     count = int(round(fraction * len(unique)))
     chosen = np.random.default_rng(seed).choice(unique, size=count, replace=False)
     return np.isin(users, chosen)
+
+
+@dataclasses.dataclass
+class ChunkedSplits:
+    """Splits built a chunk of rows at a time, never whole: the encoders are
+    fitted on every chunk's training rows (summed statistics, exactly those of
+    the whole split), then each chunk is encoded. `chunks()` yields each
+    chunk's raw columns per split; it runs once to fit and once to encode."""
+
+    chunks: Callable[[], Iterator[dict[str, dict]]]
+    encoders: FeatureEncoders
+    rows: dict[str, int]  # each split's row count
+
+    @classmethod
+    def fit(cls, chunks, specs: Sequence[Feature], attention_groups: Sequence[AttentionGroup], config) -> "ChunkedSplits":
+        statistics, rows = Statistics(specs), dict.fromkeys(SPLITS, 0)
+        for chunk in chunks():
+            statistics.add(chunk["train"])
+            for split in SPLITS:
+                rows[split] += len(chunk[split][LABEL])
+        encoders = statistics.fit(attention_groups, config.min_count, config.share_embeddings, config.max_len)
+        return cls(chunks, encoders, rows)
+
+    def encoded(self) -> Iterator[dict[str, Arrays]]:
+        """Each chunk's encoded arrays per split."""
+        for chunk in self.chunks():
+            yield {split: encode(chunk[split], self.encoders) for split in SPLITS}
+
+    def in_memory(self) -> Splits:
+        parts = list(self.encoded())
+        joined = {split: {name: np.concatenate([part[split][name] for part in parts]) for name in parts[0][split]}
+                  for split in SPLITS}
+        return Splits(joined["train"], joined["valid"], joined["test"], self.encoders)

@@ -127,3 +127,39 @@ def test_inconsistent_attention_group_is_rejected():
     columns = {"q": np.array(["a"]), "h": np.array(["a"])}
     with pytest.raises(ValueError, match="not a categorical feature"):
         FeatureEncoders.fit(columns, [], [], ["q", "h"], [AttentionGroup("g", (("q", "h"),))], min_count=1)
+
+
+def test_statistics_of_chunks_fit_the_encoders_of_the_whole():
+    """Fitting from statistics summed over chunks (as a bounded-memory build
+    does), with pd.Categorical columns among them, gives the encoders of the
+    whole split given as plain arrays."""
+    import pandas as pd
+
+    from data.encoders import Statistics
+    from data.features import Feature
+
+    rng = np.random.default_rng(0)
+    n = 500
+    words = np.array(["", "a", "b|c", "c|a|b|d", "e"], dtype=object)
+    columns = {
+        "n": rng.normal(size=n).round(2),
+        "q": rng.integers(1, 40, size=n),
+        "g": rng.choice(["x", "y", "z", ""], size=n),
+        "s": words[rng.integers(0, len(words), size=n)].astype(str),
+        "h": np.where(rng.random((n, 6)) < 0.6, rng.integers(1, 60, size=(n, 6)), 0),
+    }
+    columns["h"] = -np.sort(-columns["h"], axis=1)  # right-padded
+    specs = (Feature("n", "numeric"), Feature("q", "categorical"), Feature("g", "categorical"),
+             Feature("s", "sequence", min_count=3), Feature("h", "sequence"))
+    group = AttentionGroup("g1", (("q", "h"),))
+    whole = Statistics(specs).add(columns).fit([group], min_count=2, share_embeddings=True)
+    chunked = Statistics(specs)
+    for rows in np.array_split(np.arange(n), 7):
+        chunk = {name: values[rows] for name, values in columns.items()}
+        chunk["s"], chunk["g"] = pd.Categorical(chunk["s"]), pd.Categorical(chunk["g"])  # as the builders give them
+        chunked.add(chunk)
+    fitted = chunked.fit([group], min_count=2, share_embeddings=True)
+    assert fitted.to_json() == whole.to_json()
+    encoded = fitted.transform({**columns, "s": pd.Categorical(columns["s"]), "g": pd.Categorical(columns["g"])})
+    for name, values in whole.transform(columns).items():
+        np.testing.assert_array_equal(encoded[name], values, err_msg=name)

@@ -252,3 +252,29 @@ def test_sequential_protocol_on_a_movielens_1m_folder(ml1m_dir, tmp_path):
     assert schema.numeric == ("age",) and {f.name for f in schema.categorical} == {"gender", "movieId", "occupation", "zipCode"}
     for name in ("train", "valid", "test"):
         assert len(np.unique(getattr(splits, name)[USER])) == 3000
+
+
+@pytest.mark.parametrize("source", ["ml-1m format", "ml-latest-small"])
+def test_chunked_build_is_the_whole_build(source, ml1m_dir, tmp_path):
+    """A build a few users at a time (memory: one chunk) gives exactly the
+    arrays and encoders of one chunk holding every user, and its cache entry
+    (one .npy per split and column) reads back memory-mapped, equal."""
+    from conftest import sample_dir
+    from data import sequential
+
+    path = ml1m_dir if source == "ml-1m format" else sample_dir(source)
+    config = DINConfig(split="fraction")
+    whole = sequential.build(path, config, chunk_ratings=10**9)
+    chunked = sequential.build(path, config, chunk_ratings=997)
+    assert len(list(chunked.chunks())) > 10 and len(list(whole.chunks())) == 1
+    assert chunked.rows == whole.rows
+    assert chunked.encoders.to_json() == whole.encoders.to_json()
+    expected, got = whole.in_memory(), chunked.in_memory()
+    cached = load_splits(path, config, str(tmp_path / "cache"))
+    for name in ("train", "valid", "test"):
+        assert getattr(expected, name).keys() == getattr(got, name).keys() == getattr(cached, name).keys()
+        for column, values in getattr(expected, name).items():
+            np.testing.assert_array_equal(getattr(got, name)[column], values, err_msg=f"{name}/{column}")
+            np.testing.assert_array_equal(getattr(cached, name)[column], values, err_msg=f"{name}/{column}")
+            assert getattr(got, name)[column].dtype == values.dtype
+    assert isinstance(cached.train[HISTORY], np.memmap) and len(cached.train[HISTORY]) == whole.rows["train"]

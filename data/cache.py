@@ -1,0 +1,116 @@
+"""A built dataset on disk: `encoders.json` and one `.npy` file per split and
+column (`train/label.npy`, `train/histHighRatedMovieIds.npy`, ...).
+
+Written chunk by chunk (`Writer`: rows are appended with plain file writes,
+so a split is never whole in memory and written pages are not held by the
+process), renamed into place whole or not at all; read memory-mapped
+(`read`: the operating system pages rows in as batches touch them, and out
+again under memory pressure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from data.encoders import FeatureEncoders
+from data.splits import SPLITS, Arrays, Splits
+
+
+class Writer:
+    """Appends each split's rows to a new cache entry at `folder`, chunk after chunk.
+
+    rows: each split's final row count (each .npy header states its shape
+    first). Use as a context manager: the entry appears at `folder` only when
+    `finish` has checked every column is complete; an error leaves nothing.
+    """
+
+    def __init__(self, folder: str, rows: dict[str, int]):
+        parent = os.path.dirname(folder)
+        os.makedirs(parent, exist_ok=True)
+        self.folder, self.rows = folder, dict(rows)
+        self.work = tempfile.mkdtemp(prefix=".build-", dir=parent)
+        self.files: dict[tuple[str, str], tuple] = {}  # (split, column) -> (file, dtype, row shape)
+        self.written: dict[tuple[str, str], int] = {}
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *error) -> None:
+        for f, *_ in self.files.values():
+            f.close()
+        shutil.rmtree(self.work, ignore_errors=True)  # finished: already renamed away
+
+    def append(self, split: str, arrays: Arrays) -> None:
+        """One chunk of a split: the same columns each time, each [n, ...]."""
+        for name, values in arrays.items():
+            values = np.ascontiguousarray(values.astype(str) if values.dtype == object else values)
+            key = (split, name)
+            if key not in self.files:
+                os.makedirs(os.path.join(self.work, split), exist_ok=True)
+                f = open(os.path.join(self.work, split, f"{name}.npy"), "wb")
+                header = {"descr": np.lib.format.dtype_to_descr(values.dtype), "fortran_order": False,
+                          "shape": (self.rows[split], *values.shape[1:])}
+                np.lib.format.write_array_header_1_0(f, header)
+                self.files[key], self.written[key] = (f, values.dtype, values.shape[1:]), 0
+            f, dtype, shape = self.files[key]
+            if (values.dtype, values.shape[1:]) != (dtype, shape):
+                raise ValueError(f"{split}/{name}: a chunk of {values.dtype} {values.shape[1:]}, earlier ones {dtype} {shape}")
+            f.write(values.data)
+            self.written[key] += len(values)
+
+    def finish(self, encoders: FeatureEncoders) -> None:
+        for (split, name), count in self.written.items():
+            if count != self.rows[split]:
+                raise ValueError(f"{split}/{name}: {count} rows written, {self.rows[split]} announced")
+        for f, *_ in self.files.values():
+            f.close()
+        with open(os.path.join(self.work, "encoders.json"), "w", encoding="utf-8") as f:
+            f.write(encoders.to_json())
+        try:
+            os.replace(self.work, self.folder)  # whole or not at all
+        except OSError:
+            if not os.path.isdir(self.folder):  # else another process built the same entry first: keep it
+                raise
+
+
+def write(folder: str, splits: Splits) -> None:
+    """A cache entry of splits built in memory."""
+    with Writer(folder, {split: _rows(getattr(splits, split)) for split in SPLITS}) as writer:
+        for split in SPLITS:
+            writer.append(split, getattr(splits, split))
+        writer.finish(splits.encoders)
+
+
+def read(folder: str) -> Splits:
+    """A cache entry, its arrays memory-mapped (read-only). A damaged entry raises
+    OSError or ValueError."""
+    with open(os.path.join(folder, "encoders.json"), encoding="utf-8") as f:
+        encoders = FeatureEncoders.from_json(f.read())
+    parts = {}
+    for split in SPLITS:
+        directory = os.path.join(folder, split)
+        parts[split] = {name[: -len(".npy")]: _load(os.path.join(directory, name))
+                        for name in sorted(os.listdir(directory)) if name.endswith(".npy")}
+        _rows(parts[split])
+    return Splits(parts["train"], parts["valid"], parts["test"], encoders)
+
+
+def _load(path: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError:
+        array = np.load(path)  # an empty array cannot be mapped
+        if array.size:
+            raise
+        return array
+
+
+def _rows(arrays: Arrays) -> int:
+    sizes = {len(values) for values in arrays.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"columns differ in row count: {sorted(sizes)}")
+    return sizes.pop()
