@@ -72,9 +72,11 @@ SCALE_FLAGS = {
     "steps_per_call": (int, "jax: optimiser steps per jitted call"),
     "param_dtype": (str, "parameters' and optimiser state's dtype (float64: jax with JAX_ENABLE_X64=1)"),
     "device": (str, "torch device, e.g. cpu or cuda (default: cuda when available)"),
+    "input": (str, "jax: device copies each split to every device once; stream gathers each block of batches on the "
+              "host (memory-mapped cache) and sends each device only its shard; auto streams splits over 1 GB"),
 }
 # With --resume every setting comes from RUN_DIR/config.json; only these may change.
-RESUME_MAY_CHANGE = ("mesh", "device")
+RESUME_MAY_CHANGE = ("mesh", "device", "input")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scale.add_argument(
         "--resume", metavar="RUN_DIR", default=None,
         help="continue RUN_DIR from its newest checkpoint with every setting of its config.json; only --data "
-        "(the same data elsewhere), --mesh and --device may be given",
+        "(the same data elsewhere), --mesh, --device and --input may be given",
     )
     parser.add_argument("--no-progress", action="store_true", default=False, help="hide the progress bars")
     args = parser.parse_args(argv)
@@ -128,8 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--resume takes every setting from {args.resume}/config.json: drop {', '.join(fixed or ['--out'])}")
     elif not args.out or not args.backend:
         parser.error("--backend and --out are required (or --resume RUN_DIR)")
-    if args.backend == "torch" and ({"mesh", "shard_embeddings", "steps_per_call"} & set(given) or args.distributed):
-        parser.error("--mesh, --shard-embeddings, --steps-per-call and --distributed are for --backend jax")
+    if args.backend == "torch" and ({"mesh", "shard_embeddings", "steps_per_call", "input"} & set(given) or args.distributed):
+        parser.error("--mesh, --shard-embeddings, --steps-per-call, --input and --distributed are for --backend jax")
     return args
 
 
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
         if args.backend and args.backend != backend:
             raise ConfigError(f"--resume {args.resume}: its checkpoints were written by the {backend} backend, "
                               f"not {args.backend}: resume with --backend {backend}, or without --backend")
-        config = config.replace(**settings(args))  # --mesh, --device: where to compute
+        config = config.replace(**settings(args))  # --mesh, --device, --input: where to compute
         data_dir = args.data or data_dir
         args.backend = backend
     else:

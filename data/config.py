@@ -34,6 +34,7 @@ CHOICES = {
     "param_dtype": ("float32", "float64"),
     "protocol": ("sequential", "seed", "paper"),
     "split": ("fraction", "leave-last-out"),
+    "input": ("auto", "device", "stream"),
 }
 GROUPS = ("data", "model", "optimizer", "loop", "placement")
 
@@ -107,6 +108,10 @@ class DINConfig:
     shard_embeddings: bool = setting(False, "placement")  # JAX: tables split over 'model'
     param_dtype: str = setting("float32", "placement")  # parameters and optimiser state
     device: str = setting("", "placement")  # torch: "cpu", "cuda", ...; "" = cuda if available
+    # JAX: "device" copies each split to every device once; "stream" gathers each
+    # block of batches on the host and sends each device its shard; "auto" streams
+    # splits over din_jax.train.RESIDENT_BYTES. Batches, and so results, are the same.
+    input: str = setting("auto", "placement")
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> ConfigError:

@@ -9,6 +9,7 @@ steps and the training data crosses to the device once.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, PartitionSpec as P
 
-from data.batches import Arrays, eval_batches
+from data.batches import Arrays, eval_batches, prefetched
 from data.config import DINConfig
 from data.errors import ConfigError
 from data.schema import LABEL, ROW_MASK, FeatureSchema
@@ -174,22 +175,16 @@ def _gather(data: Batch, rows: jax.Array) -> Batch:
     return {name: values[rows] for name, values in data.items()}  # each [B, ...]
 
 
-def train_steps(
-    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
-) -> tuple[TrainState, jax.Array]:
-    """Runs up to K train steps on device-resident `data` in one dispatch.
-
-    rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
-    padded with masked rows). A step whose rows are all masked is skipped, so
-    every block of an epoch has the same shape. `regularizer`, a constant of
-    the run, is closed over by the scan, not carried. Returns the losses [K].
-    """
+def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: MiniBatchAwareL2 | None):
+    """lax.scan of train_step over `steps` (leading axis K); batch_of(step) ->
+    (batch, row_mask [B]). A step whose rows are all masked is skipped, so every
+    block of an epoch has the same shape. Returns (state, losses [K])."""
     # The loss is computed in at least float32 (din_jax.model.wide), whatever the activations.
     loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
 
-    def body(state, step_inputs):
-        batch_rows, mask = step_inputs
-        batch = _gather(data, batch_rows) | {ROW_MASK: mask}
+    def body(state, step):
+        batch, mask = batch_of(step)
+        batch = batch | {ROW_MASK: mask}
 
         def run(state):
             state, metrics = train_step(state, batch, regularizer)
@@ -200,7 +195,27 @@ def train_steps(
 
         return jax.lax.cond(jnp.any(mask > 0), run, skip, state)
 
-    return jax.lax.scan(body, state, (rows, row_mask))
+    return jax.lax.scan(body, state, steps)
+
+
+def train_steps(
+    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
+) -> tuple[TrainState, jax.Array]:
+    """Runs up to K train steps on device-resident `data` in one dispatch.
+
+    rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
+    padded with masked rows). `regularizer`, a constant of the run, is closed
+    over by the scan, not carried. Returns the losses [K].
+    """
+    return _scan_steps(state, (rows, row_mask), lambda step: (_gather(data, step[0]), step[1]), regularizer)
+
+
+def train_steps_on(
+    state: TrainState, batches: Batch, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
+) -> tuple[TrainState, jax.Array]:
+    """train_steps on a block of batches gathered on the host (streamed input):
+    batches {name: [K, B, ...]}, row_mask [K, B]. Returns the losses [K]."""
+    return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer)
 
 
 def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:
@@ -225,7 +240,12 @@ def blocks(batches: list[np.ndarray], steps_per_call: int, batch_size: int) -> l
     return [(rows[i : i + count], mask[i : i + count]) for i in range(0, len(rows), count)]
 
 
+log = logging.getLogger("din")
+
 DEVICE_SPLITS = 3  # splits kept on the devices by JaxBackend: training, validation, test
+# --input auto: a split up to this size is copied to every device once (each
+# batch gathered there); a bigger one is streamed, batch by batch.
+RESIDENT_BYTES = 1 << 30
 
 
 class JaxBackend:
@@ -294,7 +314,12 @@ class JaxBackend:
             train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
         )
         self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh))
+        self._train_steps_on = jax.jit(
+            train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
+        )
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh))
         self._on_device: dict[int, tuple[Arrays, Batch]] = {}
+        self.input, self.input_path = config.input, None  # input_path: the training split's, once chosen
         devices = jax.devices()
         self.describe = (
             f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind} ({jax.process_count()} process), "
@@ -317,14 +342,38 @@ class JaxBackend:
             cached |= {name: global_array(replicated(self.mesh), data[name]) for name in names if name not in cached}
         return {name: cached[name] for name in names}
 
+    def streams(self, data: Arrays) -> bool:
+        """Whether batches of `data` are streamed from the host (config.input
+        'stream'), not gathered from a copy on every device ('device'); 'auto':
+        streamed when the split is over RESIDENT_BYTES."""
+        if self.input != "auto":
+            return self.input == "stream"
+        return sum(data[name].nbytes for name in (*self.inputs, LABEL) if name in data) > RESIDENT_BYTES
+
     def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
-        device_data = self._device_data(data, self.inputs + (LABEL,))
+        streamed, names = self.streams(data), self.inputs + (LABEL,)
+        if self.input_path is None:
+            self.input_path = "streamed" if streamed else "device-resident"
+            size = sum(data[name].nbytes for name in names) / 2**30
+            log.info("training input: %s (training split %.2f GB; --input %s%s)", self.input_path, size, self.input,
+                     f", device-resident up to {RESIDENT_BYTES / 2**30:g} GB" if self.input == "auto" else "")
         losses = []
-        for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
-            rows_global, mask_global = self._device_rows(rows), self._device_rows(row_mask)
-            self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global, self.regularizer)
-            losses.append(block_losses)  # [K]
-            progress(int(row_mask.sum()))
+        if streamed:
+            def load(block):  # in a background thread, a block ahead
+                rows, row_mask = block
+                return self._host_rows(data, rows, names), self._device_rows(row_mask), int(row_mask.sum())
+
+            for batches_on_device, mask, count in prefetched(load, blocks(batches, self.steps_per_call, self.batch_size)):
+                self.state, block_losses = self._train_steps_on(self.state, batches_on_device, mask, self.regularizer)
+                losses.append(block_losses)  # [K]
+                progress(count)
+        else:
+            device_data = self._device_data(data, names)
+            for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
+                rows_global, mask_global = self._device_rows(rows), self._device_rows(row_mask)
+                self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global, self.regularizer)
+                losses.append(block_losses)  # [K]
+                progress(int(row_mask.sum()))
         # One host sync per call: the losses stay on the device until here.
         # The losses are replicated, so every process reads its own copy.
         return np.asarray(jnp.concatenate(losses), np.float64)[: len(batches)]  # [batches]
@@ -333,15 +382,31 @@ class JaxBackend:
         """[K, B] (or [B]) row indices or masks with B split over 'data'."""
         return global_array(rows_sharding(self.mesh, leading=rows.ndim - 1), rows)
 
+    def _host_rows(self, data: Arrays, rows: np.ndarray, names: tuple[str, ...]) -> Batch:
+        """{name: [K, B, ...]} global arrays of data's `rows` [K, B] (or [B]) with B
+        split over 'data': each device's slice of the rows is gathered on its own
+        host (from memory-mapped arrays: only those rows are read), so no device
+        and no host holds more than its shard of a batch."""
+        sharding = rows_sharding(self.mesh, leading=rows.ndim - 1)
+
+        def array(values: np.ndarray) -> jax.Array:
+            gather = lambda index: np.asarray(values[rows[index[: rows.ndim]]])  # noqa: E731
+            return jax.make_array_from_callback(rows.shape + values.shape[1:], sharding, gather)
+
+        return {name: array(data[name]) for name in names}
+
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
-        device_data = self._device_data(data, self.inputs)
         n = len(data[self.inputs[0]])
-        out = []
-        for rows in eval_batches(n, batch_size):
-            # Every batch is padded to `batch_size` (eval mode is row-independent),
-            # so evaluation compiles once whatever the split's size.
-            padded = np.pad(rows, (0, batch_size - len(rows)), mode="edge").astype(np.int32)
-            out.append(self._eval_logits(self.state, device_data, self._device_rows(padded)))
+        # Every batch is padded to `batch_size` (eval mode is row-independent),
+        # so evaluation compiles once whatever the split's size.
+        padded = lambda rows: np.pad(rows, (0, batch_size - len(rows)), mode="edge").astype(np.int32)  # noqa: E731
+        if self.streams(data):
+            load = lambda rows: self._host_rows(data, padded(rows), self.inputs)  # noqa: E731
+            out = [self._eval_step(self.state, batch) for batch in prefetched(load, eval_batches(n, batch_size))]
+        else:
+            device_data = self._device_data(data, self.inputs)
+            out = [self._eval_logits(self.state, device_data, self._device_rows(padded(rows)))
+                   for rows in eval_batches(n, batch_size)]
         # One gather from every device (and host) per evaluation.
         return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]
 

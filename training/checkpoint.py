@@ -76,7 +76,7 @@ class LoopState:
 
 
 # Settings a resumed run may change: where it computes, not what.
-MAY_CHANGE = frozenset({"mesh", "device"})
+MAY_CHANGE = frozenset({"mesh", "device", "input"})
 
 
 def fingerprint(config, data_sha256: str | None) -> dict[str, Any]:

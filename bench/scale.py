@@ -1,0 +1,159 @@
+"""How the build, a training epoch and an evaluation scale with the ratings.
+
+    python bench/scale.py --source ../shared/data/ml-latest-small [--sizes 1M,5M,20M] [--folder DIR] [--json FILE]
+
+For each size it writes, once, a raw MovieLens CSV release of about that many
+ratings into DIR by tiling the source's ratings.csv with fresh user ids
+(movies.csv copied), then in fresh processes, one per phase (the figure is
+that process's peak RSS):
+  build  the sequential protocol's samples (history 50) from the raw files into
+         an empty cache (data.datasets.load_splits): seconds, peak RSS, rows,
+         the encoded arrays' size;
+  train  one JAX epoch at B = 1024 from that cache (the input path the run
+         picks by size: device-resident or streamed, say `input`), its first
+         block (compilation) untimed: samples/s, peak RSS; then one evaluation of
+         the validation split (logits, AUC, GAUC) after a warm-up batch: seconds.
+Prints a table and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+BUILD = """
+import json, os, time
+from data.config import DINConfig
+from data.datasets import load_splits
+start = time.perf_counter()
+splits = load_splits({folder!r}, DINConfig(), cache_dir={cache!r})
+seconds = time.perf_counter() - start
+arrays = [a for s in ("train", "valid", "test") for a in getattr(splits, s).values()]
+print(json.dumps({{"build_s": seconds, "rows": {{s: len(getattr(splits, s)["label"]) for s in ("train", "valid", "test")}},
+                  "arrays_gb": sum(a.nbytes for a in arrays) / 2**30}}))
+"""
+
+TRAIN = """
+import json, time
+import numpy as np
+from data import metrics
+from data.batches import epoch_batches
+from data.config import DINConfig
+from data.datasets import load_splits
+from data.schema import LABEL, USER
+from training.backend import make_backend
+config = DINConfig(batch_size=1024, eval_batch_size=1024)
+splits = load_splits({folder!r}, config, cache_dir={cache!r})
+backend = make_backend("jax", splits.encoders.schema(), config)
+batches = epoch_batches(len(splits.train[LABEL]), config.batch_size, config.seed, 1)
+k = backend.steps_per_call
+backend.train_epoch(splits.train, batches[:k], lambda n: None)  # compiles
+start = time.perf_counter()
+losses = backend.train_epoch(splits.train, batches[k:], lambda n: None)
+seconds = time.perf_counter() - start
+valid = splits.valid
+backend.predict({{name: values[:1024] for name, values in valid.items()}}, 1024)  # compiles
+start = time.perf_counter()
+logits = backend.predict(valid, config.eval_batch_size)
+scores = metrics.evaluate(valid[USER], valid[LABEL], logits)
+eval_seconds = time.perf_counter() - start
+print(json.dumps({{"train_samples_per_s": sum(len(b) for b in batches[k:]) / seconds, "epoch_s": seconds,
+                  "input": backend.input_path, "eval_s": eval_seconds, "valid_auc": scores["auc"],
+                  "valid_gauc": scores["gauc"], "final_loss": float(np.mean(losses[-100:]))}}))
+"""
+
+
+def parse_size(text: str) -> int:
+    scale = {"K": 10**3, "M": 10**6}.get(text[-1].upper(), 1)
+    return int(float(text[:-1] if text[-1].upper() in "KM" else text) * scale)
+
+
+def tile(source: str, ratings: int, folder: str) -> int:
+    """A CSV release of about `ratings` ratings: whole copies of the source's, each
+    with fresh user ids. Returns the rating count; skips a folder already made."""
+    marker = os.path.join(folder, "ratings-count.txt")
+    if os.path.isfile(marker):
+        return int(open(marker).read())
+    frame = pd.read_csv(os.path.join(source, "ratings.csv"))
+    copies = max(round(ratings / len(frame)), 1)
+    offset = int(frame["userId"].max())
+    work = tempfile.mkdtemp(prefix=".tile-", dir=os.path.dirname(os.path.abspath(folder)))
+    with open(os.path.join(work, "ratings.csv"), "w", encoding="utf-8") as f:
+        f.write("userId,movieId,rating,timestamp\n")
+        for copy in range(copies):
+            frame.assign(userId=frame["userId"] + copy * offset).to_csv(f, header=False, index=False)
+    shutil.copy(os.path.join(source, "movies.csv"), work)
+    with open(os.path.join(work, "ratings-count.txt"), "w") as f:
+        f.write(str(copies * len(frame)))
+    os.replace(work, folder)
+    return copies * len(frame)
+
+
+def child(code: str) -> dict:
+    """Runs code in a fresh Python; its last stdout line (JSON) plus its peak RSS."""
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"a measurement failed (exit {process.returncode})")
+    return json.loads(out.strip().splitlines()[-1]) | {"peak_rss_gb": usage.ru_maxrss / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="a MovieLens CSV release (ratings.csv, movies.csv)")
+    parser.add_argument("--sizes", default="1M,5M,20M")
+    parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "din-scale"))
+    parser.add_argument("--phases", default="build,train")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if not os.path.isfile(os.path.join(args.source, "ratings.csv")):
+        raise SystemExit(f"--source {args.source}: no ratings.csv (a MovieLens CSV release, e.g. ml-latest-small)")
+    os.makedirs(args.folder, exist_ok=True)
+    results = []
+    for size in args.sizes.split(","):
+        folder = os.path.join(args.folder, f"ml-{size}")
+        start = time.perf_counter()
+        row = {"size": size, "ratings": tile(args.source, parse_size(size), folder)}
+        print(f"{size}: {row['ratings']:,} ratings in {folder} ({time.perf_counter() - start:.0f} s)", flush=True)
+        cache = os.path.join(folder, "cache")
+        if "build" in args.phases:
+            shutil.rmtree(cache, ignore_errors=True)
+            build = child(BUILD.format(folder=folder, cache=cache))
+            row |= {"build_s": build["build_s"], "build_peak_rss_gb": build["peak_rss_gb"], "rows": build["rows"],
+                    "arrays_gb": build["arrays_gb"]}
+            print(f"  build {build['build_s']:.1f} s, peak RSS {build['peak_rss_gb']:.2f} GB, arrays "
+                  f"{build['arrays_gb']:.2f} GB, rows {build['rows']}", flush=True)
+        if "train" in args.phases:
+            train = child(TRAIN.format(folder=folder, cache=cache))
+            row |= {key: train[key] for key in ("train_samples_per_s", "epoch_s", "input", "eval_s", "valid_auc", "valid_gauc")}
+            row["train_peak_rss_gb"] = train["peak_rss_gb"]
+            print(f"  epoch ({train['input']}) {train['train_samples_per_s']:,.0f} samples/s, {train['epoch_s']:.0f} s, "
+                  f"peak RSS {train['peak_rss_gb']:.2f} GB; evaluation {train['eval_s']:.1f} s", flush=True)
+        results.append(row)
+    print("\n| ratings | build (s) | build peak RSS (GB) | arrays (GB) | input | train samples/s | train+eval peak RSS (GB) | eval (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['ratings']:,} | {r.get('build_s', float('nan')):.1f} | {r.get('build_peak_rss_gb', float('nan')):.2f} | "
+              f"{r.get('arrays_gb', float('nan')):.2f} | {r.get('input', '-')} | {r.get('train_samples_per_s', float('nan')):,.0f} | "
+              f"{r.get('train_peak_rss_gb', float('nan')):.2f} | {r.get('eval_s', float('nan')):.1f} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": {"cpus": os.cpu_count()}, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
