@@ -54,7 +54,7 @@ from data.config import DINConfig
 from data.datasets import load_splits
 from data.schema import LABEL, USER
 from training.backend import make_backend
-config = DINConfig(batch_size=1024, eval_batch_size=1024)
+config = DINConfig(batch_size=1024, eval_batch_size=1024, input={input!r})
 splits = load_splits({folder!r}, config, cache_dir={cache!r})
 backend = make_backend("jax", splits.encoders.schema(), config)
 batches = epoch_batches(len(splits.train[LABEL]), config.batch_size, config.seed, 1)
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1M,5M,20M")
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "din-scale"))
     parser.add_argument("--phases", default="build,train")
+    parser.add_argument("--input", default="auto", choices=("auto", "device", "stream"), help="JAX's input path (--input)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.source, "ratings.csv")):
@@ -138,7 +139,7 @@ def main() -> None:
             print(f"  build {build['build_s']:.1f} s, peak RSS {build['peak_rss_gb']:.2f} GB, arrays "
                   f"{build['arrays_gb']:.2f} GB, rows {build['rows']}", flush=True)
         if "train" in args.phases:
-            train = child(TRAIN.format(folder=folder, cache=cache))
+            train = child(TRAIN.format(folder=folder, cache=cache, input=args.input))
             row |= {key: train[key] for key in ("train_samples_per_s", "epoch_s", "input", "eval_s", "valid_auc", "valid_gauc")}
             row["train_peak_rss_gb"] = train["peak_rss_gb"]
             print(f"  epoch ({train['input']}) {train['train_samples_per_s']:,.0f} samples/s, {train['epoch_s']:.0f} s, "

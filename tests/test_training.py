@@ -76,3 +76,29 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
         run_dir._atomic(str(path), failing_write)
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_streamed_input_trains_exactly_as_device_resident(csv_release_dir, tmp_path):
+    """From a built cache entry (memory-mapped .npy files), JAX's streamed input
+    (host gather, a block ahead) gives bit for bit the losses, weights and
+    predictions of the device-resident input; torch trains from the same arrays."""
+    from data.batches import epoch_batches
+    from data.datasets import load_splits
+
+    config = DINConfig(batch_size=64, eval_batch_size=128, steps_per_call=4)
+    splits = load_splits(csv_release_dir, config, str(tmp_path / "cache"))
+    assert isinstance(splits.train["label"], np.memmap)
+    batches = epoch_batches(len(splits.train["label"]), config.batch_size, config.seed, 1)[:10]  # 2.5 blocks
+    results = {}
+    for mode in ("device", "stream"):
+        backend = make_backend("jax", splits.encoders.schema(), config.replace(input=mode))
+        losses = backend.train_epoch(splits.train, batches, lambda n: None)
+        results[mode] = losses, backend.weights(), backend.predict(splits.valid, config.eval_batch_size), backend.input_path
+    (losses, weights, logits, path), (s_losses, s_weights, s_logits, s_path) = results["device"], results["stream"]
+    assert (path, s_path) == ("device-resident", "streamed") and len(losses) == 10
+    np.testing.assert_array_equal(s_losses, losses)
+    np.testing.assert_array_equal(s_logits, logits)
+    for name, value in weights.items():
+        np.testing.assert_array_equal(s_weights[name], value, err_msg=name)
+    torch_losses = make_backend("torch", splits.encoders.schema(), config).train_epoch(splits.train, batches, lambda n: None)
+    assert np.isfinite(torch_losses).all() and len(torch_losses) == 10

@@ -20,7 +20,7 @@ from parity.synthetic import random_batch, random_schema
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
 TOLERANCE = 1e-10 if X64 else 1e-5
-MESHES = ["data=1", "data=8", "data=4,model=2"]
+MESHES = ["data=1", "data=8", "data=4,model=2", "data=8 streamed", "data=4,model=2 streamed"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,17 +28,21 @@ def eight_devices():
     assert jax.device_count() == 8, "run through tests/test_multidevice.py (XLA_FLAGS=--xla_force_host_platform_device_count=8)"
 
 
-def train_20_steps(mesh_text: str, config: DINConfig):
+def train_20_steps(mesh_text: str, config: DINConfig, progress=lambda n: None):
+    """'data=N[,model=M][ streamed]': the mesh, and batches streamed from the host
+    (else gathered from a copy of the data on every device)."""
     rng = np.random.default_rng(0)
     schema = random_schema(rng, groups=2)
     data = random_batch(schema, 200, rng, dtype=np.dtype(DTYPE))
     scales = mba_scales(schema, data, config.mba_reg) if config.mba_reg else None
+    mesh_text, _, streamed = mesh_text.partition(" ")
     mesh = make_mesh(parse_mesh(mesh_text))
+    config = config.replace(input="stream" if streamed else "device")
     backend = JaxBackend(schema, config, steps_per_call=4, param_dtype=DTYPE, mba_scales=scales, mesh=mesh,
                          shard_embeddings="model" in mesh_text)
     batches = [b for epoch in (1, 2, 3, 4, 5, 6) for b in epoch_batches(200, config.batch_size, 0, epoch)][:20]
     for start in range(0, 20, 5):
-        backend.train_epoch(data, batches[start : start + 5], lambda n: None)
+        backend.train_epoch(data, batches[start : start + 5], progress)
     assert int(backend.state.step) == 20
     return backend, data
 
@@ -100,3 +104,27 @@ def test_unsharded_mesh_keeps_tables_whole_and_replicated(trained):
         assert table["embedding"].sharding.is_fully_replicated, name
     with pytest.raises(ValueError, match="not divisible by the mesh's data axis"):
         JaxBackend(random_schema(np.random.default_rng(0)), DINConfig(batch_size=60), mesh=make_mesh(parse_mesh("data=8")))
+
+
+def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device():
+    """Streamed, no device ever holds the split, and each holds only its eighth
+    of every batch: checked on the live arrays while training runs."""
+    blocks, splits, earlier = [], [], set()
+
+    def inspect(samples):
+        for array in jax.live_arrays():
+            if id(array) in earlier:  # other tests' backends
+                continue
+            if array.shape[:2] == (4, 64):  # a block of batches: [K, B, ...]
+                blocks.append({s.data.shape[:2] for s in array.addressable_shards})
+            if array.shape[:1] == (200,):  # as many rows as the split
+                splits.append(array.shape)
+
+    earlier.update(id(array) for array in jax.live_arrays())
+    backend, data = train_20_steps("data=8 streamed", DINConfig(batch_size=64, eval_batch_size=64), inspect)
+    assert backend.input_path == "streamed" and not backend._on_device
+    assert blocks and all(shapes == {(4, 8)} for shapes in blocks), blocks
+    assert not splits, splits
+    earlier.update(id(array) for array in jax.live_arrays())
+    device = train_20_steps("data=8", DINConfig(batch_size=64, eval_batch_size=64), inspect)[0]
+    assert device.input_path == "device-resident" and splits  # the check sees a split when there is one
