@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> None:
         data_dir = args.data
         prepare_out(args.out, args.overwrite)  # before anything is read or written
     data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
-    splits = load_splits(data_dir, config, args.cache_dir)
+    splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     fit(backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
         resume=bool(args.resume))

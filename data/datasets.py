@@ -83,12 +83,15 @@ def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None, 
             log.warning("cache entry %s is damaged (%s: %s): rebuilding it", folder, type(error).__name__, error)
             shutil.rmtree(folder, ignore_errors=True)
     if kind == "movielens" and config.protocol == "sequential":  # chunk by chunk: memory bounded, not the data's
-        built = sequential.build(data_dir, config)
-        with cache.Writer(folder, built.rows) as writer:
-            for chunk in tqdm(built.encoded(), desc="encoding", unit="chunk", leave=False, disable=not progress):
-                for split, arrays in chunk.items():
-                    writer.append(split, arrays)
-            writer.finish(built.encoders)
+        raw = grouplens.read_raw(data_dir, progress)
+        with tqdm(total=2 * len(raw.ratings), desc="building samples (fit, then encode)", unit="rating", unit_scale=True,
+                  leave=False, disable=not progress) as bar:
+            built = sequential.build(raw, config, advance=bar.update)
+            with cache.Writer(folder, built.rows) as writer:
+                for chunk in built.encoded():
+                    for split, arrays in chunk.items():
+                        writer.append(split, arrays)
+                writer.finish(built.encoders)
     else:
         cache.write(folder, amazon.load_splits(data_dir, config) if kind == "amazon" else _movielens_protocol(config).load(data_dir, config))
     return cache.read(folder)

@@ -34,6 +34,7 @@ import re
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from data.errors import DataError
 
@@ -55,6 +56,7 @@ class RawMovieLens:
     movies: pd.DataFrame
     users: pd.DataFrame | None
     format: str
+    folder: str = ""
 
 
 def detect(folder: str) -> bool:
@@ -231,7 +233,8 @@ def _blocks(f, first_line: int, block_bytes: int):
 
 
 def _read_ratings(
-    path: str, columns: dict[str, str], separator: str, encoding: str, header: bool, block_bytes: int = BLOCK_BYTES
+    path: str, columns: dict[str, str], separator: str, encoding: str, header: bool, block_bytes: int = BLOCK_BYTES,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """The ratings file, BLOCK_BYTES at a time: memory holds one block's text,
     never the file's, and the ratings as four numeric columns (32 bytes a
@@ -256,8 +259,11 @@ def _read_ratings(
             file_names = [str(name).strip() for name in names]
             _parse(",".join(file_names) + "\n", path, columns, ",", True)  # the missing-column check
             line += 1
-        for block, first_line in _blocks(f, line, block_bytes):
-            parts.append(_ratings_block(block, first_line, path, columns, separator, encoding, file_names))
+        with tqdm(total=os.path.getsize(path), initial=f.tell(), desc=f"reading {os.path.basename(path)}", unit="B",
+                  unit_scale=True, leave=False, disable=not progress) as bar:
+            for block, first_line in _blocks(f, line, block_bytes):
+                parts.append(_ratings_block(block, first_line, path, columns, separator, encoding, file_names))
+                bar.update(len(block))
     ratings = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if ratings.empty:
         raise DataError(f"{path}: no data rows" if header else f"{path}: empty file")
@@ -307,12 +313,13 @@ def _movies(frame: pd.DataFrame) -> pd.DataFrame:
     return movies
 
 
-def read_raw(folder: str) -> RawMovieLens:
-    """Reads a raw GroupLens folder (format detected from its files)."""
+def read_raw(folder: str, progress: bool = False) -> RawMovieLens:
+    """Reads a raw GroupLens folder (format detected from its files); progress:
+    a bar over the ratings file's bytes."""
     kind = detect_format(folder)
     path = lambda name: os.path.join(folder, name)  # noqa: E731
     if kind == "ml-1m":
-        ratings = _ratings(_read_ratings(path("ratings.dat"), ML1M_RATINGS, "::", "latin-1", False))
+        ratings = _ratings(_read_ratings(path("ratings.dat"), ML1M_RATINGS, "::", "latin-1", False, progress=progress))
         movies = _movies(_read_table(path("movies.dat"), ML1M_MOVIES, "::", "latin-1", False))
         users_frame = _read_table(path("users.dat"), ML1M_USERS, "::", "latin-1", False)
         users = pd.DataFrame({
@@ -329,8 +336,8 @@ def read_raw(folder: str) -> RawMovieLens:
         unknown = ~ratings["user"].isin(users["user"])
         if unknown.any():
             raise DataError(f"{path('ratings.dat')}: user {int(ratings['user'][unknown].iloc[0])} is not in users.dat")
-        return RawMovieLens(ratings, movies, users, kind)
+        return RawMovieLens(ratings, movies, users, kind, folder)
     if kind == "csv":
-        ratings = _ratings(_read_ratings(path("ratings.csv"), CSV_RATINGS, ",", "utf-8", True))
+        ratings = _ratings(_read_ratings(path("ratings.csv"), CSV_RATINGS, ",", "utf-8", True, progress=progress))
         movies = _movies(_read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True))
-        return RawMovieLens(ratings, movies, None, kind)
+        return RawMovieLens(ratings, movies, None, kind, folder)

@@ -165,13 +165,15 @@ def split_samples_of(raw: RawMovieLens, columns: dict[str, np.ndarray], config: 
     return {name: {k: v[mask] for k, v in columns.items()} for name, mask in masks.items()}
 
 
-def chunks(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS):
+def chunks(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS, advance=lambda ratings: None):
     """split_samples of the users of one chunk of ratings after another: what
-    the whole build holds at once is the ratings and one chunk."""
+    the whole build holds at once is the ratings and one chunk. advance(n):
+    called with each chunk's ratings once it is built."""
     ratings = sorted_ratings(raw)
     for rows in user_chunks(ratings["user"], chunk_ratings):
         chunk = {name: values[rows] for name, values in ratings.items()}
         yield split_samples_of(raw, samples(raw, chunk, config.max_hist), config)
+        advance(rows.stop - rows.start)
 
 
 def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
@@ -184,16 +186,15 @@ def features(raw: RawMovieLens) -> tuple[Feature, ...]:
     return feature_kinds((), ("movieId",), ("genres", HISTORY))
 
 
-def build(data_dir: str, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS) -> ChunkedSplits:
-    """The encoded splits, fitted and encoded one chunk of users at a time."""
-    raw = read_raw(data_dir)
-    built = ChunkedSplits.fit(
-        lambda: chunks(raw, config, chunk_ratings), features(raw), ATTENTION_GROUPS, config)
+def build(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS, advance=lambda ratings: None) -> ChunkedSplits:
+    """The encoded splits, fitted and encoded one chunk of users at a time
+    (advance: as in chunks, in both passes)."""
+    built = ChunkedSplits.fit(lambda: chunks(raw, config, chunk_ratings, advance), features(raw), ATTENTION_GROUPS, config)
     if not built.rows["train"]:
-        raise DataError(f"{data_dir}: no training samples: every user has too few ratings for the '{config.split}' split")
+        raise DataError(f"{raw.folder}: no training samples: every user has too few ratings for the '{config.split}' split")
     return built
 
 
 def load(data_dir: str, config: DINConfig) -> Splits:
     """The encoded splits in memory (build's chunks joined)."""
-    return build(data_dir, config).in_memory()
+    return build(read_raw(data_dir), config).in_memory()

@@ -264,8 +264,9 @@ def test_chunked_build_is_the_whole_build(source, ml1m_dir, tmp_path):
 
     path = ml1m_dir if source == "ml-1m format" else sample_dir(source)
     config = DINConfig(split="fraction")
-    whole = sequential.build(path, config, chunk_ratings=10**9)
-    chunked = sequential.build(path, config, chunk_ratings=997)
+    raw = read_raw(path)
+    whole = sequential.build(raw, config, chunk_ratings=10**9)
+    chunked = sequential.build(raw, config, chunk_ratings=997)
     assert len(list(chunked.chunks())) > 10 and len(list(whole.chunks())) == 1
     assert chunked.rows == whole.rows
     assert chunked.encoders.to_json() == whole.encoders.to_json()
