@@ -12,7 +12,10 @@ that process's peak RSS):
   train  one JAX epoch at B = 1024 from that cache (the input path the run
          picks by size: device-resident or streamed, say `input`), its first
          block (compilation) untimed: samples/s, peak RSS; then one evaluation of
-         the validation split (logits, AUC, GAUC) after a warm-up batch: seconds.
+         the validation split (logits, AUC, GAUC) after a warm-up batch: seconds;
+  speed  training samples/s of every size side by side in one process, segments
+         of 128 batches timed in turn (A B C A B C ...), medians of --repeats:
+         the ratio to the first size, free of the machine's drift between runs.
 Prints a table and writes the JSON.
 """
 
@@ -74,6 +77,33 @@ print(json.dumps({{"train_samples_per_s": sum(len(b) for b in batches[k:]) / sec
                   "valid_gauc": scores["gauc"], "final_loss": float(np.mean(losses[-100:]))}}))
 """
 
+# Training speed side by side: one process, a backend per size, segments of
+# the same length timed in turn (A B C A B C ...), medians.
+SPEED = """
+import json, statistics, time
+from data.batches import epoch_batches
+from data.config import DINConfig
+from data.datasets import load_splits
+from data.schema import LABEL
+from training.backend import make_backend
+config = DINConfig(batch_size=1024, eval_batch_size=1024, input={input!r})
+runs = {{}}
+for size, folder in {folders!r}.items():
+    splits = load_splits(folder, config, cache_dir=folder + "/cache")
+    train, backend = splits.train, make_backend("jax", splits.encoders.schema(), config)
+    batches = epoch_batches(len(train[LABEL]), config.batch_size, config.seed, 1)
+    backend.train_epoch(train, batches[:backend.steps_per_call], lambda n: None)  # compiles
+    runs[size] = (backend, train, batches[backend.steps_per_call:])
+speeds = {{size: [] for size in runs}}
+for repeat in range({repeats}):
+    for size, (backend, train, batches) in runs.items():
+        segment = batches[repeat * {segment} : (repeat + 1) * {segment}]
+        start = time.perf_counter()
+        backend.train_epoch(train, segment, lambda n: None)
+        speeds[size].append(sum(len(b) for b in segment) / (time.perf_counter() - start))
+print(json.dumps({{size: {{"median": statistics.median(v), "all": v, "input": runs[size][0].input_path}} for size, v in speeds.items()}}))
+"""
+
 
 def parse_size(text: str) -> int:
     scale = {"K": 10**3, "M": 10**6}.get(text[-1].upper(), 1)
@@ -117,7 +147,8 @@ def main() -> None:
     parser.add_argument("--source", required=True, help="a MovieLens CSV release (ratings.csv, movies.csv)")
     parser.add_argument("--sizes", default="1M,5M,20M")
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "din-scale"))
-    parser.add_argument("--phases", default="build,train")
+    parser.add_argument("--phases", default="build,train,speed")
+    parser.add_argument("--repeats", type=int, default=5, help="speed phase: segments timed per size")
     parser.add_argument("--input", default="auto", choices=("auto", "device", "stream"), help="JAX's input path (--input)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -145,6 +176,15 @@ def main() -> None:
             print(f"  epoch ({train['input']}) {train['train_samples_per_s']:,.0f} samples/s, {train['epoch_s']:.0f} s, "
                   f"peak RSS {train['peak_rss_gb']:.2f} GB; evaluation {train['eval_s']:.1f} s", flush=True)
         results.append(row)
+    speed = None
+    if "speed" in args.phases:
+        folders = {size: os.path.join(args.folder, f"ml-{size}") for size in args.sizes.split(",")}
+        speed = child(SPEED.format(folders=folders, input=args.input, repeats=args.repeats, segment=128))
+        first = args.sizes.split(",")[0]
+        print(f"\ntraining samples/s side by side (segments of 128 batches of 1024, medians of {args.repeats}):")
+        for size in folders:
+            print(f"  {size} ({speed[size]['input']}): {speed[size]['median']:,.0f} "
+                  f"({speed[size]['median'] / speed[first]['median']:.2f} x {first})")
     print("\n| ratings | build (s) | build peak RSS (GB) | arrays (GB) | input | train samples/s | train+eval peak RSS (GB) | eval (s) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -153,7 +193,7 @@ def main() -> None:
               f"{r.get('train_peak_rss_gb', float('nan')):.2f} | {r.get('eval_s', float('nan')):.1f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": {"cpus": os.cpu_count()}, "results": results}, f, indent=2)
+            json.dump({"machine": {"cpus": os.cpu_count()}, "results": results, "speed_side_by_side": speed}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ Split by time within each user (`split`):
 so that (nearly) every user is in every split and GAUC is meaningful.
 
 Everything is numpy/pandas group arithmetic: no Python loop over ratings.
+`build` makes the samples a chunk of whole users at a time (`chunks`), so a
+build holds the ratings and one chunk, never every sample: a user's samples
+and split depend on that user's ratings only.
 """
 
 from __future__ import annotations
