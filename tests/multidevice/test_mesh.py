@@ -20,7 +20,8 @@ from parity.synthetic import random_batch, random_schema
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
 TOLERANCE = 1e-10 if X64 else 1e-5
-MESHES = ["data=1", "data=8", "data=4,model=2", "data=8 streamed", "data=4,model=2 streamed"]
+CONFIG = DINConfig(batch_size=64, eval_batch_size=64, mba_reg=0.1)
+MESHES = ["data=1", "data=8", "data=4,model=2", "data=4,model=2 streamed"]  # data=8 streamed: below
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,8 +57,7 @@ def train_20_steps(mesh_text: str, config: DINConfig, progress=lambda n: None):
 @pytest.fixture(scope="module")
 def trained():
     """mesh -> (backend, data) after 20 steps; dropout on: its keys do not depend on the mesh."""
-    config = DINConfig(batch_size=64, eval_batch_size=64, mba_reg=0.1)
-    return {mesh: train_20_steps(mesh, config) for mesh in MESHES}
+    return {mesh: train_20_steps(mesh, CONFIG) for mesh in MESHES}
 
 
 def test_meshes_train_to_the_same_parameters(trained):
@@ -106,9 +106,10 @@ def test_unsharded_mesh_keeps_tables_whole_and_replicated(trained):
         JaxBackend(random_schema(np.random.default_rng(0)), DINConfig(batch_size=60), mesh=make_mesh(parse_mesh("data=8")))
 
 
-def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device():
+def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device(trained):
     """Streamed, no device ever holds the split, and each holds only its eighth
-    of every batch: checked on the live arrays while training runs."""
+    of every batch: checked on the live arrays while training runs; and it
+    trains to the parameters of one device."""
     blocks, splits, earlier = [], [], set()
 
     def inspect(samples):
@@ -121,10 +122,13 @@ def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device():
                 splits.append(array.shape)
 
     earlier.update(id(array) for array in jax.live_arrays())
-    backend, data = train_20_steps("data=8 streamed", DINConfig(batch_size=64, eval_batch_size=64), inspect)
+    backend, data = train_20_steps("data=8 streamed", CONFIG, inspect)
     assert backend.input_path == "streamed" and not backend._on_device
     assert blocks and all(shapes == {(4, 8)} for shapes in blocks), blocks
     assert not splits, splits
+    expected = trained["data=1"][0].weights()
+    for name, value in backend.weights().items():
+        np.testing.assert_allclose(value, expected[name], rtol=0, atol=TOLERANCE, err_msg=name)
     earlier.update(id(array) for array in jax.live_arrays())
-    device = train_20_steps("data=8", DINConfig(batch_size=64, eval_batch_size=64), inspect)[0]
+    device = train_20_steps("data=8", CONFIG, inspect)[0]
     assert device.input_path == "device-resident" and splits  # the check sees a split when there is one
