@@ -21,6 +21,7 @@ import os
 import sys
 
 from data.errors import ConfigError, exit_code
+from training import outputs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attention", type=int, default=0, metavar="K", help="write the K most attended history ids")
     parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: the run's eval batch size)")
     parser.add_argument("--explain", metavar="USER", help="draw USER's attention weights (needs a data folder)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file that predict.py wrote")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -50,11 +51,8 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"--attention {args.attention}: must be >= 0")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
-    out = args.out or (f"user-{args.explain}.png" if args.explain else "predictions.csv")
-    if os.path.exists(out) and not args.overwrite:
-        raise ConfigError(f"--out {out}: exists; choose a new path or pass --overwrite to replace it")
-    if os.path.isdir(out):
-        raise ConfigError(f"--out {out}: is a folder, expected a file path")
+    out = (f"user-{args.explain}.png" if args.explain else "predictions.csv") if args.out is None else args.out
+    outputs.check_file("--out", out, args.overwrite, protect={"--data": args.data, "RUN_DIR": args.run_dir})
     if not os.path.exists(args.data):
         raise ConfigError(f"--data {args.data}: no such file or folder")
     if args.explain is not None and not os.path.isdir(args.data):
@@ -66,7 +64,11 @@ def run(args: argparse.Namespace) -> None:
         explain(model, args.data, args.explain, out)
         print(f"wrote {out}")
         return
+    import numpy as np
+
+    from data import metrics
     from data.rows import read_csv
+    from inference.model import describe_unknown
     from inference.score import score
     from training.run_dir import write_text
 
@@ -76,11 +78,14 @@ def run(args: argparse.Namespace) -> None:
         rows, source, lines = raw_splits(args.data, model.config)["test"], f"{args.data} (test split)", None
     else:
         (rows, lines), source = read_csv(args.data), args.data
-    table, metrics = score(model, rows, source, lines, args.attention, progress=not args.no_progress)
+    table, found, unknown = score(model, rows, source, lines, args.attention, progress=not args.no_progress)
     write_text(out, table.to_csv(index=False, float_format="%.9g"))
     print(f"wrote {len(table)} predictions to {out} ({model.backend}, weights trained by {model.trained_by})")
-    if metrics:
-        print("AUC {auc:.6f}  GAUC {gauc:.6f}  logloss {logloss:.6f}".format(**metrics))
+    print(describe_unknown(unknown))
+    if found:
+        user = next((c for c in model.user_columns if c in table), None)
+        users = table[user].to_numpy() if user else np.arange(len(table))  # no user column: every row its own
+        print(metrics.summary(found, users, table["label"].to_numpy()))
 
 
 if __name__ == "__main__":

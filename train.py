@@ -19,11 +19,11 @@ import os
 import sys
 
 from data.config import CHOICES, DINConfig
-from data.datasets import load_splits
-from data.download import ML_1M, fetch
+from data.datasets import detect, load_splits
+from data.download import ML_1M, default_cache_dir, fetch
 from data.errors import ConfigError, UserError
 from training import checkpoint, fit, make_backend
-from training.run_dir import prepare_out
+from training import outputs
 
 # Flags that map one-to-one onto DINConfig fields; their defaults come from it.
 CONFIG_FLAGS = {
@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cache-dir", default=None, help="downloads and built raw datasets (default: $DIN_CACHE_DIR or ~/.cache/din-jax)"
     )
     parser.add_argument("--out", default=None, help="run directory to write: a new or empty folder (required unless --resume)")
-    parser.add_argument("--overwrite", action="store_true", default=False, help="empty a non-empty --out folder first")
+    parser.add_argument("--overwrite", action="store_true", default=False,
+                        help="replace the run in --out (a folder of train.py's own) once the new run finishes")
     for field, kind in CONFIG_FLAGS.items():
         parser.add_argument(
             f"--{field.replace('_', '-')}", type=kind, choices=CHOICES.get(field),
@@ -128,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         fixed = sorted(f"--{name.replace('_', '-')}" for name in given if name not in RESUME_MAY_CHANGE)
         if fixed or args.out:
             parser.error(f"--resume takes every setting from {args.resume}/config.json: drop {', '.join(fixed or ['--out'])}")
-    elif not args.out or not args.backend:
+    elif args.out is None or not args.backend:
         parser.error("--backend and --out are required (or --resume RUN_DIR)")
     if args.backend == "torch" and ({"mesh", "shard_embeddings", "steps_per_call", "input"} & set(given) or args.distributed):
         parser.error("--mesh, --shard-embeddings, --steps-per-call, --input and --distributed are for --backend jax")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        out = args.resume or args.out
+        out = args.resume or getattr(args, "written", None) or args.out
         newest = checkpoint.latest(out) if out else None
         where = f"; the newest whole checkpoint is {newest}: --resume {out} continues" if newest else ""
         print(f"interrupted: {out} is unfinished (marked by its UNFINISHED file){where}", file=sys.stderr)
@@ -181,12 +182,21 @@ def run(args: argparse.Namespace) -> None:
             given["dataset"] = os.path.abspath(given["dataset"])
         config = DINConfig(**given)
         data_dir = args.data
-        prepare_out(args.out, args.overwrite)  # before anything is read or written
+        if data_dir is not None:
+            detect(data_dir, config)  # the folder and its dataset file are readable: checked before --out is touched
+        replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
+                                       protect={"--data": data_dir, "--dataset": config.dataset or None,
+                                                "the cache": args.cache_dir or default_cache_dir()})
+        if replace:  # the old run stays whole until the new one has finished
+            args.written = outputs.staged(args.out)
+            logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
     data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
     splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
-    fit(backend, splits, config, args.resume or args.out, progress=not args.no_progress, data_dir=data_dir,
-        resume=bool(args.resume))
+    out = args.resume or getattr(args, "written", None) or args.out
+    fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
+    if out != (args.resume or args.out) and backend.primary:
+        outputs.swap_in(out, args.out)
 
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:

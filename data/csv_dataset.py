@@ -10,6 +10,8 @@
     price = { kind = "numeric", preprocess = "standard" }   # quantile (default) | standard | none
     adgroup_id = { kind = "categorical", min_count = 1 }
     click_sequence = { kind = "sequence", sep = "^", max_len = 50, share = "adgroup_id" }
+    # order = "latest-first" for a sequence listed newest id first (default oldest-first):
+    # a sequence longer than max_len keeps its most recent ids, in training and scoring alike
     [attention]                        # group name -> (query, history) pairs
     clicks = [["adgroup_id", "click_sequence"]]
 
@@ -30,16 +32,16 @@ import tomllib
 import numpy as np
 
 from data.config import DINConfig
-from data.encoders import FeatureEncoders
+from data.encoders import ORDERS, FeatureEncoders
 from data.errors import DataError
 from data.features import KINDS, PREPROCESS, Feature
-from data.rows import read_csv
+from data.rows import Where, ids, read_csv, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
 from data.splits import Splits, encode, holdout_users
 
 FILE_NAME = "dataset.toml"
 SPLITS = ("train", "valid", "test")
-OPTIONS = {"kind", "sep", "min_count", "max_len", "preprocess", "share"}
+OPTIONS = {"kind", "sep", "min_count", "max_len", "preprocess", "share", "order"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,8 @@ def read_layout(path: str) -> Layout:
     for split, name in files.items():
         if split not in SPLITS or not isinstance(name, str):
             raise fail(f"files.{split}", f"expected one of {SPLITS} naming a CSV file")
+    if not isinstance(raw["features"], dict) or not raw["features"]:
+        raise fail("features", 'lists no feature; add one line per input column, e.g. item = { kind = "categorical" }')
     features = []
     for name, options in raw["features"].items():
         key = f"features.{name}"
@@ -107,8 +111,11 @@ def read_layout(path: str) -> Layout:
             raise fail(f"{key}.preprocess", f"use one of {PREPROCESS}")
         if "sep" in options and (not isinstance(options["sep"], str) or not options["sep"]):
             raise fail(f"{key}.sep", "must be a non-empty string")
+        if options.get("order", ORDERS[0]) not in ORDERS or ("order" in options and kind != "sequence"):
+            raise fail(f"{key}.order", f"a sequence's order is one of {ORDERS}")
         features.append(Feature(name, kind, options.get("sep", "|"), options.get("min_count"), options.get("max_len"),
-                                options.get("preprocess", "quantile"), options.get("share")))
+                                options.get("preprocess", "quantile"), options.get("share"),
+                                options.get("order", ORDERS[0])))
     by_name = {f.name: f for f in features}
     for feature in features:
         if feature.share is None:
@@ -174,16 +181,14 @@ def read_split(path: str, layout: Layout) -> dict[str, np.ndarray]:
         return values
 
     out: dict[str, np.ndarray] = {}
+    where = Where(path, lines)  # ids and sequences are read by the same functions as scoring reads them
     for feature in layout.features:
         if feature.kind == "numeric":
             out[feature.name] = parse(feature.name, _float, np.float64, "not a finite number")  # empty -> NaN
-            continue
-        if feature.kind == "sequence":
-            for i, text in enumerate(raw[feature.name]):
-                if text and "" in text.split(feature.sep):
-                    raise DataError(f"{path}, line {lines[i]}, column {feature.name!r}: empty term in a "
-                                    f"{feature.sep!r}-separated sequence (value {text!r})")
-        out[feature.name] = raw[feature.name].astype(str)
+        elif feature.kind == "sequence":
+            out[feature.name] = sequences(raw[feature.name], feature.name, feature.sep, where)
+        else:
+            out[feature.name] = ids(raw[feature.name], feature.name, where)
     out[LABEL] = parse(layout.label, _label, np.float32, "label must be 0 or 1")
     if layout.user:
         users = raw[layout.user]

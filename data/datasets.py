@@ -33,7 +33,7 @@ from data.encoders import FeatureEncoders
 from data.errors import DataError
 from data.splits import Arrays, Splits, encode
 
-BUILD_VERSION = 4  # bump when a sample builder changes
+BUILD_VERSION = 5  # bump when a sample builder or the encoding changes (5: histories keep their latest ids)
 log = logging.getLogger("din")
 
 

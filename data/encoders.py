@@ -6,8 +6,11 @@ numeric      mean imputation, then scikit-learn's QuantileTransformer (its
 categorical  vocabulary = terms seen >= min_count times in train, sorted,
              numbered 1..n; 0 = padding, n + 1 = unknown (unseen terms).
 sequence     '|'-separated terms, same vocabulary rule; max_len = the longest
-             training sequence (or config.max_len); longer ones are cut, shorter ones right-padded
-             with 0. An empty sequence is all padding.
+             training sequence (or config.max_len); shorter ones are right-padded
+             with 0, longer ones are cut to their most recent max_len ids (the
+             end of an oldest-first list, the start of a latest-first one:
+             `order`), in training and in scoring alike (`recent`). An empty
+             sequence is all padding.
 
 Inputs are already validated strings and floats (see the sources' readers);
 outputs are numpy arrays: float32 [N] for numeric, int32 [N] for categorical,
@@ -29,6 +32,7 @@ from data.features import KINDS, Feature, features
 from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
 
 PADDING = 0
+ORDERS = ("oldest-first", "latest-first")  # how a sequence's ids are listed; the cut keeps the most recent
 DENSE_IDS = 1 << 26  # integer ids below this are counted and looked up in dense tables
 log = logging.getLogger("din")
 
@@ -269,25 +273,51 @@ def split_sequences(values: Sequence[str], sep: str) -> tuple[np.ndarray, np.nda
     return rows, positions, tokens.to_numpy(dtype=str)
 
 
+def recent(rows: np.ndarray, positions: np.ndarray, n: int, max_len: int, order: str = "oldest-first"
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The one cut rule: of each row's ids (rows, positions as split_sequences
+    gives them, n rows), which are kept, and at which slot of [N, max_len].
+
+    A sequence keeps its most recent max_len ids: the last ones of an
+    oldest-first list, the first ones of a latest-first list; kept ids keep
+    their order. Returns (keep [M] bool, slot [M])."""
+    if order == "latest-first":
+        return positions < max_len, positions
+    if order != "oldest-first":
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    lengths = np.bincount(rows, minlength=n) if len(rows) else np.zeros(n, np.int64)  # [N]
+    start = np.maximum(lengths - max_len, 0)[rows]  # [M]: each id's row's first kept position
+    return positions >= start, positions - start
+
+
 class SequenceEncoder:
-    def __init__(self, vocabulary: Vocabulary, max_len: int, sep: str = "|"):
+    def __init__(self, vocabulary: Vocabulary, max_len: int, sep: str = "|", order: str = "oldest-first"):
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         self.vocabulary = vocabulary
         self.max_len = int(max_len)
         self.sep = sep
+        self.order = order
+
+    def like(self, vocabulary: Vocabulary | None = None, max_len: int | None = None) -> "SequenceEncoder":
+        """This encoder with another vocabulary or length (sep and order kept)."""
+        return SequenceEncoder(vocabulary or self.vocabulary, max_len or self.max_len, self.sep, self.order)
 
     @classmethod
     def fit(
-        cls, values: Sequence[str] | np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = ""
+        cls, values: Sequence[str] | np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = "",
+        order: str = "oldest-first",
     ) -> "SequenceEncoder":
         """values: as sequence_statistics takes them. See from_statistics."""
         counts, lengths = sequence_statistics(values, sep)
-        return cls.from_statistics(counts, lengths, min_count, sep, max_len, name)
+        return cls.from_statistics(counts, lengths, min_count, sep, max_len, name, order)
 
     @classmethod
     def from_statistics(
-        cls, counts: pd.Series, lengths: np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = ""
+        cls, counts: pd.Series, lengths: np.ndarray, min_count: int, sep: str = "|", max_len: int = 0, name: str = "",
+        order: str = "oldest-first",
     ) -> "SequenceEncoder":
         """counts: the training ids' term_counts; lengths: the histogram of the
         training sequences' lengths.
@@ -304,29 +334,32 @@ class SequenceEncoder:
                 "%s: max_len %d comes from %d training row(s); 99%% of rows have <= %d ids "
                 "(--max-len N cuts sequences to N ids)", name or "sequence", longest, int(lengths[longest]), typical,
             )
-        return cls(Vocabulary.from_counts(counts, min_count), min(max_len, longest) if max_len else longest, sep)
+        return cls(Vocabulary.from_counts(counts, min_count), min(max_len, longest) if max_len else longest, sep, order)
 
     def transform(self, values: Sequence[str] | np.ndarray | pd.Categorical) -> np.ndarray:
         if isinstance(values, pd.Categorical):  # each distinct sequence encoded once; missing = empty
             table = self.transform(np.asarray(values.categories, dtype=object))  # [C, T]
             return np.concatenate([table, np.zeros((1, self.max_len), np.int32)])[values.codes]  # [N, T]
-        if isinstance(values, np.ndarray) and values.ndim == 2:
-            cut = values[:, : self.max_len]  # right-padded, so cutting keeps the first max_len
-            out = np.zeros((len(values), self.max_len), dtype=np.int32)
-            out[:, : cut.shape[1]] = self.vocabulary.encode(cut)
+        out = np.zeros((len(values), self.max_len), dtype=np.int32)  # [N, T], 0 = padding
+        if isinstance(values, np.ndarray) and values.ndim == 2:  # the builders' [N, L], oldest first, right-padded
+            if values.shape[1] <= self.max_len:  # nothing to cut: one vectorised lookup
+                out[:, : values.shape[1]] = self.vocabulary.encode(values)
+                return out
+            rows, positions = np.nonzero(values)
+            keep, slot = recent(rows, positions, len(values), self.max_len)
+            out[rows[keep], slot[keep]] = self.vocabulary.encode(values[rows[keep], positions[keep]])
             return out
         rows, positions, tokens = split_sequences(values, self.sep)
-        keep = positions < self.max_len  # Longer sequences are cut to max_len.
-        out = np.zeros((len(values), self.max_len), dtype=np.int32)  # [N, T], 0 = padding
-        out[rows[keep], positions[keep]] = self.vocabulary.encode(tokens[keep])
+        keep, slot = recent(rows, positions, len(values), self.max_len, self.order)
+        out[rows[keep], slot[keep]] = self.vocabulary.encode(tokens[keep])
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"terms": self.vocabulary.terms.tolist(), "max_len": self.max_len, "sep": self.sep}
+        return {"terms": self.vocabulary.terms.tolist(), "max_len": self.max_len, "sep": self.sep, "order": self.order}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "SequenceEncoder":
-        return cls(Vocabulary(raw["terms"]), raw["max_len"], raw["sep"])
+        return cls(Vocabulary(raw["terms"]), raw["max_len"], raw["sep"], raw.get("order", "oldest-first"))
 
 
 class Statistics:
@@ -368,13 +401,13 @@ class Statistics:
                       for f in by_kind["categorical"]}
         sequences = {
             f.name: SequenceEncoder.from_statistics(self.counts[f.name], self.lengths[f.name], minimum[f.name], f.sep,
-                                                    max_len if f.max_len is None else f.max_len, f.name)
+                                                    max_len if f.max_len is None else f.max_len, f.name, f.order)
             for f in by_kind["sequence"]
         }
         for group in attention_groups:  # one group's histories are read position by position: one length
             length = max(sequences[h].max_len for h in group.histories)
             for h in group.histories:
-                sequences[h] = SequenceEncoder(sequences[h].vocabulary, length, sequences[h].sep)
+                sequences[h] = sequences[h].like(max_len=length)
         shared = tuple((f.name, f.share) for f in self.specs if f.share)
         if share_embeddings:
             shared += tuple((h, q) for g in attention_groups for q, h in g.pairs if (h, q) not in shared)
@@ -384,7 +417,7 @@ class Statistics:
                 if name in categories:
                     categories[name] = CategoryEncoder(vocabulary)
                 else:
-                    sequences[name] = SequenceEncoder(vocabulary, sequences[name].max_len, sequences[name].sep)
+                    sequences[name] = sequences[name].like(vocabulary)
         numeric = {
             f.name: NumericEncoder.fit(np.concatenate(self.values[f.name]) if self.values[f.name] else np.zeros(0),
                                        f.name, f.preprocess)

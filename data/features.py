@@ -24,6 +24,7 @@ class Feature:
     max_len: int | None = None  # sequence: None = config.max_len (0: the longest training sequence)
     preprocess: str = "quantile"  # numeric: quantile (uniform [0, 1]), standard (z-score) or none
     share: str | None = None  # categorical, sequence: use this feature's vocabulary and embedding table
+    order: str = "oldest-first"  # sequence: how its ids are listed (a cut keeps the most recent: encoders.ORDERS)
 
 
 def features(numeric=(), categorical=(), sequence=(), sep: str = "|") -> tuple[Feature, ...]:

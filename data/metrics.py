@@ -69,5 +69,22 @@ def _user_score_key(user: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return user.astype(np.int64) * (int(score.max(initial=0)) + 1) + score.astype(np.int64)
 
 
+def gauc_undefined(users: np.ndarray, labels: np.ndarray) -> str:
+    """Why GAUC is NaN for these rows (only users with both labels count)."""
+    if not len(labels):
+        return "no rows"
+    user = pd.factorize(np.asarray(users))[0]
+    if np.bincount(user).max() == 1:
+        return "every user has one row: GAUC needs users with several"
+    return "no user has rows of both labels"
+
+
+def summary(found: dict[str, float], users: np.ndarray, labels: np.ndarray) -> str:
+    """'AUC a  GAUC g  logloss l', saying why where a figure is undefined."""
+    auc_text = f"{found['auc']:.6f}" if np.isfinite(found["auc"]) else "n/a (the labels are of one class)"
+    gauc_text = f"{found['gauc']:.6f}" if np.isfinite(found["gauc"]) else f"n/a ({gauc_undefined(users, labels)})"
+    return f"AUC {auc_text}  GAUC {gauc_text}  logloss {found['logloss']:.6f}"
+
+
 def evaluate(users: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     return {"auc": auc(labels, logits), "logloss": log_loss(labels, logits), "gauc": gauc(users, labels, logits)}

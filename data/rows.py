@@ -16,12 +16,13 @@ import csv
 import gzip
 import io
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from data.encoders import FeatureEncoders, split_sequences
+from data.encoders import FeatureEncoders, SequenceEncoder, recent, split_sequences
 from data.errors import DataError
 from data.schema import LABEL, USER
 
@@ -55,6 +56,12 @@ def read_csv(path: str) -> tuple[pd.DataFrame, np.ndarray]:
     if not rows:
         raise DataError(f"{path}: empty file, expected a header line")
     header = [name.strip() for name in rows[0][1]]
+    seen: dict[str, int] = {}
+    for column, name in enumerate(header, 1):
+        if name in seen:
+            raise DataError(f"{path}, line {rows[0][0]}: the header names column {name!r} twice (fields {seen[name]} "
+                            f"and {column}); rename or drop one")
+        seen[name] = column
     for line, row in rows[1:]:
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
@@ -62,7 +69,7 @@ def read_csv(path: str) -> tuple[pd.DataFrame, np.ndarray]:
     return frame, np.asarray([line for line, _ in rows[1:]], dtype=np.int64)
 
 
-class _Where:
+class Where:
     """Names a row in messages: the file's line, or the row's position."""
 
     def __init__(self, source: str, lines: np.ndarray | None):
@@ -77,7 +84,7 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _numbers(values: np.ndarray, column: str, where: _Where) -> np.ndarray:
+def _numbers(values: np.ndarray, column: str, where: Where) -> np.ndarray:
     if np.issubdtype(values.dtype, np.number) or values.dtype == bool:
         numbers = values.astype(np.float64)
     else:
@@ -93,35 +100,65 @@ def _numbers(values: np.ndarray, column: str, where: _Where) -> np.ndarray:
     return numbers  # NaN = empty, imputed by the encoder
 
 
-def _ids(values: np.ndarray, column: str, where: _Where) -> np.ndarray:
+_INTEGRAL = re.compile(r"[+-]?\d+\.0*")  # an integer written as a float: '2571.0'
+_NEEDS_CLEANING = r"\s|\.|^\[|^\("  # a term to strip or normalise, or a list's bracket
+
+
+def _id_text(text: str) -> str:
+    """One id as training and scoring read it: stripped, an integral float as its integer."""
+    text = text.strip()
+    return text.split(".")[0].lstrip("+") if _INTEGRAL.fullmatch(text) else text
+
+
+def _integral(values: np.ndarray, column: str, where: Where) -> np.ndarray:
+    """Float ids [N] as int64 when every one is a whole number; otherwise one line naming the first."""
+    bad = np.flatnonzero(~np.isnan(values) & (values != np.round(values)))
+    if bad.size:
+        raise DataError(f"{where(column, bad[0])}: an id must be an integer or a string, got {float(values[bad[0]])!r}")
+    return np.where(np.isnan(values), -1, values).astype(np.int64)  # -1 (missing) is no term: unknown
+
+
+def ids(values: np.ndarray, column: str, where: Where) -> np.ndarray:
+    """A categorical column as training and scoring read it: integers stay
+    integers, whole floats become integers, text is stripped and '2571.0'
+    read as '2571'; empty or missing is '' (unknown)."""
     if np.issubdtype(values.dtype, np.integer):
         return values
     if np.issubdtype(values.dtype, np.floating):
-        raise DataError(f"{where(column, 0)}: ids are integers or strings, got floats (dtype {values.dtype}); "
-                        "read the column as strings (e.g. pandas dtype=str)")
-    return np.asarray(["" if _is_missing(v) else str(v).strip() for v in values], dtype=str)  # '' = unknown
+        return _integral(values, column, where)
+    return np.asarray(["" if _is_missing(v) else _id_text(str(v)) for v in values], dtype=str)
 
 
-def _sequences(values: np.ndarray, column: str, sep: str, where: _Where) -> np.ndarray:
+def sequences(values: np.ndarray, column: str, sep: str, where: Where) -> np.ndarray:
+    """A sequence column as training and scoring read it: sep-joined text (each
+    id read as `ids` reads one), or lists of ids, or an integer matrix [N, T]
+    right-padded with 0. An empty term, or a list written as '[1, 2]', is
+    refused in one line naming the row."""
     if values.ndim == 2:
+        if np.issubdtype(values.dtype, np.floating):
+            values = _integral(values, column, where).clip(min=0)
         if not np.issubdtype(values.dtype, np.integer):
             raise DataError(f"{where(column, 0)}: a sequence matrix must hold integer ids (0 = padding)")
         return values
-    out = []
-    for i, value in enumerate(values):
-        if _is_missing(value):
-            text = ""
-        elif isinstance(value, (list, tuple, np.ndarray)):
-            text = sep.join(str(v) for v in value)
-        else:
-            text = str(value).strip()
+    texts = np.asarray([
+        "" if _is_missing(value) else
+        sep.join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in value)
+        if isinstance(value, (list, tuple, np.ndarray)) else str(value).strip()
+        for value in values
+    ], dtype=object)
+    messy = pd.Series(texts, dtype=object).str.contains(_NEEDS_CLEANING, regex=True).to_numpy(dtype=bool)
+    for i in np.flatnonzero(messy):  # rare: only rows with spaces, decimals or brackets take this loop
+        if texts[i][:1] in "[(" and texts[i][-1:] in ")]" and sep not in "[](),":
+            raise DataError(f"{where(column, i)}: a list written as {texts[i]!r}; write its ids joined by {sep!r} "
+                            f"(e.g. {sep.join(['260', '1196'])!r})")
+        texts[i] = sep.join(_id_text(term) for term in texts[i].split(sep))
+    for i, text in enumerate(texts):
         if text and "" in text.split(sep):
             raise DataError(f"{where(column, i)}: empty term in a {sep!r}-separated sequence (value {text!r})")
-        out.append(text)
-    return np.asarray(out, dtype=str)
+    return texts.astype(str)
 
 
-def _labels(values: np.ndarray, where: _Where, column: str) -> np.ndarray:
+def _labels(values: np.ndarray, where: Where, column: str) -> np.ndarray:
     labels = _numbers(values, column, where)
     bad = np.flatnonzero(~np.isin(labels, (0.0, 1.0)))
     if bad.size:
@@ -140,6 +177,9 @@ def to_columns(
     label_column: the label's (a dataset file may name it, e.g. 'clk').
     """
     if isinstance(rows, pd.DataFrame):
+        twice = rows.columns[rows.columns.duplicated()]
+        if len(twice):
+            raise DataError(f"{source}: column {str(twice[0])!r} appears twice; keep one")
         raw = {str(name): rows[name].to_numpy() for name in rows.columns}
     else:
         raw = {str(name): np.asarray(values) if not isinstance(values, np.ndarray) else values
@@ -152,14 +192,14 @@ def to_columns(
     sizes = {name: len(values) for name, values in raw.items()}
     if len(set(sizes.values())) > 1:
         raise DataError(f"{source}: columns differ in length {sizes}")
-    where = _Where(source, lines)
+    where = Where(source, lines)
     columns: dict[str, np.ndarray] = {}
     for name in encoders.numeric:
         columns[name] = _numbers(raw[name], name, where)
     for name in encoders.categorical:
-        columns[name] = _ids(raw[name], name, where)
+        columns[name] = ids(raw[name], name, where)
     for name, encoder in encoders.sequence.items():
-        columns[name] = _sequences(raw[name], name, encoder.sep, where)
+        columns[name] = sequences(raw[name], name, encoder.sep, where)
     if label_column in raw:
         columns[LABEL] = _labels(raw[label_column], where, label_column)
     for name in user_columns:
@@ -169,12 +209,13 @@ def to_columns(
     return columns
 
 
-def history_ids(values: np.ndarray, sep: str, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, position, raw id as a string) of every history entry a model sees
-    (the first max_len of each row, as the encoder keeps them)."""
+def history_ids(values: np.ndarray, encoder: SequenceEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, position, raw id as a string) of every history entry a model sees:
+    the ids the encoder keeps (its cut rule, `recent`), at the slot it puts them in."""
     if values.ndim == 2:
-        rows, positions = np.nonzero(values[:, :max_len])
-        return rows, positions, values[rows, positions].astype(str)
-    rows, positions, tokens = split_sequences(values, sep)
-    keep = positions < max_len
-    return rows[keep], positions[keep], tokens[keep]
+        rows, positions = np.nonzero(values)
+        tokens, order = values[rows, positions].astype(str), "oldest-first"
+    else:
+        (rows, positions, tokens), order = split_sequences(values, encoder.sep), encoder.order
+    keep, slot = recent(rows, positions, len(values), encoder.max_len, order)
+    return rows[keep], slot[keep], tokens[keep]

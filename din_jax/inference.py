@@ -39,12 +39,26 @@ def _stored(x: Any) -> jax.Array:
     return jnp.asarray(x, jnp.float32) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
 
 
+def _check_fits(variables: dict[str, Any], template: dict[str, Any]) -> None:
+    """ValueError naming the first variable whose name or shape differs from the
+    model's (weights of another run), before Flax fails deep inside apply."""
+    def shapes(tree):
+        return {jax.tree_util.keystr(path): tuple(np.shape(x)) for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+    found, expected = shapes(variables), shapes(template)
+    for name in sorted(set(found) | set(expected)):
+        if found.get(name) != expected.get(name):
+            raise ValueError(f"variable {name}: the model expects shape {expected.get(name)}, the weights have "
+                             f"{found.get(name)}")
+
+
 class Predictor:
     """Eval-mode DIN: batch -> (logits [B], attention weights per group [B, T])."""
 
     def __init__(self, schema: FeatureSchema, config: DINConfig, variables: dict[str, Any]):
         self.schema, self.inputs = schema, schema.inputs
         self.model = make_model(schema, config)
+        _check_fits(variables, variable_shapes(schema, config))
         self.variables = jax.tree_util.tree_map(_stored, variables)
         self._forward = jax.jit(self.forward)
 

@@ -12,17 +12,18 @@ has titles (movies.dat / movies.csv, or the tutorial's `title` column).
 from __future__ import annotations
 
 import os
+import textwrap
 
 import numpy as np
 import pandas as pd
 
 from data.datasets import raw_splits
 from data.errors import DataError
-from data import grouplens, tutorial
+from data import amazon, grouplens, tutorial
 from data.rows import history_ids
 from data.schema import LABEL, USER
 from inference.model import TrainedModel, probabilities
-from training import run_dir
+from training import outputs, run_dir
 
 
 def item_titles(data_dir: str) -> dict[str, str]:
@@ -36,6 +37,15 @@ def item_titles(data_dir: str) -> dict[str, str]:
         return {}
     movies = grouplens.read_raw(data_dir).movies
     return dict(zip(movies["movie"].astype(str), movies["title"].astype(str)))
+
+
+def label_names(data_dir: str) -> tuple[str, str]:
+    """What label 1 and label 0 mean in this folder's data, for the panels' names."""
+    if tutorial.detect(data_dir) or grouplens.detect(data_dir):
+        return "rated high next", "rated low"
+    if amazon.detect(data_dir):
+        return "reviewed next", "not reviewed (a sampled negative)"
+    return "clicked", "not clicked"
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -64,21 +74,32 @@ def candidates(model: TrainedModel, data_dir: str, user: str) -> tuple[dict[str,
     if not mine.size:
         examples = ", ".join(pd.unique(users)[:5])
         raise DataError(f"--explain {user}: no such user in {data_dir} (users are e.g. {examples})")
+    if not model.schema.attention_groups:
+        raise DataError(f"--explain {user}: the run has no attention group, so there is no attention to draw")
     group = model.schema.attention_groups[0]
     item, history = group.queries[0], group.histories[0]
     items = columns[item].astype(str)
+    encoder = model.encoders.sequence[history]
+    lengths = np.bincount(history_ids(columns[history][mine], encoder)[0], minlength=len(mine))  # [rows of the user]
+    mine = mine[lengths > 0]  # a sample with no history has no attention to show
+    if not mine.size:
+        raise DataError(f"--explain {user}: every sample of this user has an empty history, so there is no "
+                        "attention to draw; pick a user with history")
     positive = mine[columns[LABEL][mine] == 1]
     base = int(positive[-1] if positive.size else mine[-1])  # the latest sample the user engaged with
     # The user's side stays: histories, user and label; the candidate brings its item columns.
     fixed = {USER, LABEL, item} | set(model.schema.history_features)
     movable = [item] + _item_columns(columns, item, fixed)
-    donors = [(base, "engaged with next" if columns[LABEL][base] == 1 else "their latest sample")]
+    engaged, rejected = label_names(data_dir)
+    donors = [(base, engaged if columns[LABEL][base] == 1 else "their latest sample")]
     low = [i for i in mine[::-1] if columns[LABEL][i] == 0 and items[i] != items[base]]
     if low:
-        donors.append((int(low[0]), "label 0 (e.g. rated low)"))
-    encoder = model.encoders.sequence[history]
-    seen = set(items[mine]) | set(history_ids(columns[history][base : base + 1], encoder.sep, encoder.max_len)[2])
+        donors.append((int(low[0]), rejected))
+    seen = set(items[mine]) | set(history_ids(columns[history][base : base + 1], encoder)[2])
     unseen = np.asarray(sorted(set(items) - seen))
+    query = model.encoders.categorical.get(item)
+    if query is not None and unseen.size:  # a random item the run knows: every unknown id scores alike
+        unseen = unseen[query.transform(unseen) != query.vocabulary.unknown]
     if unseen.size:
         choice = np.random.default_rng(model.config.seed).choice(unseen)
         donors.append((int(np.flatnonzero(items == choice)[0]), "never seen (random)"))
@@ -101,27 +122,49 @@ def explain(model: TrainedModel, data_dir: str, user: str, out: str) -> pd.DataF
     name = lambda i: titles.get(str(i), str(i))  # noqa: E731
     frame["candidate"] = [name(rows[item][r]) for r in frame["row"]]
     frame["item"] = [name(i) for i in frame[history]]
-    draw(frame, [name(rows[item][k]) for k in range(len(reasons))], reasons, probabilities(logits), user, out)
+    vocabulary = model.encoders.categorical[item].vocabulary if item in model.encoders.categorical else None
+    names = [name(rows[item][k]) + (" (id unknown to the run)" if vocabulary and inputs[item][k] == vocabulary.unknown
+                                     else "") for k in range(len(reasons))]
+    draw(frame, names, reasons, probabilities(logits), user, out)
     return frame
+
+
+def weight_axis(weights: np.ndarray) -> tuple[float, float]:
+    """An x range that shows the weights' differences: DIN's weights are not
+    normalised and often cluster (say in 0.43-0.50), where an axis from 0
+    makes every bar look the same. From 0 only when the smallest weight is
+    below a third of the largest."""
+    low, high = float(np.min(weights)), float(np.max(weights))
+    spread = max(high - low, 1e-3 * max(abs(high), 1e-9))
+    if low < high / 3:
+        return min(low, 0.0), high + 0.25 * spread
+    return low - 0.3 * spread, high + 0.25 * spread  # room on the right for the values
 
 
 def draw(frame: pd.DataFrame, names: list[str], reasons: list[str], probability: np.ndarray, user: str, out: str) -> None:
     from matplotlib.figure import Figure
 
     history = frame[frame["row"] == 0].sort_values("position")
-    labels = [f"{p + 1}. {text[:40]}" for p, text in zip(history["position"], history["item"])]
-    height = max(3.0, 0.28 * len(labels) + 1.6)
-    figure = Figure(figsize=(4.2 * len(names) + 2.5, height), layout="constrained")
+    labels = [f"{p + 1}. " + textwrap.fill(text, 48, subsequent_indent="    ")
+              for p, text in zip(history["position"], history["item"])]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    height = max(3.5, 0.26 * lines + 0.1 * len(labels) + 2.0)
+    figure = Figure(figsize=(4.4 * len(names) + 3.0, height), layout="constrained")
     panels = figure.subplots(1, len(names), sharey=True, squeeze=False)[0]
-    top = max(float(frame["weight"].max()), 1e-9)
+    left, right = weight_axis(frame["weight"].to_numpy())
     for k, axes in enumerate(panels):
         mine = frame[frame["row"] == k].sort_values("position")
-        axes.barh(np.arange(len(mine)), mine["weight"], color=f"C{k}")
-        axes.set_xlim(0, top * 1.1)
-        axes.set_title(f"{reasons[k]}:\n{names[k][:45]}\np = {probability[k]:.3f}", fontsize=9)
-        axes.set_xlabel("attention weight")
+        weights = mine["weight"].to_numpy()
+        bars = axes.barh(np.arange(len(mine)), weights - left, left=left, color=f"C{k}")
+        axes.bar_label(bars, labels=[f"{w:.3f}" for w in weights], fontsize=7, padding=2)
+        axes.set_xlim(left, right)
+        title = textwrap.fill(names[k], 40)
+        axes.set_title(f"{reasons[k]}:\n{title}\np = {probability[k]:.3f}", fontsize=9)
+        axes.set_xlabel("attention weight" + (" (axis from 0)" if left <= 0 else f" (axis from {left:.3f})"))
         axes.grid(axis="x", alpha=0.3)
     panels[0].set_yticks(np.arange(len(labels)), labels, fontsize=8)
     panels[0].invert_yaxis()  # oldest history item on top
     figure.suptitle(f"user {user}: attention over their history (oldest first) for each candidate")
-    run_dir.write_file(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    # The mark lets predict.py --overwrite tell its own pictures from a user's files (training/outputs.py).
+    run_dir.write_file(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110,
+                                                       metadata={"Software": outputs.PICTURE_MARK.decode()}))

@@ -6,7 +6,7 @@ and shapes, the batch dimension symbolic; outputs) and the run's
 (data/encoders.py: vocabulary lookup, unknown and padding ids, quantiles).
 Every artifact takes the encoded inputs positionally, in the manifest's
 order, and returns probability [batch] float32. OUT is written whole or not
-at all.
+at all: beside the old export, which it replaces (--overwrite) only when whole.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from data.errors import ConfigError
 from data.schema import FeatureSchema
 from inference.model import load_run
-from training.run_dir import prepare_out
+from training import outputs
 
 FORMATS = {  # format -> (backend, artifact file)
     "stablehlo": ("jax", "model.stablehlo"),
@@ -63,7 +63,7 @@ def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dic
             import onnx, onnxscript  # noqa: F401, E401  (the dynamo exporter's dependencies)
         except ImportError as error:
             raise ConfigError(f"--format onnx needs {error.name}: pip install -e '.[onnx]'") from None
-    prepare_out(out, overwrite)
+    outputs.check_folder("--out", out, overwrite, "export", protect={"the run": run_dir})
     backend, artifact = FORMATS[fmt]
     model = load_run(run_dir, backend)
     parent = os.path.dirname(os.path.abspath(out))
@@ -89,9 +89,7 @@ def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dic
         found = manifest(model.schema, fmt, run_dir, extra)
         with open(os.path.join(work, "manifest.json"), "w", encoding="utf-8") as f:
             f.write(json.dumps(found, indent=2) + "\n")
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty: prepare_out checked it, or emptied it with overwrite
-        os.replace(work, out)
+        outputs.swap_in(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return found

@@ -4,7 +4,7 @@
     model = load_run("runs/jax", backend="torch")  # weights converted (parity/convert.py)
     p = model.predict(frame)       # probabilities [N] float32
     a = model.attention(frame)     # {group: DataFrame row, position, <history ids>, weight}
-    m = model.evaluate(frame)      # {'auc', 'gauc', 'logloss'}, needs `label`
+    m = model.evaluate(frame)      # {'auc', 'gauc', 'logloss', 'unknown_ids'}, needs `label`
 
 Rows are raw values in the run's own columns (data/rows.py). Only the
 framework asked for is imported. Batches are padded to a few fixed sizes,
@@ -65,6 +65,16 @@ class TrainedModel:
         columns = to_columns(rows, self.encoders, source, lines, self.user_columns, self.label_column)
         return columns, self.encoders.transform(columns)
 
+    def unknown_ids(self, inputs: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+        """Per id feature: (ids the run's vocabulary does not know, ids given) of
+        encoded inputs; padding is no id. An unknown id shares one embedding
+        row with every other, so many of them make a score uninformed."""
+        found = {}
+        for name, encoder in (*self.encoders.categorical.items(), *self.encoders.sequence.items()):
+            codes = inputs[name]
+            found[name] = (int((codes == encoder.vocabulary.unknown).sum()), int((codes != 0).sum()))
+        return found
+
     def forward(self, inputs: dict[str, np.ndarray], progress=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Encoded inputs [N, ...] -> (logits [N], attention weights per group [N, T]).
 
@@ -103,22 +113,23 @@ class TrainedModel:
         frames = {}
         for group in self.schema.attention_groups:
             first = self.encoders.sequence[group.histories[0]]
-            row, position, _ = history_ids(columns[group.histories[0]], first.sep, first.max_len)
+            row, position, _ = history_ids(columns[group.histories[0]], first)
             frame = pd.DataFrame({"row": row, "position": position})
             for history in group.histories:  # a multi-pair group: the position's id in each history
                 encoder = self.encoders.sequence[history]
-                r, p, ids = history_ids(columns[history], encoder.sep, encoder.max_len)
+                r, p, ids = history_ids(columns[history], encoder)
                 frame = frame.merge(pd.DataFrame({"row": r, "position": p, history: ids}), on=["row", "position"])
             frame["weight"] = weights[group.name][frame["row"].to_numpy(), frame["position"].to_numpy()]
             frames[group.name] = frame.sort_values(["row", "position"], ignore_index=True)
         return frames
 
-    def evaluate(self, rows: Rows) -> dict[str, float]:
-        """AUC, GAUC (needs the user column; else NaN) and logloss; rows need `label`."""
+    def evaluate(self, rows: Rows) -> dict:
+        """AUC, GAUC (needs the user column; else NaN), logloss, and `unknown_ids`
+        ({feature: (unknown, given)}, see unknown_ids); rows need `label`."""
         columns, inputs = self.encode(rows)
         if LABEL not in columns:
             raise DataError(f"evaluate needs a {self.label_column!r} column (0 or 1)")
-        return self.metrics(columns, self.forward(inputs)[0])
+        return {**self.metrics(columns, self.forward(inputs)[0]), "unknown_ids": self.unknown_ids(inputs)}
 
     @staticmethod
     def metrics(columns: dict[str, np.ndarray], logits: np.ndarray) -> dict[str, float]:
@@ -134,6 +145,13 @@ def _layout(config: DINConfig):
     from data.csv_dataset import read_layout
 
     return read_layout(config.dataset)
+
+
+def describe_unknown(unknown: dict[str, tuple[int, int]]) -> str:
+    """One line: how many ids of each feature the run did not know."""
+    parts = [f"{name} {n:,} of {total:,} ({n / total:.1%})" if total else f"{name} 0 of 0"
+             for name, (n, total) in unknown.items()]
+    return "ids unknown to the run (scored as its one 'unknown' id): " + ", ".join(parts)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

@@ -11,32 +11,36 @@ from inference.model import Rows, TrainedModel, probabilities
 
 
 def top_attended(model: TrainedModel, frames: dict[str, pd.DataFrame], n: int, k: int) -> pd.DataFrame:
-    """Per row, the k most attended history ids of each group with their weights:
+    """Per row, the k most attended history ids of each group (at most its history's
+    length) with their weights:
     columns attended_1, weight_1, ... (prefixed by the group's name when there are
     several groups; a multi-pair group's ids joined with ':')."""
-    out = pd.DataFrame(index=np.arange(n))
+    columns: dict[str, pd.Series] = {}
+    index = pd.RangeIndex(n)
     several = len(model.schema.attention_groups) > 1
     for group in model.schema.attention_groups:
         frame = frames[group.name]
+        top = min(k, model.encoders.sequence[group.histories[0]].max_len)  # no more than the history holds
         ids = frame[list(group.histories)].astype(str).agg(":".join, axis=1)
         ranked = frame.assign(id=ids).sort_values(["row", "weight"], ascending=[True, False], kind="stable")
         ranked["rank"] = ranked.groupby("row").cumcount() + 1
-        ranked = ranked[ranked["rank"] <= k]
+        ranked = ranked[ranked["rank"] <= top]
         prefix = f"{group.name}_" if several else ""
-        for rank in range(1, k + 1):
+        for rank in range(1, top + 1):
             mine = ranked[ranked["rank"] == rank].set_index("row")
-            out[f"{prefix}attended_{rank}"] = mine["id"].reindex(out.index).fillna("")
-            out[f"{prefix}weight_{rank}"] = mine["weight"].reindex(out.index)
-    return out
+            columns[f"{prefix}attended_{rank}"] = mine["id"].reindex(index).fillna("")
+            columns[f"{prefix}weight_{rank}"] = mine["weight"].reindex(index)
+    return pd.DataFrame(columns, index=index)  # built at once: inserting columns one by one is slow
 
 
 def score(
     model: TrainedModel, rows: Rows, source: str = "rows", lines: np.ndarray | None = None, attention: int = 0,
     progress: bool = False,
-) -> tuple[pd.DataFrame, dict[str, float] | None]:
-    """(table, metrics): the table holds each row's user and candidate ids, its
-    probability, its label when given and, with attention = K, its K most
-    attended history ids; metrics (auc, gauc, logloss) when labels are given."""
+) -> tuple[pd.DataFrame, dict | None, dict[str, tuple[int, int]]]:
+    """(table, metrics, unknown): the table holds each row's user and candidate
+    ids, its probability, its label when given and, with attention = K, its K
+    most attended history ids; metrics (auc, gauc, logloss) when labels are
+    given; unknown: TrainedModel.unknown_ids of the rows."""
     columns, inputs = model.encode(rows, source, lines)
     n = len(inputs[model.schema.inputs[0]])
     with tqdm(total=n, unit="row", desc="scoring", disable=not progress or n == 0) as bar:
@@ -53,4 +57,4 @@ def score(
         found = model.metrics(columns, logits)
     if attention:
         table = pd.concat([table, top_attended(model, model.attention_frames(columns, weights), n, attention)], axis=1)
-    return table, found
+    return table, found, model.unknown_ids(inputs)

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.batch_size < 2:  # train mode normalises over the batch: one row has no batch statistics
+        print(f"error: --batch-size {args.batch_size}: must be >= 2", file=sys.stderr)
+        return 2
     import jax
 
     # Process-global, so set before any JAX array exists.

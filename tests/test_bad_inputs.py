@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 import train
+from export import main as export_main
 from parity.__main__ import main as parity_main
+from predict import main as predict_main
 
 RATINGS = "userId,movieId,rating,timestamp\n" + "".join(f"{u},{m},{4 + (u + m) % 2}.0,{100 * m}\n"
                                                        for u in range(1, 6) for m in range(10, 18))
@@ -102,7 +104,22 @@ TRAIN_CASES = [
     ("out under a file", lambda t, d: torch_run(t, d) + ["--out", write(t / "f", **{"x": "x"}) + "/x/run"],
      ["--out", "is a file, not a folder"]),
     ("resume without a checkpoint", lambda t, d: ["--backend", "torch", "--resume", str(t)], ["no checkpoint to resume from"]),
+    ("duplicated header name", lambda t, d: torch_run(t, tutorial_copy(t, d, lambda s: s.replace(",occupation,", ",gender,", 1))),
+     ["train.csv, line 1: the header names column 'gender' twice (fields 3 and 5)"]),
+    ("one training row", lambda t, d: torch_run(t, tutorial_copy(t, d, lambda s: "\n".join(s.splitlines()[:2]) + "\n"),
+                                                "--valid-on-test"),
+     ["the training split has 1 row(s)", "at least 2"]),
+    ("labels of one class", lambda t, d: torch_run(t, tutorial_copy(t, d, all_liked)), ["every training label is 1", "both"]),
+    ("diverges, torch", lambda t, d: torch_run(t, d, "--learning-rate", "1e30"), ["training diverged", "--learning-rate"]),
+    ("diverges, jax", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--no-progress",
+                                    "--learning-rate", "1e30", "--epochs", "1"], ["training diverged", "--learning-rate"]),
+    ("empty out", lambda t, d: torch_run(t, d) + ["--out", ""], ["--out ''", "an empty path"]),
 ]
+
+
+def all_liked(text: str) -> str:
+    lines = text.splitlines()
+    return "\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",1" for line in lines[1:]]) + "\n"
 
 
 @pytest.mark.parametrize("make, words", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
@@ -176,6 +193,59 @@ PARITY_CASES = [
     ("data in another format", lambda run, t: [str(run), "--data", write(t / "raw", **{"ratings.csv": RATINGS, "movies.csv": MOVIES})],
      ["lack the run's features"]),
 ]
+
+
+def jax_run_of(run: pathlib.Path, tmp: pathlib.Path, damage=lambda r: None) -> str:
+    """The torch run as if JAX had trained it: its weights converted to Flax names."""
+    from din_jax.inference import variable_shapes
+    from parity.convert import to_names, torch_to_flax
+    from training.run_dir import WEIGHTS, read_run, write_weights
+
+    config, encoders, weights, _ = read_run(str(run))
+    target = pathlib.Path(damaged_copy(run, tmp, damage))
+    flax = torch_to_flax(weights, variable_shapes(encoders.schema(), config))
+    write_weights(str(target / WEIGHTS), to_names(flax), "jax")
+    return str(target)
+
+
+# (id, command, argv (run, tmp, tutorial_dir) -> list, words)
+SERVING_CASES = [
+    ("jax run, encoders of another run, predict", predict_main,
+     lambda run, t, d: [jax_run_of(run, t, fewer_terms), "--data", os.path.join(d, "test.csv"), "--out", str(t / "p.csv")],
+     ["do not fit the model that encoders.json describes"]),
+    ("jax run, encoders of another run, stablehlo", export_main,
+     lambda run, t, d: [jax_run_of(run, t, fewer_terms), "--format", "stablehlo", "--out", str(t / "e")],
+     ["do not fit the model that encoders.json describes"]),
+    ("jax run, whole: it scores", predict_main,
+     lambda run, t, d: [jax_run_of(run, t), "--data", os.path.join(d, "test.csv"), "--out", str(t / "p.csv")],
+     None),  # sanity: the converted run itself scores
+    ("unfinished though metrics.json is there", predict_main,
+     lambda run, t, d: [damaged_copy(run, t, lambda r: (r / "UNFINISHED").write_text("x")), "--data",
+                        os.path.join(d, "test.csv"), "--out", str(t / "p.csv")],
+     ["did not finish (it holds UNFINISHED)", "`python train.py --resume"]),
+    ("attention beyond the history", predict_main,
+     lambda run, t, d: [str(run), "--data", os.path.join(d, "test.csv"), "--out", str(t / "p.csv"), "--attention", "1000"],
+     None),
+    ("parity batch of 0", parity_main, lambda run, t, d: [str(run), "--batch-size", "0"], ["--batch-size 0", ">= 2"]),
+    ("parity batch of -3", parity_main, lambda run, t, d: [str(run), "--batch-size", "-3"], ["--batch-size -3"]),
+]
+
+
+@pytest.mark.parametrize("command, make, words", [c[1:] for c in SERVING_CASES], ids=[c[0] for c in SERVING_CASES])
+def test_serving_refuses_bad_input_in_one_line(command, make, words, finished_run, tutorial_dir, tmp_path, capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. pandas' PerformanceWarning of a frame built column by column
+        code = command(make(finished_run, tmp_path, tutorial_dir))
+    err = capsys.readouterr().err
+    if words is None:  # a case that must work
+        assert code == 0 and "Traceback" not in err, err
+        return
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
 
 
 @pytest.mark.parametrize("make, words", [c[1:] for c in PARITY_CASES], ids=[c[0] for c in PARITY_CASES])

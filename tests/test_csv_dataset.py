@@ -119,6 +119,10 @@ BAD = {
     "not toml": (lambda t: t + "\n[files\n", "bad.toml: not valid TOML"),
     "unknown option": (lambda t: t.replace('age = { kind = "numeric" }', 'age = { kind = "numeric", scale = 2 }'),
                        "key 'features.age.scale': unknown option"),
+    "no features": (lambda t: t.split("[features]")[0] + "[features]\n",
+                    "bad.toml, key 'features': lists no feature; add one line per input column"),
+    "unknown order": (lambda t: t.replace('genres = { kind = "sequence" }', 'genres = { kind = "sequence", order = "newest" }'),
+                      "key 'features.genres.order': a sequence's order is one of ('oldest-first', 'latest-first')"),
 }
 
 
@@ -131,6 +135,30 @@ def test_bad_dataset_files_are_one_line(case, tutorial_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_without_attention_trains_and_says_so(tutorial_dir, tmp_path, caplog):
+    path = bad_file(tmp_path, tutorial_dir, lambda t: t.split("[attention]")[0])
+    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--dataset", path, "--out", str(tmp_path / "run"),
+                       "--epochs", "1", "--no-progress"]) == 0
+    assert "no attention group: the model pools each sequence without attention (a plain MLP, not DIN)" in caplog.text
+    assert "test AUC" in caplog.text and "GAUC n/a (every user has one row" in caplog.text
+
+
+def test_latest_first_sequences_keep_their_first_ids(tutorial_dir, tmp_path):
+    """A dataset file may list a sequence newest first: a cut then keeps its first ids."""
+    edit = lambda t: t.replace('negHistMovieIds = { kind = "sequence" }',  # noqa: E731
+                               'negHistMovieIds = { kind = "sequence", order = "latest-first", max_len = 3 }')
+    splits = load_splits(tutorial_dir, DINConfig(dataset=bad_file(tmp_path, tutorial_dir, edit)))
+    encoder = splits.encoders.sequence["negHistMovieIds"]
+    assert encoder.order == "latest-first" and encoder.max_len == 3
+    test = pd.read_csv(os.path.join(tutorial_dir, "test.csv"), dtype=str, keep_default_na=False)
+    expected = np.zeros((len(test), 3), np.int32)
+    for row, history in enumerate(test["negHistMovieIds"]):
+        ids = history.split("|")[:3] if history else []
+        expected[row, : len(ids)] = encoder.vocabulary.encode(np.array(ids, dtype=str))
+    assert (test["negHistMovieIds"].str.count("\\|") >= 3).any()  # some are cut
+    np.testing.assert_array_equal(splits.test["negHistMovieIds"], expected)
 
 
 def test_missing_dataset_file(tutorial_dir, tmp_path):

@@ -47,9 +47,24 @@ class TestSequenceEncoder:
         encoder = SequenceEncoder.fit(["x|y", "y|z|x", "", "y"], min_count=2)
         assert encoder.vocabulary.terms.tolist() == ["x", "y"]
         assert encoder.max_len == 3  # the longest training sequence
-        out = encoder.transform(["x|y", "z|z|x|y", "", "q"])
-        assert out.tolist() == [[1, 2, 0], [3, 3, 1], [0, 0, 0], [3, 0, 0]]  # cut to 3, right-padded
+        out = encoder.transform(["x|y", "z|q|x|y", "", "q"])
+        # Cut to the 3 most recent (the end of an oldest-first list), right-padded.
+        assert out.tolist() == [[1, 2, 0], [3, 1, 2], [0, 0, 0], [3, 0, 0]]
         assert out.dtype == np.int32
+
+    def test_one_cut_rule_for_strings_matrices_and_latest_first_lists(self):
+        encoder = SequenceEncoder.fit(["1|2", "2|3|1"], min_count=1)  # terms 1, 2, 3 -> codes 1, 2, 3; max_len 3
+        history = ["9|9|9|9|1|2", "3", "1|2|3"]  # oldest first: fifty unknown old ids would hide the liked ones
+        expected = [[4, 1, 2], [3, 0, 0], [1, 2, 3]]
+        assert encoder.transform(history).tolist() == expected
+        matrix = np.array([[9, 9, 9, 9, 1, 2], [3, 0, 0, 0, 0, 0], [1, 2, 3, 0, 0, 0]])  # the builders' layout
+        assert encoder.transform(matrix).tolist() == expected
+        latest_first = SequenceEncoder.fit(["1|2", "2|3|1"], min_count=1, order="latest-first")
+        assert latest_first.transform(["2|1|9|9|9|9", "3"]).tolist() == [[2, 1, 4], [3, 0, 0]]
+        again = SequenceEncoder.from_dict(latest_first.to_dict())
+        assert again.order == "latest-first" and again.transform(["2|1|9|9"]).tolist() == [[2, 1, 4]]
+        legacy = {k: v for k, v in encoder.to_dict().items() if k != "order"}  # encoders.json of older runs
+        assert SequenceEncoder.from_dict(legacy).transform(history).tolist() == expected
 
     def test_nan_is_not_a_term(self):
         # Empty sequences never become a vocabulary term (the tutorial's 'nan' bug).
@@ -116,7 +131,7 @@ def test_shared_vocabulary_is_fitted_on_the_union():
     shared = FeatureEncoders.fit(columns, [], ["q"], ["h"], [group], min_count=2, share_embeddings=True)
     # Union counts: a 2, b 2, c 2, d 1.
     assert shared.categorical["q"].vocabulary.terms.tolist() == ["a", "b", "c"]
-    assert shared.sequence["h"].transform(["a|c|d"]).tolist() == [[1, 3]]  # cut to max_len 2
+    assert shared.sequence["h"].transform(["d|a|c"]).tolist() == [[1, 3]]  # cut to the latest max_len 2
     assert shared.categorical["q"].transform(np.array(["c"])).tolist() == [3]  # same id in both
     schema = shared.schema()
     assert schema.shared == (("h", "q"),) and [f.name for f in schema.tables] == ["q"]

@@ -21,6 +21,7 @@ from inference import load_run
 from inference.model import bucket_sizes
 
 PNG = b"\x89PNG\r\n\x1a\n"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +81,10 @@ def test_raw_row_rules(torch_model, test_rows):
     np.testing.assert_array_equal(torch_model.predict(as_lists), base)
     empty = torch_model.predict(rows.assign(histHighRatedMovieIds=""))
     assert np.isfinite(empty).all()
-    # Longer histories are cut to the first max_len ids, as the encoder does in training.
+    # Longer histories keep their latest max_len ids (the end of the oldest-first list), as in training.
     max_len = torch_model.encoders.sequence["histHighRatedMovieIds"].max_len
     full = rows.assign(histHighRatedMovieIds="|".join(str(i) for i in range(1, max_len + 1)))
-    longer = rows.assign(histHighRatedMovieIds=full["histHighRatedMovieIds"] + "|7|8|9")
+    longer = rows.assign(histHighRatedMovieIds="7|8|9|" + full["histHighRatedMovieIds"])
     np.testing.assert_array_equal(torch_model.predict(longer), torch_model.predict(full))
     # An empty age is imputed with the training mean.
     mean = torch_model.encoders.numeric["age"].mean
@@ -98,7 +99,7 @@ def test_attention_lists_each_real_history_position(torch_model, test_rows):
     weights = torch_model.forward(inputs)[1]["group1"]  # [N, T]
     max_len = torch_model.encoders.sequence["histHighRatedMovieIds"].max_len
     for i, history in enumerate(rows["histHighRatedMovieIds"]):
-        ids = history.split("|")[:max_len] if history else []
+        ids = history.split("|")[-max_len:] if history else []
         mine = frame[frame["row"] == i]
         assert mine["histHighRatedMovieIds"].tolist() == ids and mine["position"].tolist() == list(range(len(ids)))
         np.testing.assert_array_equal(mine["weight"].to_numpy(), weights[i, : len(ids)])
@@ -160,8 +161,17 @@ BAD = {
                   None, "line 4, column 'label': label must be 0 or 1"),
     "unknown user": (lambda run, rows, tmp: ["--data", "TUTORIAL", "--explain", "no-such-user"], None,
                      "--explain no-such-user: no such user in"),
-    "output exists": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f), "--out", str(run)], None,
+    "output exists": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f), "--out",
+                                               os.path.join(run, "metrics.json")], None,
                       "exists; choose a new path or pass --overwrite"),
+    "output is a folder": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f), "--out", str(run)], None,
+                           "is a folder, expected a file path"),
+    "a history written as a list": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.assign(
+        histHighRatedMovieIds=["", "", "[260, 1196]", "", ""]))], None,
+        "rows.csv, line 4, column 'histHighRatedMovieIds': a list written as '[260, 1196]'; write its ids joined by '|'"),
+    "a column named twice": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.set_axis(
+        [c if c != "label" else "movieId" for c in f.columns], axis=1))], None,
+        "rows.csv, line 1: the header names column 'movieId' twice"),
 }
 
 
@@ -174,6 +184,80 @@ def test_bad_input_is_one_line_and_exit_2(case, tutorial_run, tutorial_dir, test
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_histories_keep_their_most_recent_ids(torch_model, test_rows):
+    """Fifty unknown old ids before a few liked ones: the liked ones are what a
+    history of max_len keeps, in scoring as the builders and encoders keep them."""
+    max_len = torch_model.encoders.sequence["histHighRatedMovieIds"].max_len
+    rows = test_rows[test_rows["histHighRatedMovieIds"] != ""].head(8)
+    old = "|".join(f"old-{i}" for i in range(50))
+    long = rows.assign(histHighRatedMovieIds=old + "|" + rows["histHighRatedMovieIds"])
+    ids = long["histHighRatedMovieIds"].str.split("|")
+    latest = rows.assign(histHighRatedMovieIds=ids.map(lambda h: "|".join(h[-max_len:])))
+    oldest = rows.assign(histHighRatedMovieIds=ids.map(lambda h: "|".join(h[:max_len])))
+    np.testing.assert_array_equal(torch_model.predict(long), torch_model.predict(latest))
+    assert not np.array_equal(torch_model.predict(long), torch_model.predict(oldest))
+    frame = torch_model.attention(long)["group1"]  # the attention lists the kept ids at their slots
+    assert frame[frame["row"] == 0]["histHighRatedMovieIds"].tolist() == ids.iloc[0][-max_len:]
+
+
+def test_ids_written_in_other_forms_read_as_training_read_them(torch_model, test_rows):
+    rows = test_rows.head(6).copy()
+    base = torch_model.predict(rows)
+    spaced = rows.assign(movieId=rows["movieId"] + ".0",
+                         histHighRatedMovieIds=" " + rows["histHighRatedMovieIds"].str.replace("|", " | ") + " ")
+    np.testing.assert_array_equal(torch_model.predict(spaced), base)
+    as_floats = {name: rows[name].to_numpy() for name in rows.columns}
+    as_floats["movieId"] = rows["movieId"].astype(float).to_numpy()
+    as_floats["histHighRatedMovieIds"] = np.array(
+        [[float(i) for i in h.split("|")] if h else [] for h in rows["histHighRatedMovieIds"]] + [[]], dtype=object)[:-1]
+    np.testing.assert_array_equal(torch_model.predict(as_floats), base)
+    from data.errors import DataError
+
+    with pytest.raises(DataError, match=r"row 1, column 'movieId': an id must be an integer or a string, got 2.5"):
+        torch_model.predict({**as_floats, "movieId": np.array([1.0, 2.5, 3, 4, 5, 6])})
+    with pytest.raises(DataError, match="column 'movieId' appears twice"):
+        torch_model.predict(pd.concat([rows, rows[["movieId"]]], axis=1))
+
+
+def test_unknown_ids_are_counted_and_reported(tutorial_run, torch_model, test_rows, tmp_path, capsys):
+    rows = test_rows.head(6).assign(movieId="no-such-movie", histHighRatedMovieIds="x|y|z")
+    found = torch_model.evaluate(rows)["unknown_ids"]
+    assert found["movieId"] == (6, 6) and found["histHighRatedMovieIds"] == (18, 18)
+    known = torch_model.evaluate(test_rows)["unknown_ids"]
+    _, inputs = torch_model.encode(test_rows)
+    vocabulary = torch_model.encoders.categorical["movieId"].vocabulary
+    assert known["movieId"] == (int((inputs["movieId"] == vocabulary.unknown).sum()), len(test_rows))
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    assert predict.main([tutorial_run, "--data", str(path), "--out", str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "ids unknown to the run" in printed and "movieId 6 of 6 (100.0%)" in printed
+    assert "histHighRatedMovieIds 18 of 18 (100.0%)" in printed
+    assert "GAUC n/a (every user has one row" in printed  # the tutorial split: one row per user
+
+
+def test_explain_skips_samples_without_history(tutorial_run, tutorial_dir, test_rows, tmp_path, capsys):
+    folder = tmp_path / "data"
+    shutil.copytree(tutorial_dir, folder)
+    user = test_rows["userId"].iloc[0]
+    for name in ("train.csv", "test.csv"):  # the user's every sample loses its history
+        frame = pd.read_csv(folder / name, dtype=str, keep_default_na=False)
+        frame.loc[frame["userId"] == user, "histHighRatedMovieIds"] = ""
+        frame.to_csv(folder / name, index=False)
+    assert predict.main([tutorial_run, "--data", str(folder), "--explain", user, "--out", str(tmp_path / "u.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --explain {user}: every sample of this user has an empty history") and err.count("\n") == 1
+
+
+def test_explain_picture_shows_the_differences():
+    from inference.explain import label_names, weight_axis
+
+    left, right = weight_axis(np.array([0.43, 0.47, 0.50]))  # clustered: the axis starts near them, not at 0
+    assert 0.39 < left < 0.43 and 0.50 < right < 0.53
+    assert weight_axis(np.array([0.01, 0.2, 0.9]))[0] == 0.0  # spread out: from 0
+    assert label_names(str(ROOT / "examples")) == ("clicked", "not clicked")  # click data is not MovieLens
 
 
 def test_a_run_loads_without_its_training_data(tutorial_run, test_rows, tmp_path):

@@ -102,3 +102,12 @@ def test_streamed_input_trains_exactly_as_device_resident(csv_release_dir, tmp_p
         np.testing.assert_array_equal(s_weights[name], value, err_msg=name)
     torch_losses = make_backend("torch", splits.encoders.schema(), config).train_epoch(splits.train, batches, lambda n: None)
     assert np.isfinite(torch_losses).all() and len(torch_losses) == 10
+
+
+def test_each_epoch_bar_ends_at_100_percent(tutorial_dir, tmp_path, capsys):
+    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--out", str(tmp_path / "run"), "--epochs", "2",
+                       "--batch-size", "256"]) == 0
+    bars = capsys.readouterr().err.replace("\r", "\n")
+    for epoch in (1, 2):  # the last drawn state of each epoch's bar stays: 100% and the epoch's rate
+        states = [line for line in bars.splitlines() if line.startswith(f"epoch {epoch}:")]
+        assert states and "100%" in states[-1], states[-3:]

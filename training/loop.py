@@ -57,9 +57,31 @@ def deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def evaluate(backend: Backend, split: dict, config: DINConfig) -> dict[str, float]:
+def evaluate(backend: Backend, split: dict, config: DINConfig, name: str = "validation") -> dict[str, float]:
     logits = backend.predict(split, config.eval_batch_size)
+    if not np.isfinite(logits).all():  # the losses may still have been finite: the weights overflowed since
+        raise Diverged(f"training diverged: the model's outputs on the {name} split are not finite; lower "
+                       f"--learning-rate (now {config.learning_rate:g}) and train again")
     return metrics.evaluate(split[USER], split[LABEL], logits)
+
+
+def check_trainable(splits: Splits, config: DINConfig) -> None:
+    """Refuses a training split no step can learn from, and names the quiet
+    degenerate cases in the log; before anything is written."""
+    n_train = num_rows(splits.train)
+    if n_train < 2:
+        raise UserError(f"the training split has {n_train} row(s): a training step needs at least 2 (BatchNorm "
+                        "normalises over the batch); give more training rows")
+    classes = np.unique(np.asarray(splits.train[LABEL]))
+    if len(classes) < 2:
+        raise UserError(f"every training label is {classes[0]:g}: a click model needs rows of both labels "
+                        "(0 and 1) to learn anything; check the label column")
+    if not splits.encoders.attention_groups:
+        log.warning("no attention group: the model pools each sequence without attention (a plain MLP, not DIN); "
+                    "a dataset file's [attention] table names (query, history) pairs")
+    if num_rows(splits.valid) and len(np.unique(np.asarray(splits.valid[LABEL]))) < 2:
+        log.warning("the validation labels are all of one class: validation AUC is undefined, so no epoch can be "
+                    "chosen by it; the last epoch is kept")
 
 
 def fit(
@@ -78,6 +100,7 @@ def fit(
     optimiser steps (training/checkpoint.py); resume=True continues from the
     newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
     """
+    check_trainable(splits, config)
     checkpoint_every = config.checkpoint_every
     primary = backend.primary  # on several hosts, one process writes the run directory
     data_dir = os.path.abspath(data_dir) if data_dir else None
@@ -105,12 +128,13 @@ def _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, b
     """Epochs until early stopping or config.epochs; returns the loop state and best weights."""
     primary = backend.primary
     n_train = num_rows(splits.train)
-    has_valid = num_rows(splits.valid) > 0
+    has_valid = num_rows(splits.valid) > 0 and len(np.unique(np.asarray(splits.valid[LABEL]))) > 1
     while loop.epoch <= config.epochs:
         epoch = loop.epoch
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
         total = sum(len(rows) for rows in batches)
-        with tqdm(total=total, initial=loop.samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False,
+        # leave=True: the bar's last state (100%, the epoch's rate) stays on screen and in logs.
+        with tqdm(total=total, initial=loop.samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=True,
                   disable=not progress) as bar:
             start = time.perf_counter()
             while loop.position < len(batches):
@@ -183,11 +207,13 @@ def _finish(backend, splits, config, out_dir, loop, best_weights, data_dir) -> d
     }
     for name, split in (("valid", splits.valid), ("test", splits.test)):
         if num_rows(split):
-            for key, value in evaluate(backend, split, config).items():
+            for key, value in evaluate(backend, split, config, name).items():
                 result[f"{name}_{key}"] = value
     if primary:
         plots.plot_history(os.path.join(out_dir, "history.png"), loop.history, loop.best_epoch)
         run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
         run_dir.mark_finished(out_dir)
-    log.info("test AUC %.4f, logloss %.4f (best epoch %d)", result["test_auc"], result["test_logloss"], loop.best_epoch)
+    if num_rows(splits.test):
+        found = {key: result[f"test_{key}"] for key in ("auc", "gauc", "logloss")}
+        log.info("test %s (best epoch %d)", metrics.summary(found, splits.test[USER], splits.test[LABEL]), loop.best_epoch)
     return result

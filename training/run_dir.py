@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import shutil
 import tempfile
 from typing import Any
 
@@ -106,7 +105,7 @@ def write_history(path: str, rows: list[dict[str, float]]) -> None:
 
 def write_setup(run_dir: str, config: DINConfig, encoders: FeatureEncoders) -> None:
     write_text(os.path.join(run_dir, UNFINISHED), "This run has not finished: it is training, was interrupted "
-               "or failed. With checkpoints, `python train.py --backend B --resume RUN_DIR` continues it.\n")
+               "or failed. With checkpoints, `python train.py --resume RUN_DIR` continues it.\n")
     write_text(os.path.join(run_dir, "config.json"), config.to_json() + "\n")
     write_text(os.path.join(run_dir, "encoders.json"), encoders.to_json() + "\n")
 
@@ -117,25 +116,6 @@ def mark_finished(run_dir: str) -> None:
         os.unlink(os.path.join(run_dir, UNFINISHED))
 
 
-def prepare_out(path: str, overwrite: bool) -> None:
-    """Checks that --out can hold a new run: a new or empty folder, or any folder
-    with `overwrite`, which is then emptied. Nothing is written otherwise."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--out {path}: is a file, not a folder")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UserError(f"--out {path}: {parent} is a file, not a folder")
-    if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            raise UserError(f"--out {path}: the folder is not empty (a run?); choose a new folder, "
-                            "pass --overwrite to replace what it holds, or --resume it")
-        for name in os.listdir(path):
-            target = os.path.join(path, name)
-            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.unlink(target)
-
-
 def read_run(run_dir: str) -> tuple[DINConfig, FeatureEncoders, dict[str, np.ndarray], str]:
     """(config, encoders, weights, backend) of a finished run directory."""
     paths = {name: os.path.join(run_dir, name) for name in ("config.json", "encoders.json", WEIGHTS)}
@@ -143,8 +123,9 @@ def read_run(run_dir: str) -> tuple[DINConfig, FeatureEncoders, dict[str, np.nda
         if not os.path.isfile(path):
             raise RunError(f"{path}: missing; is {run_dir!r} a run directory written by train.py?")
     if os.path.exists(os.path.join(run_dir, UNFINISHED)) or not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        raise RunError(f"{run_dir}: the run did not finish (no metrics.json); resume it with "
-                       "`python train.py --backend B --resume RUN_DIR` if it has checkpoints, or train it again")
+        why = "it holds UNFINISHED" if os.path.exists(os.path.join(run_dir, UNFINISHED)) else "no metrics.json"
+        raise RunError(f"{run_dir}: the run did not finish ({why}); `python train.py --resume {run_dir}` continues "
+                       "it if it has checkpoints, else train it again")
     with open(paths["config.json"], encoding="utf-8") as f:
         config = DINConfig.from_json(f.read(), paths["config.json"])
     try:

@@ -1,0 +1,150 @@
+"""--out and --overwrite in every command: only what this project wrote is
+replaced, never what is read, never a user's files, and only once the new
+output is whole (training/outputs.py).
+
+Each case runs the real command in this process and checks both the one-line
+refusal (exit 2) and that every file that was there is still there, byte for
+byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+
+import export
+import predict
+import train
+
+
+def snapshot(folder: pathlib.Path) -> dict[str, str]:
+    """Every file below folder -> its content's hash."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(code: int, capsys, *words: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def torch_args(data: str, out: str, *extra: str) -> list[str]:
+    return ["--backend", "torch", "--data", data, "--out", out, "--epochs", "1", "--batch-size", "256",
+            "--no-progress", *extra]
+
+
+@pytest.fixture
+def workspace(tutorial_run, tutorial_dir, tmp_path) -> pathlib.Path:
+    """tmp/ holding a finished run, the data folder it was trained on, and a user's notes."""
+    shutil.copytree(tutorial_run, tmp_path / "run")
+    shutil.copytree(tutorial_dir, tmp_path / "data")
+    (tmp_path / "notes.txt").write_text("a user's file")
+    return tmp_path
+
+
+def test_train_overwrite_refuses_folders_it_did_not_write(workspace, capsys, monkeypatch):
+    before = snapshot(workspace)
+    data = str(workspace / "data")
+    # The data folder inside --out: refused before anything is touched (the --data check comes first).
+    refused(train.main(torch_args(str(workspace / "data" / "missing"), str(workspace), "--overwrite")), capsys,
+            "--data", "no such folder")
+    refused(train.main(torch_args(data, str(workspace), "--overwrite")), capsys, f"--out {workspace}", "holds --data")
+    refused(train.main(torch_args(data, data, "--overwrite")), capsys, "holds --data")
+    # A run folder with a file of the user's in it.
+    (workspace / "run" / "notes.txt").write_text("mine")
+    refused(train.main(torch_args(data, str(workspace / "run"), "--overwrite")), capsys, "holds 'notes.txt'",
+            "no part of a run")
+    (workspace / "run" / "notes.txt").unlink()
+    # The current folder, home, a filesystem root.
+    monkeypatch.chdir(workspace / "run")
+    refused(train.main(torch_args(data, ".", "--overwrite")), capsys, "the current folder")
+    refused(train.main(torch_args(data, "/", "--overwrite")), capsys, "--out /")
+    refused(train.main(torch_args(data, "", "--overwrite")), capsys, "an empty path")
+    refused(train.main(torch_args(data, "/proc/din/run")), capsys, "--out /proc/din/run", "cannot write")
+    assert snapshot(workspace) == before
+
+
+def test_train_overwrite_replaces_a_run_only_when_the_new_one_is_whole(workspace, capsys):
+    data, out = str(workspace / "data"), workspace / "run"
+    before = snapshot(out)
+    # A run that fails (it diverges) leaves the old run as it was; the new one is left beside it, unfinished.
+    refused(train.main(torch_args(data, str(out), "--overwrite", "--learning-rate", "1e30")), capsys, "diverged")
+    assert snapshot(out) == before
+    assert (workspace / "run.new" / "UNFINISHED").exists()
+    # A run that finishes replaces it whole (the leftover beside it is ours, so it is reused).
+    assert train.main(torch_args(data, str(out), "--overwrite", "--seed", "7")) == 0
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 7
+    assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "history.png", "metrics.json",
+                                       "model.safetensors"]
+    assert sorted(os.listdir(workspace)) == ["data", "notes.txt", "run"]  # nothing left beside it
+
+
+def test_export_overwrite_keeps_the_old_export_until_the_new_one_is_whole(workspace, capsys, monkeypatch):
+    run, out = str(workspace / "run"), workspace / "export"
+    assert export.main([run, "--format", "torch", "--out", str(out)]) == 0
+    good = snapshot(workspace)
+    refused(export.main([run, "--format", "torch", "--out", run, "--overwrite"]), capsys, "holds the run")
+    refused(export.main([run, "--format", "torch", "--out", str(workspace), "--overwrite"]), capsys, "holds the run")
+    line = refused(export.main([run, "--format", "torch", "--out", str(out)]), capsys, "not empty", "--overwrite")
+    assert "--resume" not in line  # export has no --resume
+    monkeypatch.chdir(out)
+    refused(export.main([run, "--format", "torch", "--out", ".", "--overwrite"]), capsys, "the current folder")
+    refused(export.main([run, "--format", "torch", "--out", ""]), capsys, "an empty path")
+    monkeypatch.chdir(workspace)
+    # A run that cannot be exported (its weights no longer fit encoders.json): the old export stays.
+    damaged = workspace / "damaged"
+    shutil.copytree(run, damaged)
+    encoders = json.loads((damaged / "encoders.json").read_text())
+    encoders["categorical"]["movieId"]["terms"] = encoders["categorical"]["movieId"]["terms"][:-3]
+    (damaged / "encoders.json").write_text(json.dumps(encoders))
+    refused(export.main([str(damaged), "--format", "torch", "--out", str(out), "--overwrite"]), capsys, "do not fit")
+    # A failure while writing: the old export stays.
+    from din_torch.inference import Predictor
+
+    def broken(self):
+        raise RuntimeError("the exporter failed")
+
+    monkeypatch.setattr(Predictor, "export", broken)
+    with pytest.raises(RuntimeError, match="the exporter failed"):
+        export.main([run, "--format", "torch", "--out", str(out), "--overwrite"])
+    monkeypatch.undo()
+    shutil.rmtree(damaged)
+    assert snapshot(workspace) == good
+    # A folder of the user's is never replaced, even with --overwrite.
+    (out / "README.txt").write_text("mine")
+    refused(export.main([run, "--format", "torch", "--out", str(out), "--overwrite"]), capsys, "holds 'README.txt'")
+    (out / "README.txt").unlink()
+    # A whole new export replaces the old one.
+    assert export.main([run, "--format", "stablehlo", "--out", str(out), "--overwrite"]) == 0
+    assert sorted(os.listdir(out)) == ["encoders.json", "manifest.json", "model.mlir", "model.stablehlo"]
+    assert sorted(os.listdir(workspace)) == ["data", "export", "notes.txt", "run"]
+
+
+def test_predict_overwrite_replaces_only_its_own_output(workspace, capsys):
+    run, rows = str(workspace / "run"), str(workspace / "data" / "test.csv")
+    before = snapshot(workspace)
+    refused(predict.main([run, "--data", rows, "--out", rows, "--overwrite", "--no-progress"]), capsys, "it is --data")
+    refused(predict.main([run, "--data", rows, "--out", str(workspace / "notes.txt"), "--overwrite", "--no-progress"]),
+            capsys, "not a file predict.py wrote")
+    refused(predict.main([run, "--data", rows, "--out", str(workspace / "run" / "history.csv"), "--overwrite",
+                          "--no-progress"]), capsys, "not a file predict.py wrote")
+    refused(predict.main([run, "--data", rows, "--out", "", "--no-progress"]), capsys, "an empty path")
+    refused(predict.main([run, "--data", rows, "--out", "/proc/din/p.csv", "--no-progress"]), capsys, "cannot write")
+    assert snapshot(workspace) == before
+    out = workspace / "p.csv"
+    assert predict.main([run, "--data", rows, "--out", str(out), "--no-progress"]) == 0
+    assert predict.main([run, "--data", rows, "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    picture = workspace / "u.png"
+    user = (workspace / "data" / "test.csv").read_text().splitlines()[1].split(",")[0]
+    for _ in range(2):  # a picture of its own is replaced too
+        assert predict.main([run, "--data", str(workspace / "data"), "--explain", user, "--out", str(picture),
+                             "--overwrite"]) == 0

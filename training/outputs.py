@@ -1,0 +1,150 @@
+"""What a command may write: --out checked before anything is read or written,
+and --overwrite replacing only what this project wrote, whole.
+
+Every command that writes (train.py's run directory, export.py's folder,
+predict.py's CSV or picture) checks its --out here first. Without
+--overwrite an existing output is refused. With it, the old output is
+replaced only if this project wrote it (a run directory or an export holding
+nothing else; a predictions CSV or a picture of ours), never when it is, or
+holds, the data being read, the run being read, the current folder, home or
+a filesystem root. The new output is written beside the old one and swapped
+in only when whole (`swap_in`), so a command that fails leaves the previous
+output as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from data.errors import UserError
+
+# The names a run directory (training/run_dir.py, training/checkpoint.py) and
+# an export (inference/export.py: manifest.json, encoders.json, model.*) hold.
+RUN_NAMES = frozenset({"config.json", "encoders.json", "model.safetensors", "history.csv", "history.png",
+                       "metrics.json", "UNFINISHED", "checkpoints"})
+EXPORT_NAMES = frozenset({"manifest.json", "encoders.json"})
+PICTURE_MARK = b"din-jax predict.py"  # in the PNG's Software field (inference/explain.py)
+STAGED = ".new"  # train.py --overwrite trains into OUT.new, which replaces OUT when the run finishes
+
+
+def _foreign(folder: str, kind: str) -> str | None:
+    """The first entry of `folder` this project would not have written there as a `kind`."""
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(".tmp-"):  # an atomic write interrupted (training/run_dir.py)
+            continue
+        if kind == "run" and name not in RUN_NAMES:
+            return name
+        if kind == "export" and name not in EXPORT_NAMES and not name.startswith("model."):
+            return name
+    return None
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _checked_place(flag: str, path: str) -> str:
+    """The resolved path; refuses an empty one, or one that no folder can be made at."""
+    if not path.strip():
+        raise UserError(f"{flag} {path!r}: an empty path; name the output")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot write in {parent} ({error.strerror}); choose a writable place") from None
+    return os.path.realpath(path)
+
+
+def _refuse_precious(flag: str, path: str, resolved: str, protect: dict[str, str | None]) -> None:
+    """Refuses an output that is, or holds, something read or the user's own places."""
+    for what, place in protect.items():
+        if place and _inside(os.path.realpath(place), resolved):
+            raise UserError(f"{flag} {path}: it is or holds {what} {place}, which this command reads; "
+                            "write the output somewhere else")
+    cwd, home = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser("~"))
+    if _inside(cwd, resolved) or resolved == home or os.path.ismount(resolved):
+        what = ("is or holds the current folder" if _inside(cwd, resolved) else "is home" if resolved == home
+                else "is a filesystem root")
+        raise UserError(f"{flag} {path}: it {what}; an output gets a folder of its own")
+
+
+def check_folder(flag: str, path: str, overwrite: bool, kind: str, protect: dict[str, str | None],
+                 hint: str = "") -> bool:
+    """Checks that `path` can take a new `kind` ('run' or 'export') folder.
+
+    protect: {what: path} read by the command (--data, the dataset file, the
+    run being read). Returns whether an existing output is to be replaced.
+    Writes nothing."""
+    resolved = _checked_place(flag, path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a file, not a folder")
+    if not os.path.isdir(path) or not os.listdir(path):
+        return False
+    _refuse_precious(flag, path, resolved, protect)
+    if not overwrite:
+        raise UserError(f"{flag} {path}: the folder is not empty; choose a new folder or pass --overwrite to replace "
+                        f"the {kind} it holds{hint}")
+    foreign = _foreign(path, kind)
+    if foreign is not None:
+        raise UserError(f"{flag} {path}: holds {foreign!r}, which is no part of a {kind} written by this project; "
+                        f"--overwrite replaces only a {kind} folder: choose another folder")
+    return True
+
+
+def staged(path: str) -> str:
+    """Where train.py --overwrite writes the new run: OUT.new beside OUT, emptied
+    first if an earlier overwrite left it (refused unless it is a run of ours)."""
+    stage = os.path.abspath(path).rstrip(os.sep) + STAGED
+    if os.path.exists(stage):
+        if not os.path.isdir(stage) or _foreign(stage, "run") is not None:
+            raise UserError(f"--out {path}: {stage} exists and is not a run of this project; --overwrite trains "
+                            "into it before replacing --out: move it away")
+        shutil.rmtree(stage)
+    return stage
+
+
+def swap_in(new: str, path: str) -> None:
+    """Puts the whole folder `new` at `path`, replacing what is there."""
+    if not os.path.exists(path):
+        os.replace(new, path)
+        return
+    if not os.listdir(path):  # an empty folder (perhaps the current one): filled, not replaced
+        for name in os.listdir(new):
+            os.replace(os.path.join(new, name), os.path.join(path, name))
+        os.rmdir(new)
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+    os.rename(path, os.path.join(old, "previous"))
+    os.rename(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_file(flag: str, path: str, overwrite: bool, protect: dict[str, str | None]) -> None:
+    """Checks that `path` can take predict.py's CSV or picture: not a folder, not
+    a file the command reads, and replaced (--overwrite) only if predict.py
+    wrote it. Writes nothing."""
+    resolved = _checked_place(flag, path)
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a folder, expected a file path")
+    for what, place in protect.items():
+        if place and resolved == os.path.realpath(place):
+            raise UserError(f"{flag} {path}: it is {what}, which this command reads; write the output somewhere else")
+    if not os.path.exists(path):
+        return
+    if not overwrite:
+        raise UserError(f"{flag} {path}: exists; choose a new path or pass --overwrite to replace it")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    ours = PICTURE_MARK in head if head.startswith(b"\x89PNG") else b"probability" in head.split(b"\n", 1)[0]
+    if not ours:
+        raise UserError(f"{flag} {path}: not a file predict.py wrote; --overwrite replaces only its own "
+                        "predictions or pictures: choose another path")
