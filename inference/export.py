@@ -63,7 +63,7 @@ def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dic
             import onnx, onnxscript  # noqa: F401, E401  (the dynamo exporter's dependencies)
         except ImportError as error:
             raise ConfigError(f"--format onnx needs {error.name}: pip install -e '.[onnx]'") from None
-    outputs.check_folder("--out", out, overwrite, "export", protect={"the run": run_dir})
+    outputs.check_folder("--out", out, overwrite, "export", protect={"RUN_DIR": run_dir})
     backend, artifact = FORMATS[fmt]
     model = load_run(run_dir, backend)
     parent = os.path.dirname(os.path.abspath(out))

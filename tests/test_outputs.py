@@ -92,8 +92,8 @@ def test_export_overwrite_keeps_the_old_export_until_the_new_one_is_whole(worksp
     run, out = str(workspace / "run"), workspace / "export"
     assert export.main([run, "--format", "torch", "--out", str(out)]) == 0
     good = snapshot(workspace)
-    refused(export.main([run, "--format", "torch", "--out", run, "--overwrite"]), capsys, "holds the run")
-    refused(export.main([run, "--format", "torch", "--out", str(workspace), "--overwrite"]), capsys, "holds the run")
+    refused(export.main([run, "--format", "torch", "--out", run, "--overwrite"]), capsys, "holds RUN_DIR")
+    refused(export.main([run, "--format", "torch", "--out", str(workspace), "--overwrite"]), capsys, "holds RUN_DIR")
     line = refused(export.main([run, "--format", "torch", "--out", str(out)]), capsys, "not empty", "--overwrite")
     assert "--resume" not in line  # export has no --resume
     monkeypatch.chdir(out)

@@ -46,9 +46,9 @@ def step(run) -> int:
     return int(path.rsplit("-", 1)[1]) if path else 0
 
 
-def kill_when(argv, run, condition) -> None:
+def kill_when(argv, run, condition, env=ENV) -> None:
     """Starts argv and SIGKILLs it as soon as condition() holds."""
-    process = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     try:
         while not condition():
@@ -69,10 +69,13 @@ def test_killed_again_and_again_then_resumed_matches_uninterrupted_run(backend, 
     subprocess.run(command(backend, tutorial_dir, reference), check=True, env=ENV, capture_output=True)
     rng = np.random.default_rng(0)
 
-    # 1: in the middle of writing a checkpoint (one already whole). A torch
-    # checkpoint is written in milliseconds, so it may be missed: then at step >= 20.
-    kill_when(command(backend, tutorial_dir, killed, "--checkpoint-every", str(EVERY)), killed,
-              lambda: (step(killed) and writing(killed)) or step(killed) >= 4 * EVERY)
+    # 1: in the middle of writing a checkpoint, between its write and its rename
+    # (the one before it whole): the run holds there (checkpoint.HOLD) until killed.
+    held = killed / "checkpoints" / ".tmp-held"
+    kill_when(command(backend, tutorial_dir, killed, "--checkpoint-every", str(EVERY)), killed, held.exists,
+              env=dict(ENV, **{checkpoint.HOLD: str(2 * EVERY)}))
+    assert (killed / "checkpoints" / f".tmp-step-{2 * EVERY:08d}" / "loop.json").exists()  # written, not renamed
+    assert step(killed) == EVERY
     # Then at random steps, each after a resume (JAX: one, its launches cost more).
     for _ in range({"torch": 2, "jax": 1}[backend]):
         target = step(killed) + int(rng.integers(EVERY, 3 * EVERY))

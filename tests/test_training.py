@@ -17,10 +17,25 @@ PNG = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"backend", "best_epoch", "valid_auc", "test_auc", "test_logloss", "test_gauc", "train_samples_per_s"}
 
 
+def one_hot_baseline(splits) -> float:
+    """Test AUC of logistic regression on the one-hot categorical ids (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    from data.metrics import auc
+
+    columns = list(splits.encoders.categorical)
+    ids = lambda split: np.stack([split[c] for c in columns], axis=1)  # noqa: E731
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(ids(splits.train))
+    model = LogisticRegression(max_iter=1000).fit(encoder.transform(ids(splits.train)), splits.train["label"])
+    return auc(splits.test["label"], model.decision_function(encoder.transform(ids(splits.test))))
+
+
 @pytest.mark.parametrize("backend_name", ["torch", "jax"])
 def test_training_learns(backend_name, tutorial_splits, tmp_path):
     # Six epochs: the tutorial's N(0, 1) embeddings and biases start far from
-    # the signal, and the validation AUC climbs from about 0.55 to 0.68.
+    # the signal, and the validation AUC climbs from about 0.55 to 0.68-0.69
+    # (test AUC 0.59-0.62; logistic regression on one-hot ids: 0.52).
     config = DINConfig(epochs=6)
     backend = make_backend(backend_name, tutorial_splits.encoders.schema(), config)
     result = fit(backend, tutorial_splits, config, str(tmp_path), progress=False)
@@ -29,7 +44,8 @@ def test_training_learns(backend_name, tutorial_splits, tmp_path):
     history = np.genfromtxt(tmp_path / "history.csv", delimiter=",", names=True)
     assert history["train_loss"][1] < history["train_loss"][0]
     assert history["train_loss"][-1] < history["train_loss"][0]
-    assert result["valid_auc"] > 0.62 and result["test_auc"] > 0.55
+    assert result["valid_auc"] > 0.66 and result["test_auc"] > 0.57
+    assert result["test_auc"] > one_hot_baseline(tutorial_splits) + 0.04
     # The saved weights are the best epoch's and reproduce the reported test AUC.
     config_again, encoders, weights, written_by = read_run(str(tmp_path))
     assert config_again == config and written_by == backend_name

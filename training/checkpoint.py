@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -113,6 +114,7 @@ def save(out_dir: str, backend: Backend, loop: LoopState, best: dict[str, np.nda
             run_dir.write_weights(os.path.join(tmp, "best.safetensors"), best, backend.name)
         run_dir.write_text(os.path.join(tmp, "loop.json"), loop.to_json())
         shutil.rmtree(final, ignore_errors=True)
+        _hold_if_asked(folder, loop.step)
         os.replace(tmp, final)  # atomic: the checkpoint exists whole or not at all
     except BaseException:  # interrupted (Ctrl-C) or failed: no half-written folder stays behind
         if backend.primary:
@@ -124,6 +126,19 @@ def save(out_dir: str, backend: Backend, loop: LoopState, best: dict[str, np.nda
         if path not in keep and (STEP_DIR.match(name) or name.startswith(".tmp-")):
             shutil.rmtree(path, ignore_errors=True)
     return final
+
+
+HOLD = "DIN_TEST_HOLD_CHECKPOINT"
+
+
+def _hold_if_asked(folder: str, step: int) -> None:
+    """For fault tests: with DIN_TEST_HOLD_CHECKPOINT=STEP the process stops for
+    good between writing checkpoint STEP and renaming it into place, after
+    marking `.tmp-held`, so that a test's kill surely lands mid-write."""
+    if os.environ.get(HOLD) == str(step):
+        os.makedirs(os.path.join(folder, ".tmp-held"), exist_ok=True)  # a .tmp- folder: pruned like any leftover
+        while True:
+            time.sleep(1)
 
 
 def candidates(out_dir: str) -> list[str]:
