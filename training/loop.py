@@ -65,21 +65,25 @@ def evaluate(backend: Backend, split: dict, config: DINConfig, name: str = "vali
     return metrics.evaluate(split[USER], split[LABEL], logits)
 
 
-def check_trainable(splits: Splits, config: DINConfig) -> None:
+def both_labels(split: dict) -> bool:
+    """Whether a split holds rows of both labels (AUC is defined on it)."""
+    return len(np.unique(np.asarray(split[LABEL]))) > 1
+
+
+def check_trainable(splits: Splits) -> None:
     """Refuses a training split no step can learn from, and names the quiet
     degenerate cases in the log; before anything is written."""
     n_train = num_rows(splits.train)
     if n_train < 2:
         raise UserError(f"the training split has {n_train} row(s): a training step needs at least 2 (BatchNorm "
                         "normalises over the batch); give more training rows")
-    classes = np.unique(np.asarray(splits.train[LABEL]))
-    if len(classes) < 2:
-        raise UserError(f"every training label is {classes[0]:g}: a click model needs rows of both labels "
-                        "(0 and 1) to learn anything; check the label column")
+    if not both_labels(splits.train):
+        raise UserError(f"every training label is {float(splits.train[LABEL][0]):g}: a click model needs rows of "
+                        "both labels (0 and 1) to learn anything; check the label column")
     if not splits.encoders.attention_groups:
         log.warning("no attention group: the model pools each sequence without attention (a plain MLP, not DIN); "
                     "a dataset file's [attention] table names (query, history) pairs")
-    if num_rows(splits.valid) and len(np.unique(np.asarray(splits.valid[LABEL]))) < 2:
+    if num_rows(splits.valid) and not both_labels(splits.valid):
         log.warning("the validation labels are all of one class: validation AUC is undefined, so no epoch can be "
                     "chosen by it; the last epoch is kept")
 
@@ -100,7 +104,7 @@ def fit(
     optimiser steps (training/checkpoint.py); resume=True continues from the
     newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
     """
-    check_trainable(splits, config)
+    check_trainable(splits)
     checkpoint_every = config.checkpoint_every
     primary = backend.primary  # on several hosts, one process writes the run directory
     data_dir = os.path.abspath(data_dir) if data_dir else None
@@ -128,7 +132,7 @@ def _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, b
     """Epochs until early stopping or config.epochs; returns the loop state and best weights."""
     primary = backend.primary
     n_train = num_rows(splits.train)
-    has_valid = num_rows(splits.valid) > 0 and len(np.unique(np.asarray(splits.valid[LABEL]))) > 1
+    has_valid = num_rows(splits.valid) > 0 and both_labels(splits.valid)  # else: no epoch can be chosen by AUC
     while loop.epoch <= config.epochs:
         epoch = loop.epoch
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
