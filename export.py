@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.errors import exit_code
+from core.errors import exit_code
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

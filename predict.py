@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 
-from data.errors import ConfigError, exit_code
+from core.errors import ConfigError, exit_code
 from training import outputs
 
 
@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> None:
         return
     import numpy as np
 
-    from data import metrics
     from data.rows import read_csv
     from inference.model import describe_unknown
     from inference.score import score
+    from training import metrics
     from training.run_dir import write_text
 
     if os.path.isdir(args.data):

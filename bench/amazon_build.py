@@ -5,7 +5,7 @@
 Writes a synthetic release of that size into DIR once (tests/synthetic_amazon.py:
 the 2014 release's layout, a long tail of review counts), then times, in a
 fresh process, reading both files and building the encoded splits
-(`data.amazon.load_splits`, no cache), and reports its peak RSS.
+(`data.sources.amazon.load_splits`, no cache), and reports its peak RSS.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 BUILD = """
 import json, time
-from data import amazon
-from data.config import DINConfig
+from core.config import DINConfig
+from data.sources import amazon
 start = time.perf_counter()
 splits = amazon.load_splits({folder!r}, DINConfig())
 seconds = time.perf_counter() - start

@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grain  # noqa: E402
 
+from core.config import DINConfig  # noqa: E402
 from data.batches import epoch_batches, prefetched, take  # noqa: E402
-from data.config import DINConfig  # noqa: E402
 from data.datasets import load_splits  # noqa: E402
 from data.schema import LABEL  # noqa: E402
 

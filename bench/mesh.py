@@ -24,11 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
+from core.config import DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
-from data.config import DINConfig  # noqa: E402
-from data.tutorial import load_splits  # noqa: E402
-from din_jax.mesh import make_mesh, parse_mesh  # noqa: E402
-from din_jax.train import JaxBackend  # noqa: E402
+from data.sources.tutorial import load_splits  # noqa: E402
+
+from din_jax.backend import JaxBackend  # noqa: E402
 
 
 def main() -> None:
@@ -49,15 +49,13 @@ def main() -> None:
     samples = sum(len(b) for b in batches)
     backends = {}
     for text in args.meshes:
-        backends[text] = JaxBackend(
-            splits.encoders.schema(), config, mesh=make_mesh(parse_mesh(text)), shard_embeddings="model" in text
-        )
-        backends[text].train_epoch(train, batches[:16], lambda k: None)  # compile, data to devices
+        backends[text] = JaxBackend(splits.encoders.schema(), config.replace(mesh=text, shard_embeddings="model" in text))
+        backends[text].train_batches(train, batches[:16], lambda k: None)  # compile, data to devices
     times: dict[str, list[float]] = {text: [] for text in args.meshes}
     for _ in range(args.repeats):
         for text, backend in backends.items():
             start = time.perf_counter()
-            backend.train_epoch(train, batches, lambda k: None)  # ends with a host sync
+            backend.train_batches(train, batches, lambda k: None)  # ends with a host sync
             times[text].append(time.perf_counter() - start)
     print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, B = {args.batch_size}, "
           f"{samples} samples per timing, median of {args.repeats}")

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.config import DINConfig  # noqa: E402
+from core.config import DINConfig  # noqa: E402
 from data.datasets import load_splits  # noqa: E402
 from training import fit, make_backend  # noqa: E402
 

@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 
 BUILD = """
 import json, os, time
-from data.config import DINConfig
+from core.config import DINConfig
 from data.datasets import load_splits
 start = time.perf_counter()
 splits = load_splits({folder!r}, DINConfig(), cache_dir={cache!r})
@@ -51,20 +51,20 @@ print(json.dumps({{"build_s": seconds, "rows": {{s: len(getattr(splits, s)["labe
 TRAIN = """
 import json, time
 import numpy as np
-from data import metrics
+from core.config import DINConfig
 from data.batches import epoch_batches
-from data.config import DINConfig
 from data.datasets import load_splits
 from data.schema import LABEL, USER
+from training import metrics
 from training.backend import make_backend
 config = DINConfig(batch_size=1024, eval_batch_size=1024, input={input!r})
 splits = load_splits({folder!r}, config, cache_dir={cache!r})
 backend = make_backend("jax", splits.encoders.schema(), config)
 batches = epoch_batches(len(splits.train[LABEL]), config.batch_size, config.seed, 1)
 k = backend.steps_per_call
-backend.train_epoch(splits.train, batches[:k], lambda n: None)  # compiles
+backend.train_batches(splits.train, batches[:k], lambda n: None)  # compiles
 start = time.perf_counter()
-losses = backend.train_epoch(splits.train, batches[k:], lambda n: None)
+losses = backend.train_batches(splits.train, batches[k:], lambda n: None)
 seconds = time.perf_counter() - start
 valid = splits.valid
 backend.predict({{name: values[:1024] for name, values in valid.items()}}, 1024)  # compiles
@@ -81,8 +81,8 @@ print(json.dumps({{"train_samples_per_s": sum(len(b) for b in batches[k:]) / sec
 # the same length timed in turn (A B C A B C ...), medians.
 SPEED = """
 import json, statistics, time
+from core.config import DINConfig
 from data.batches import epoch_batches
-from data.config import DINConfig
 from data.datasets import load_splits
 from data.schema import LABEL
 from training.backend import make_backend
@@ -92,14 +92,14 @@ for size, folder in {folders!r}.items():
     splits = load_splits(folder, config, cache_dir=folder + "/cache")
     train, backend = splits.train, make_backend("jax", splits.encoders.schema(), config)
     batches = epoch_batches(len(train[LABEL]), config.batch_size, config.seed, 1)
-    backend.train_epoch(train, batches[:backend.steps_per_call], lambda n: None)  # compiles
+    backend.train_batches(train, batches[:backend.steps_per_call], lambda n: None)  # compiles
     runs[size] = (backend, train, batches[backend.steps_per_call:])
 speeds = {{size: [] for size in runs}}
 for repeat in range({repeats}):
     for size, (backend, train, batches) in runs.items():
         segment = batches[repeat * {segment} : (repeat + 1) * {segment}]
         start = time.perf_counter()
-        backend.train_epoch(train, segment, lambda n: None)
+        backend.train_batches(train, segment, lambda n: None)
         speeds[size].append(sum(len(b) for b in segment) / (time.perf_counter() - start))
 print(json.dumps({{size: {{"median": statistics.median(v), "all": v, "input": runs[size][0].input_path}} for size, v in speeds.items()}}))
 """

@@ -33,12 +33,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from core.config import DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
-from data.config import DINConfig  # noqa: E402
-from data.tutorial import load_splits  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
-from din_jax.train import JaxBackend  # noqa: E402
-from din_torch.train import TorchBackend, make_optimizer, train_step  # noqa: E402
+from data.sources.tutorial import load_splits  # noqa: E402
+from din_jax.backend import JaxBackend  # noqa: E402
+from din_torch.backend import TorchBackend  # noqa: E402
+from din_torch.steps import make_optimizer, train_step  # noqa: E402
 
 
 class TutorialDataset(Dataset):
@@ -115,19 +116,19 @@ def main() -> None:
         backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
         first = epoch_batches(n, size, 0, 1)
-        compile_s = timed(lambda: backends["jax"].train_epoch(train, first[:1], lambda _: None))
+        compile_s = timed(lambda: backends["jax"].train_batches(train, first[:1], lambda _: None))
         for backend in backends.values():  # warm-up: compile every shape, fill caches
-            backend.train_epoch(tiled, tiled_batches, lambda _: None)
+            backend.train_batches(tiled, tiled_batches, lambda _: None)
             backend.predict(tiled, size)
         samples = {name: {"train": [], "eval": [], "epoch_s": []} for name in backends}
         for repeat in range(args.repeats):
             for name, backend in backends.items():
-                seconds = timed(lambda: backend.train_epoch(tiled, tiled_batches, lambda _: None))
+                seconds = timed(lambda: backend.train_batches(tiled, tiled_batches, lambda _: None))
                 samples[name]["train"].append(n_tiled / seconds)
                 seconds = timed(lambda: backend.predict(tiled, size))
                 samples[name]["eval"].append(n_tiled / seconds)
                 # One real epoch, batching (shuffle and index arrays) included.
-                seconds = timed(lambda: backend.train_epoch(train, epoch_batches(n, size, 1, repeat + 2), lambda _: None))
+                seconds = timed(lambda: backend.train_batches(train, epoch_batches(n, size, 1, repeat + 2), lambda _: None))
                 samples[name]["epoch_s"].append(seconds)
         row = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
         row["jax"]["first_call_s"] = compile_s

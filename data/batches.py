@@ -52,19 +52,3 @@ def iterate_batches(arrays: Arrays, batch_size: int, seed: int, epoch: int) -> I
     """Yields the shuffled training batches of one epoch as dicts of arrays."""
     for rows in epoch_batches(num_rows(arrays), batch_size, seed, epoch):
         yield take(arrays, rows)
-
-
-def prefetched(make: Callable[[T], object], items: Iterable[T], ahead: int = 2) -> Iterator:
-    """make(item) for each item, in order, each computed in a background thread
-    up to `ahead` items before it is asked for: a batch is gathered (numpy
-    releases the GIL to copy, memory-mapped pages are read) while the devices
-    run the one before."""
-    items = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        pending = collections.deque(pool.submit(make, item) for item in itertools.islice(items, ahead))
-        while pending:
-            result = pending.popleft().result()
-            for item in items:  # refill one
-                pending.append(pool.submit(make, item))
-                break
-            yield result

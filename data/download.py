@@ -19,7 +19,7 @@ import zipfile
 
 from tqdm import tqdm
 
-from data.errors import DataError, UserError
+from core.errors import DataError, UserError
 
 
 @dataclasses.dataclass(frozen=True)

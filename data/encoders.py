@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import QuantileTransformer
 
-from data.errors import DataError
+from core.errors import DataError
 from data.features import KINDS, Feature, features
 from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
 

@@ -22,8 +22,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from core.errors import DataError
 from data.encoders import FeatureEncoders, SequenceEncoder, recent, split_sequences
-from data.errors import DataError
 from data.schema import LABEL, USER
 
 USER_COLUMNS = ("userId", USER)  # the user column's names in the readers' layouts

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from data.config import DINConfig
+from core.config import DINConfig
 from data.schema import FeatureSchema
 from din_jax.model import COMPUTE_DTYPES, DIN, example_batch
 

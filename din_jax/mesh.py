@@ -24,7 +24,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from data.errors import ConfigError
+from core.errors import ConfigError
 from din_jax.model import EMBED, VOCAB
 
 DATA, MODEL = "data", "model"

@@ -10,7 +10,7 @@ Shape letters, used in every comment below:
 
 Classes and submodule names mirror the torch reference (Embeddings, Dice,
 MLP, AttentionUnit, DIN; flax names a list entry `dense_0` where torch says
-`dense.0`), so `parity/convert.py` is a short table of renames.
+`dense.0`), so `inference/convert.py` is a short table of renames.
 
 The attention unit is written for ONE example and vmapped over the batch
 (`nn.vmap`, axis name 'batch'); its BatchNorm statistics are reduced across
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from data.config import PAPER_EMBEDDING_STD, DINConfig
+from core.config import PAPER_EMBEDDING_STD, DINConfig
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 
 Batch = dict[str, jax.Array]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.config import DINConfig
+from core.config import DINConfig
 from data.schema import FeatureSchema
 from din_torch.model import DIN, example_batch
 
@@ -36,8 +36,8 @@ class Predictor:
     """Eval-mode DIN: batch -> (logits [B], attention weights per group [B, T])."""
 
     def __init__(self, schema: FeatureSchema, config: DINConfig, state_dict: dict[str, np.ndarray]):
-        if config.dtype != "float32":
-            raise ValueError(f"the torch backend computes in float32, not {config.dtype}")
+        if config.dtype != "float32":  # a bfloat16 JAX run's weights are float32: torch computes in float32
+            config = config.replace(dtype="float32")
         self.schema, self.inputs = schema, schema.inputs
         self.model = DIN(schema, config.model).eval()
         state = {name: torch.from_numpy(np.array(value, copy=True)) for name, value in state_dict.items()}

@@ -9,7 +9,7 @@ Shape letters, used in every comment below:
   H  a hidden layer's width
 
 Classes mirror `din_jax/model.py` name for name (Embeddings, Dice, MLP,
-AttentionUnit, DIN), so `parity/convert.py` is a short table of renames.
+AttentionUnit, DIN), so `inference/convert.py` is a short table of renames.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from data.config import PAPER_EMBEDDING_STD, DINConfig
+from core.config import PAPER_EMBEDDING_STD, DINConfig
 from data.schema import AttentionGroup, FeatureSchema
 
 Batch = dict[str, torch.Tensor]

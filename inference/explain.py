@@ -17,35 +17,23 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from data.datasets import raw_splits
-from data.errors import DataError
-from data import amazon, grouplens, tutorial
+from core.config import DINConfig
+from core.errors import DataError
+from data.datasets import detect, raw_splits
 from data.rows import history_ids
 from data.schema import LABEL, USER
 from inference.model import TrainedModel, probabilities
 from training import outputs, run_dir
 
 
-def item_titles(data_dir: str) -> dict[str, str]:
+def item_titles(data_dir: str, config: DINConfig) -> dict[str, str]:
     """Item id (as a string) -> title, where the folder has titles."""
-    if tutorial.detect(data_dir):
-        frames = [pd.read_csv(os.path.join(data_dir, f"{name}.csv"), dtype=str, keep_default_na=False,
-                              usecols=lambda c: c in ("movieId", "title")) for name in ("train", "test")]
-        frame = pd.concat(frames)
-        return dict(zip(frame["movieId"], frame["title"])) if "title" in frame else {}
-    if not grouplens.detect(data_dir):
-        return {}
-    movies = grouplens.read_raw(data_dir).movies
-    return dict(zip(movies["movie"].astype(str), movies["title"].astype(str)))
+    return detect(data_dir, config).titles(data_dir)
 
 
-def label_names(data_dir: str) -> tuple[str, str]:
+def label_names(data_dir: str, config: DINConfig) -> tuple[str, str]:
     """What label 1 and label 0 mean in this folder's data, for the panels' names."""
-    if tutorial.detect(data_dir) or grouplens.detect(data_dir):
-        return "rated high next", "rated low"
-    if amazon.detect(data_dir):
-        return "reviewed next", "not reviewed (a sampled negative)"
-    return "clicked", "not clicked"
+    return detect(data_dir, config).label_names
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -90,7 +78,7 @@ def candidates(model: TrainedModel, data_dir: str, user: str) -> tuple[dict[str,
     # The user's side stays: histories, user and label; the candidate brings its item columns.
     fixed = {USER, LABEL, item} | set(model.schema.history_features)
     movable = [item] + _item_columns(columns, item, fixed)
-    engaged, rejected = label_names(data_dir)
+    engaged, rejected = label_names(data_dir, model.config)
     donors = [(base, engaged if columns[LABEL][base] == 1 else "their latest sample")]
     low = [i for i in mine[::-1] if columns[LABEL][i] == 0 and items[i] != items[base]]
     if low:
@@ -117,7 +105,7 @@ def explain(model: TrainedModel, data_dir: str, user: str, out: str) -> pd.DataF
     logits, weights = model.forward(inputs)
     group = model.schema.attention_groups[0]
     frame = model.attention_frames(checked, weights)[group.name]
-    titles = item_titles(data_dir)
+    titles = item_titles(data_dir, model.config)
     item, history = group.queries[0], group.histories[0]
     name = lambda i: titles.get(str(i), str(i))  # noqa: E731
     frame["candidate"] = [name(rows[item][r]) for r in frame["row"]]

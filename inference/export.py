@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 
-from data.errors import ConfigError
+from core.errors import ConfigError
 from data.schema import FeatureSchema
 from inference.model import load_run
 from training import outputs

@@ -1,7 +1,7 @@
 """A finished run directory as a model: score raw rows, read its attention, evaluate.
 
     model = load_run("runs/jax")                  # the backend that trained it
-    model = load_run("runs/jax", backend="torch")  # weights converted (parity/convert.py)
+    model = load_run("runs/jax", backend="torch")  # weights converted (inference/convert.py)
     p = model.predict(frame)       # probabilities [N] float32
     a = model.attention(frame)     # {group: DataFrame row, position, <history ids>, weight}
     m = model.evaluate(frame)      # {'auc', 'gauc', 'logloss', 'unknown_ids'}, needs `label`
@@ -19,16 +19,17 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from data import metrics
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import ConfigError, DataError, RunError
 from data.encoders import FeatureEncoders
-from data.errors import ConfigError, DataError, RunError
 from data.rows import USER_COLUMNS, expected_columns, history_ids, to_columns
 from data.schema import LABEL, USER
+from inference.convert import to_backend
+from training import metrics
+from training.backend import BACKENDS, backend_module
 from training.run_dir import read_run
 
 Rows = pd.DataFrame | Mapping[str, Any]
-BACKENDS = ("jax", "torch")
 
 
 def bucket_sizes(batch_size: int) -> tuple[int, ...]:
@@ -142,7 +143,7 @@ def _layout(config: DINConfig):
     """The run's dataset file, if it was trained through one and the file is still there."""
     if not config.dataset or not os.path.isfile(config.dataset):
         return None
-    from data.csv_dataset import read_layout
+    from data.sources.dataset_file import read_layout
 
     return read_layout(config.dataset)
 
@@ -169,20 +170,10 @@ def load_run(run_dir: str, backend: str | None = None, batch_size: int | None = 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend}: expected 'jax' or 'torch'")
     schema = encoders.schema()
+    module = backend_module(backend)
     try:
-        if backend == "jax":
-            from din_jax.inference import Predictor, variable_shapes
-            from parity.convert import from_names, torch_to_flax
-
-            variables = from_names(weights) if trained_by == "jax" else torch_to_flax(weights, variable_shapes(schema, config))
-            predictor = Predictor(schema, config, variables)
-        else:
-            if config.dtype != "float32":
-                config = config.replace(dtype="float32")  # torch computes in float32 (a bfloat16 run's weights are float32)
-            from din_torch.inference import Predictor
-            from parity.convert import names_to_torch
-
-            predictor = Predictor(schema, config, weights if trained_by == "torch" else names_to_torch(weights))
+        variables = to_backend(weights, trained_by, backend, lambda: module.inference.variable_shapes(schema, config))
+        predictor = module.Predictor(schema, config, variables)
     except (KeyError, ValueError, RuntimeError) as error:  # names or shapes that do not fit encoders.json
         raise RunError(f"{run_dir}: the weights do not fit the model that encoders.json describes "
                        f"({str(error).splitlines()[0]}); the run's files are damaged or mixed") from None

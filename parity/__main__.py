@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     # Process-global, so set before any JAX array exists.
     jax.config.update("jax_enable_x64", args.dtype == "float64")
 
-    from data.errors import UserError
+    from core.errors import UserError
 
     try:
         return compare_run(args)
@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_run(args: argparse.Namespace) -> int:
-    from data import metrics
+    from core.errors import RunError
     from data.batches import eval_batches
     from data.datasets import load_test
-    from data.errors import RunError
     from data.schema import LABEL
+    from inference.convert import flax_to_torch, from_names
     from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
-    from parity.convert import flax_to_torch, from_names
+    from training import metrics
     from training.run_dir import read_run
 
     config, encoders, weights, backend = read_run(args.run_dir)

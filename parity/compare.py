@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from data.config import DINConfig
+from core.config import DINConfig
 from data.schema import USER, FeatureSchema
 from din_jax import model as jax_model
-from din_jax import train as jax_train
+from din_jax import steps as jax_steps
 from din_torch import model as torch_model
-from din_torch import train as torch_train
-from parity.convert import flax_to_torch, torch_to_flax
+from din_torch import steps as torch_steps
+from inference.convert import flax_to_torch, torch_to_flax
 
 # Max abs difference allowed, per dtype and kind of quantity. AUC gets 1e-6 in
 # both: rows with identical inputs but different labels tie exactly in one
@@ -106,18 +106,18 @@ class Pair:
             self.torch.to(TORCH_DTYPES[dtype])
         self.flax = jax_model.DIN(schema, config, param_dtype=jnp.dtype(dtype))
         self.variables = self.flax_variables(self.torch.state_dict())
-        self.torch_regularizer = None if mba_scales is None else torch_train.MiniBatchAwareL2(schema, mba_scales)
+        self.torch_regularizer = None if mba_scales is None else torch_steps.MiniBatchAwareL2(schema, mba_scales)
         self.jax_regularizer = None
         if mba_scales is not None:
-            self.jax_regularizer = jax_train.MiniBatchAwareL2.create(schema, mba_scales, jnp.dtype(dtype))
+            self.jax_regularizer = jax_steps.MiniBatchAwareL2.create(schema, mba_scales, jnp.dtype(dtype))
 
-    def jax_state(self) -> jax_train.TrainState:
+    def jax_state(self) -> jax_steps.TrainState:
         """A Flax TrainState holding the pair's current weights."""
-        return jax_train.TrainState.create(
+        return jax_steps.TrainState.create(
             apply_fn=self.flax.apply,
             params=self.variables["params"],
             batch_stats=self.variables["batch_stats"],
-            tx=jax_train.make_optimizer(self.config),  # one per configuration: the jitted step is reused
+            tx=jax_steps.make_optimizer(self.config),  # one per configuration: the jitted step is reused
             rng=jax.random.key(0),
         )
 
@@ -168,7 +168,7 @@ class Pair:
         saved = {k: v.clone() for k, v in self.torch.state_dict().items()}
         self.torch.train()
         self.torch.zero_grad(set_to_none=True)
-        torch_train.objective(self.torch, self.torch_batch(batch), self.torch_regularizer).backward()
+        torch_steps.objective(self.torch, self.torch_batch(batch), self.torch_regularizer).backward()
         t_grads = {k: p.grad for k, p in self.torch.named_parameters()}
         self.torch.load_state_dict(saved)
         variables = self.variables
@@ -179,9 +179,9 @@ class Pair:
     def train_steps(self, batches: list[dict]) -> list[Diff]:
         """Adam steps (coupled weight decay) on the same batches; every weight compared after."""
         model = self.torch
-        optimizer = torch_train.make_optimizer(model, self.config)
+        optimizer = torch_steps.make_optimizer(model, self.config)
         for batch in batches:
-            torch_train.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer)
+            torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer)
         state = self.jax_state()
         for batch in batches:
             state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
@@ -207,10 +207,10 @@ def _grads(model):
     """The jitted gradient of the training objective, compiled once per model (not per Pair)."""
 
     def grads(params, batch_stats, batch, regularizer):
-        loss = lambda p: jax_train.objective(model.apply, p, batch_stats, batch, regularizer=regularizer)[0]  # noqa: E731
+        loss = lambda p: jax_steps.objective(model.apply, p, batch_stats, batch, regularizer=regularizer)[0]  # noqa: E731
         return jax.grad(loss)(params)
 
     return jax.jit(grads)
 
 
-_train_step = jax.jit(jax_train.train_step)
+_train_step = jax.jit(jax_steps.train_step)

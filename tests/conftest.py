@@ -50,9 +50,9 @@ def ml1m_release():
 
 def provide_seed_split() -> str:
     """The tutorial's MovieLens-1M split: the data folder's, or rebuilt from a verified download."""
+    from core.errors import DataError
     from data.download import DownloadError, default_cache_dir, fetch
-    from data.errors import DataError
-    from data.seed_protocol import write_tutorial_split
+    from data.sources.seed_protocol import write_tutorial_split
 
     path = data_root() / "movielens-1m-seed"
     if (path / "train.csv").is_file() and (path / "test.csv").is_file():
@@ -95,8 +95,8 @@ def seed_data_dir() -> str:
 
 @pytest.fixture(scope="session")
 def seed_splits(seed_data_dir):
-    from data.config import DINConfig
-    from data.tutorial import load_splits
+    from core.config import DINConfig
+    from data.sources.tutorial import load_splits
 
     return load_splits(seed_data_dir, DINConfig())
 
@@ -118,8 +118,8 @@ def tutorial_dir(world, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tutorial_splits(tutorial_dir):
-    from data.config import DINConfig
-    from data.tutorial import load_splits
+    from core.config import DINConfig
+    from data.sources.tutorial import load_splits
 
     return load_splits(tutorial_dir, DINConfig())
 
@@ -164,7 +164,7 @@ def seed_run(seed_data_dir, tmp_path_factory) -> str:
 @pytest.fixture(autouse=True, scope="session")
 def _jax_cache():
     try:
-        from din_jax.train import enable_compilation_cache
+        from din_jax.backend import enable_compilation_cache
     except ImportError:
         return
     enable_compilation_cache()

@@ -126,7 +126,7 @@ def write_csv_release(world: World, folder: str) -> str:
 
 def write_tutorial(world: World, folder: str, seed: int = 0) -> str:
     """The tutorial's train.csv / test.csv, built by the seed protocol."""
-    from data.seed_protocol import write_tutorial_split
+    from data.sources.seed_protocol import write_tutorial_split
 
     raw = write_ml1m(world, folder + "-raw")
     return write_tutorial_split(raw, folder, seed)

@@ -12,11 +12,11 @@ import pytest
 
 import train
 from conftest import sample_dir
-from data import amazon
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.datasets import detect, load_splits
-from data.errors import DataError
 from data.schema import LABEL, USER
+from data.sources import amazon
 from synthetic_amazon import make_reviews, write_amazon
 
 
@@ -128,7 +128,7 @@ def test_histories_keep_the_latest_items(small):
 
 
 def test_trains_end_to_end_with_both_features_in_one_group(small, tmp_path):
-    assert detect(small, DINConfig()) == "amazon"
+    assert detect(small, DINConfig()).name == "amazon"
     splits = load_splits(small, DINConfig(), cache_dir=str(tmp_path / "cache"))
     schema = splits.encoders.schema()
     assert [g.pairs for g in schema.attention_groups] == [(("item", "item_history"), ("category", "category_history"))]
@@ -138,8 +138,8 @@ def test_trains_end_to_end_with_both_features_in_one_group(small, tmp_path):
                        "--cache-dir", str(tmp_path / "cache")]) == 0
     metrics = pd.read_json(out / "metrics.json", typ="series")
     # GAUC recomputed from the run's own scores of its test split (users with both labels only).
-    from data import metrics as figures
     from inference import load_run
+    from training import metrics as figures
 
     model = load_run(str(out))
     test = amazon.raw_splits(small, model.config)["test"]

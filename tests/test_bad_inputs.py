@@ -198,7 +198,7 @@ PARITY_CASES = [
 def jax_run_of(run: pathlib.Path, tmp: pathlib.Path, damage=lambda r: None) -> str:
     """The torch run as if JAX had trained it: its weights converted to Flax names."""
     from din_jax.inference import variable_shapes
-    from parity.convert import to_names, torch_to_flax
+    from inference.convert import to_names, torch_to_flax
     from training.run_dir import WEIGHTS, read_run, write_weights
 
     config, encoders, weights, _ = read_run(str(run))
@@ -258,9 +258,9 @@ def test_parity_refuses_bad_input_with_exit_2(make, words, finished_run, tmp_pat
 
 
 def test_divergence_stops_at_the_first_non_finite_loss(tutorial_dir, tmp_path, capsys, monkeypatch):
-    from din_torch.train import TorchBackend
+    from din_torch.backend import TorchBackend
 
-    original = TorchBackend.train_epoch
+    original = TorchBackend.train_batches
 
     def poisoned(self, data, batches, progress):  # the 3rd step of epoch 2 overflows
         losses = original(self, data, batches, progress)
@@ -269,7 +269,7 @@ def test_divergence_stops_at_the_first_non_finite_loss(tutorial_dir, tmp_path, c
         self._epochs = getattr(self, "_epochs", 0) + 1
         return losses
 
-    monkeypatch.setattr(TorchBackend, "train_epoch", poisoned)
+    monkeypatch.setattr(TorchBackend, "train_batches", poisoned)
     assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "3")) == 2
     err = capsys.readouterr().err
     assert "training diverged: the loss is nan at epoch 2, step 20 (batch 3 of 17); lower --learning-rate" in err
@@ -343,7 +343,7 @@ def test_resume_takes_no_setting_flags(checkpointed_run, capsys):
 
 
 def test_damaged_build_cache_is_rebuilt(tmp_path, caplog):
-    from data.config import DINConfig
+    from core.config import DINConfig
     from data.datasets import load_splits
 
     data = write(tmp_path / "d", **{"ratings.csv": RATINGS, "movies.csv": MOVIES})

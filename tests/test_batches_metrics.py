@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss as sklearn_log_loss
 
-from data import metrics
 from data.batches import epoch_batches, eval_batches, iterate_batches, num_rows
+from training import metrics
 
 
 class TestBatches:

@@ -15,10 +15,10 @@ import pytest
 
 import train
 from conftest import sample_dir
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.datasets import detect, load_splits
 from data.encoders import FeatureEncoders
-from data.errors import DataError
 from data.schema import LABEL, USER, AttentionGroup
 from data.splits import encode, holdout_users
 
@@ -52,7 +52,7 @@ def tutorial_reference(folder: str, config: DINConfig):
 @pytest.mark.parametrize("options", [{}, {"share_embeddings": True, "max_len": 4, "min_count": 2}])
 def test_the_tutorial_layout_is_a_dataset_file(tutorial_dir, options):
     config = DINConfig(**options)
-    assert detect(tutorial_dir, config) == "tutorial"
+    assert detect(tutorial_dir, config).name == "tutorial"
     splits = load_splits(tutorial_dir, config)
     expected, encoders = tutorial_reference(tutorial_dir, config)
     assert splits.encoders.to_json() == encoders.to_json()
@@ -66,11 +66,11 @@ def test_a_folder_with_its_own_dataset_file(tutorial_dir, tmp_path):
     folder = tmp_path / "mine"
     shutil.copytree(tutorial_dir, folder)
     (folder / "train.csv").rename(folder / "fit.csv")
-    layout = (ROOT / "data" / "layouts" / "tutorial.toml").read_text().replace('"train.csv"', '"fit.csv"')
+    layout = (ROOT / "data" / "sources" / "layouts" / "tutorial.toml").read_text().replace('"train.csv"', '"fit.csv"')
     (folder / "dataset.toml").write_text(layout.replace('age = { kind = "numeric" }',
                                                         'age = { kind = "numeric", preprocess = "standard" }'))
     splits = load_splits(str(folder), DINConfig())
-    assert detect(str(folder), DINConfig()) == "dataset file"
+    assert detect(str(folder), DINConfig()).name == "dataset file"
     ages = splits.train["age"]
     assert abs(float(ages.mean())) < 0.05 and abs(float(ages.std()) - 1) < 0.05  # z-scored, not quantiles
     assert len(splits.test[LABEL]) == len(pd.read_csv(folder / "test.csv"))
@@ -100,7 +100,7 @@ def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path):
 
 
 def bad_file(tmp_path, tutorial_dir, edit) -> str:
-    text = edit((ROOT / "data" / "layouts" / "tutorial.toml").read_text())
+    text = edit((ROOT / "data" / "sources" / "layouts" / "tutorial.toml").read_text())
     path = tmp_path / "bad.toml"
     path.write_text(text)
     return str(path)

@@ -10,9 +10,9 @@ import zipfile
 
 import pytest
 
+from core.errors import DataError
 from data.download import DownloadError, Release, fetch
-from data.grouplens import read_raw
-from data.errors import DataError
+from data.sources.grouplens import read_raw
 
 
 def ml1m_zip() -> bytes:

@@ -17,8 +17,8 @@ import pytest
 
 import export
 import predict
-from data import metrics
 from inference import load_run
+from training import metrics
 
 SIZES = (1, 7, 1000)
 

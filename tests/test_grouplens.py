@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.datasets import load_splits
-from data.grouplens import detect_format, read_raw
-from data.errors import DataError
 from data.schema import LABEL, USER
-from data.sequential import HISTORY, build_samples, split_masks
+from data.sources.grouplens import detect_format, read_raw
+from data.sources.sequential import HISTORY, build_samples, split_masks
 
 RATINGS_CSV = """userId,movieId,rating,timestamp
 1,10,5.0,100
@@ -196,8 +196,8 @@ class TestSeedProtocol:
         return folder(tmp_path, **{"ratings.dat": "\n".join(ratings) + "\n", "users.dat": users, "movies.dat": movies})
 
     def test_hand_checked_columns(self, tmp_path):
-        from data.tutorial import REQUIRED_COLUMNS
-        from data.seed_protocol import build_seed_columns
+        from data.sources.seed_protocol import build_seed_columns
+        from data.sources.tutorial import REQUIRED_COLUMNS
 
         raw = read_raw(self.ml1m(tmp_path))
         train, test = build_seed_columns(raw, seed=0)
@@ -260,7 +260,7 @@ def test_chunked_build_is_the_whole_build(source, ml1m_dir, tmp_path):
     arrays and encoders of one chunk holding every user, and its cache entry
     (one .npy per split and column) reads back memory-mapped, equal."""
     from conftest import sample_dir
-    from data import sequential
+    from data.sources import sequential
 
     path = ml1m_dir if source == "ml-1m format" else sample_dir(source)
     config = DINConfig(split="fraction")

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 import predict
-from data import metrics
 from inference import load_run
 from inference.model import bucket_sizes
+from training import metrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def test_ids_written_in_other_forms_read_as_training_read_them(torch_model, test
     as_floats["histHighRatedMovieIds"] = np.array(
         [[float(i) for i in h.split("|")] if h else [] for h in rows["histHighRatedMovieIds"]] + [[]], dtype=object)[:-1]
     np.testing.assert_array_equal(torch_model.predict(as_floats), base)
-    from data.errors import DataError
+    from core.errors import DataError
 
     with pytest.raises(DataError, match=r"row 1, column 'movieId': an id must be an integer or a string, got 2.5"):
         torch_model.predict({**as_floats, "movieId": np.array([1.0, 2.5, 3, 4, 5, 6])})
@@ -254,12 +254,14 @@ def test_explain_skips_samples_without_history(tutorial_run, tutorial_dir, test_
 
 
 def test_explain_picture_shows_the_differences():
+    from core.config import DINConfig
     from inference.explain import label_names, weight_axis
 
     left, right = weight_axis(np.array([0.43, 0.47, 0.50]))  # clustered: the axis starts near them, not at 0
     assert 0.39 < left < 0.43 and 0.50 < right < 0.53
     assert weight_axis(np.array([0.01, 0.2, 0.9]))[0] == 0.0  # spread out: from 0
-    assert label_names(str(ROOT / "examples")) == ("clicked", "not clicked")  # click data is not MovieLens
+    clicks = DINConfig(dataset=str(ROOT / "examples" / "taobao-ad.toml"))
+    assert label_names(str(ROOT / "examples"), clicks) == ("clicked", "not clicked")  # click data is not MovieLens
 
 
 def test_a_run_loads_without_its_training_data(tutorial_run, test_rows, tmp_path):

@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from core.config import DINConfig
 from data.batches import epoch_batches
-from data.config import DINConfig
 from data.schema import LABEL, ROW_MASK
+from din_jax.backend import JaxBackend
 from din_jax.model import DIN, MLP, AttentionUnit, BatchedAttentionUnit, BatchNorm, Dice
-from din_jax.train import JaxBackend, create_state, loss_fn
+from din_jax.steps import create_state, loss_fn
 from parity.synthetic import random_batch, random_schema
 
 CONFIG = DINConfig()
@@ -192,8 +193,8 @@ def test_backend_trains_with_one_compilation_and_keeps_padding_rows_zero():
     rng = np.random.default_rng(6)
     schema = random_schema(rng)
     data = random_batch(schema, 203, rng)  # 203 = 3 * 64 + 11: a short last batch
-    backend = JaxBackend(schema, CONFIG.replace(batch_size=64), steps_per_call=2)
-    losses = [backend.train_epoch(data, epoch_batches(203, 64, 0, epoch), lambda n: None).mean() for epoch in (1, 2, 3)]
+    backend = JaxBackend(schema, CONFIG.replace(batch_size=64, steps_per_call=2))
+    losses = [backend.train_batches(data, epoch_batches(203, 64, 0, epoch), lambda n: None).mean() for epoch in (1, 2, 3)]
     assert backend._train_steps._cache_size() == 1  # every block of every epoch: one shape
     assert all(np.isfinite(losses))
     for name, table in backend.state.params["embeddings"].items():
@@ -221,7 +222,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_state_and_loss_in_float32(tutor
     assert np.corrcoef(t_logits, b_logits)[0, 1] > 0.999  # bfloat16 rounding only
 
     n = len(tutorial_splits.train[LABEL])
-    losses = [backend.train_epoch(tutorial_splits.train, epoch_batches(n, 256, 0, e), lambda k: None).mean() for e in (1, 2, 3)]
+    losses = [backend.train_batches(tutorial_splits.train, epoch_batches(n, 256, 0, e), lambda k: None).mean() for e in (1, 2, 3)]
     assert losses[-1] < losses[0]
     state = backend.state
     for tree in (state.params, state.batch_stats, state.opt_state):

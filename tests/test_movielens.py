@@ -3,10 +3,10 @@ import shutil
 import numpy as np
 import pytest
 
-from data.config import DINConfig
-from data.errors import DataError
-from data.tutorial import load_splits, read_tutorial_csv
+from core.config import DINConfig
+from core.errors import DataError
 from data.schema import LABEL, USER
+from data.sources.tutorial import load_splits, read_tutorial_csv
 
 HEADER = "userId,movieId,ratting,timestamp,last,histHighRatedMovieIds,negHistMovieIds,gender,age,occupation,zipCode,title,genres,label"
 ROW = '1,48,5,978824351,1.0,1545|527,393|2562,F,1,10,48067,"Pocahontas (1995)",Animation|Musical,1'

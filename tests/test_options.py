@@ -9,14 +9,14 @@ import torch
 from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
-from data.config import DINConfig
-from data.regularization import mba_scales, occurrences
+from core.config import DINConfig
 from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
 from din_jax import model as jax_model
-from din_jax import train as jax_train
+from din_jax import steps as jax_steps
 from din_torch import model as torch_model
-from din_torch import train as torch_train
+from din_torch import steps as torch_steps
 from parity.synthetic import random_batch, random_schema
+from training.regularization import mba_scales, occurrences
 
 BACKENDS = ["torch", "jax"]
 
@@ -70,12 +70,12 @@ def test_softmax_gradients_are_finite_with_an_all_padding_history(backend):
     if backend == "torch":
         torch.manual_seed(0)
         model = torch_model.DIN(schema, config).train()
-        torch_train.objective(model, {k: torch.from_numpy(v) for k, v in batch.items()}).backward()
+        torch_steps.objective(model, {k: torch.from_numpy(v) for k, v in batch.items()}).backward()
         grads = [p.grad.numpy() for p in model.parameters()]
     else:
         model = jax_model.DIN(schema, config)
-        state = jax_train.create_state(model, batch, config, seed=0)
-        grad = jax.jit(jax.grad(lambda p: jax_train.objective(state.apply_fn, p, state.batch_stats, batch, {"dropout": state.rng})[0]))
+        state = jax_steps.create_state(model, batch, config, seed=0)
+        grad = jax.jit(jax.grad(lambda p: jax_steps.objective(state.apply_fn, p, state.batch_stats, batch, {"dropout": state.rng})[0]))
         grads = jax.tree_util.tree_leaves(grad(state.params))
     assert all(np.all(np.isfinite(g)) for g in grads)
 
@@ -227,11 +227,11 @@ def test_mba_update_touches_only_batch_rows_scaled_by_one_over_n(backend):
         with torch.no_grad():
             for name, value in tables.items():
                 model.embeddings.tables[name].weight.copy_(torch.from_numpy(value))
-        regularizer = torch_train.MiniBatchAwareL2(schema, scales)
+        regularizer = torch_steps.MiniBatchAwareL2(schema, scales)
         regularizer(model, {k: torch.from_numpy(v) for k, v in batch.items()}).backward()
         grads = {name: model.embeddings.tables[name].weight.grad.numpy() for name in tables}
     else:
-        regularizer = jax_train.MiniBatchAwareL2.create(schema, scales)
+        regularizer = jax_steps.MiniBatchAwareL2.create(schema, scales)
         params = {"embeddings": {f"tables_{n}": {"embedding": jnp.asarray(v, jnp.float32)} for n, v in tables.items()}}
         g = jax.grad(regularizer)(params, {k: jnp.asarray(v) for k, v in batch.items()})
         grads = {n: np.asarray(g["embeddings"][f"tables_{n}"]["embedding"]) for n in tables}
@@ -250,7 +250,7 @@ def test_mba_takes_the_embeddings_out_of_weight_decay(backend):
     config = DINConfig(mba_reg=0.3, weight_decay=0.1)
     if backend == "torch":
         model = torch_model.DIN(schema, config)
-        optimizer = torch_train.make_optimizer(model, config, fused=False)
+        optimizer = torch_steps.make_optimizer(model, config, fused=False)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         for p in model.parameters():
             p.grad = torch.zeros_like(p)  # only the decay moves a parameter
@@ -258,7 +258,7 @@ def test_mba_takes_the_embeddings_out_of_weight_decay(backend):
         moved = {n: not torch.equal(before[n], p) for n, p in model.named_parameters()}
     else:
         params = nn.unbox(jax.jit(jax_model.DIN(schema, config).init)(jax.random.key(0), batch))["params"]
-        tx = jax_train.make_optimizer(config)
+        tx = jax_steps.make_optimizer(config)
         updates, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, params), tx.init(params), params)
         moved = {"/".join(k): bool(np.any(np.asarray(v) != 0)) for k, v in flatten_dict(updates).items()}
     tables = [n for n in moved if "embeddings" in n]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data import paper_protocol
-from data.config import DINConfig
+from core.config import DINConfig
 from data.datasets import load_splits
-from data.grouplens import read_raw
 from data.schema import LABEL, USER
+from data.sources import paper_protocol
+from data.sources.grouplens import read_raw
 
 
 def test_every_rating_is_a_sample_of_one_users_split(ml1m_dir):

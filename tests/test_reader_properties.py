@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.datasets import load_splits
-from data.errors import DataError
-from data import grouplens
-from data.grouplens import read_raw
-from data.tutorial import read_tutorial_csv
+from data.sources import grouplens
+from data.sources.grouplens import read_raw
+from data.sources.tutorial import read_tutorial_csv
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -181,7 +181,7 @@ def test_builds_are_bit_identical_into_fresh_caches_and_from_crlf_files(ml1m_dir
     weights = []
     for splits in builds[:2]:
         backend = make_backend("torch", splits.encoders.schema(), config)
-        backend.train_epoch(splits.train, [np.arange(i, i + 128) for i in range(0, 1280, 128)], lambda n: None)
+        backend.train_batches(splits.train, [np.arange(i, i + 128) for i in range(0, 1280, 128)], lambda n: None)
         weights.append(backend.weights())
     for name, value in weights[0].items():
         np.testing.assert_array_equal(weights[1][name], value, err_msg=name)

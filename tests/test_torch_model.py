@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.config import DINConfig
+from core.config import DINConfig
 from data.schema import LABEL
 from din_torch.model import DIN, AttentionUnit
-from din_torch.train import make_optimizer, train_step
+from din_torch.steps import make_optimizer, train_step
 from parity.synthetic import random_batch, random_schema
 
 CONFIG = DINConfig()

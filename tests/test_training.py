@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import train
-from data.config import DINConfig
+from core.config import DINConfig
 from training import fit, make_backend
 from training.run_dir import read_run
 
@@ -22,7 +22,7 @@ def one_hot_baseline(splits) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import OneHotEncoder
 
-    from data.metrics import auc
+    from training.metrics import auc
 
     columns = list(splits.encoders.categorical)
     ids = lambda split: np.stack([split[c] for c in columns], axis=1)  # noqa: E731
@@ -51,7 +51,7 @@ def test_training_learns(backend_name, tutorial_splits, tmp_path):
     assert config_again == config and written_by == backend_name
     fresh = make_backend(backend_name, encoders.schema(), config)
     fresh.load_weights(weights)
-    from data.metrics import auc
+    from training.metrics import auc
 
     logits = fresh.predict(tutorial_splits.test, 256)
     assert auc(tutorial_splits.test["label"], logits) == pytest.approx(result["test_auc"], abs=1e-9)
@@ -108,7 +108,7 @@ def test_streamed_input_trains_exactly_as_device_resident(csv_release_dir, tmp_p
     results = {}
     for mode in ("device", "stream"):
         backend = make_backend("jax", splits.encoders.schema(), config.replace(input=mode))
-        losses = backend.train_epoch(splits.train, batches, lambda n: None)
+        losses = backend.train_batches(splits.train, batches, lambda n: None)
         results[mode] = losses, backend.weights(), backend.predict(splits.valid, config.eval_batch_size), backend.input_path
     (losses, weights, logits, path), (s_losses, s_weights, s_logits, s_path) = results["device"], results["stream"]
     assert (path, s_path) == ("device-resident", "streamed") and len(losses) == 10
@@ -116,7 +116,7 @@ def test_streamed_input_trains_exactly_as_device_resident(csv_release_dir, tmp_p
     np.testing.assert_array_equal(s_logits, logits)
     for name, value in weights.items():
         np.testing.assert_array_equal(s_weights[name], value, err_msg=name)
-    torch_losses = make_backend("torch", splits.encoders.schema(), config).train_epoch(splits.train, batches, lambda n: None)
+    torch_losses = make_backend("torch", splits.encoders.schema(), config).train_batches(splits.train, batches, lambda n: None)
     assert np.isfinite(torch_losses).all() and len(torch_losses) == 10
 
 

@@ -1,15 +1,26 @@
-"""The small interface each backend implements for the shared loop."""
+"""The backend registry, and the interfaces each backend implements.
+
+Each backend is a package (`din_jax`, `din_torch`) exposing the same three
+names: `Backend` (the shared loop's interface below), `Predictor` (eval-mode
+scoring, below) and `check(config)` (refuses settings it cannot run). Every
+command asks this registry; only the framework asked for is imported.
+"""
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Callable, Protocol
 
 import numpy as np
 
-from data.errors import ConfigError
-from data.regularization import mba_scales
+from core.config import DINConfig
+from core.errors import ConfigError
+from data.schema import FeatureSchema
+from training.regularization import mba_scales
 
 Arrays = dict[str, np.ndarray]
+BACKENDS = ("jax", "torch")
 
 
 class Backend(Protocol):
@@ -17,10 +28,10 @@ class Backend(Protocol):
     describe: str  # Framework, version and device, for the log.
     primary: bool  # Writes the run directory (one process of a multi-host job).
 
-    def train_epoch(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
-        """Trains on `data` rows batch by batch (each entry of `batches` holds row
-        indices); calls `progress(samples)` as samples are done; returns each
-        batch's mean training loss [len(batches)]."""
+    def train_batches(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
+        """One optimiser step per entry of `batches` (each holds row indices of
+        `data`), in order; calls `progress(samples)` as samples are done; returns
+        each batch's mean training loss [len(batches)]."""
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         """Eval-mode logits [N] for every row of `data`, in order."""
@@ -39,23 +50,34 @@ class Backend(Protocol):
         """Restores what save_state wrote, so training continues bit for bit."""
 
 
-def make_backend(name: str, schema, config, train: Arrays | None = None) -> Backend:
-    """Imports only the framework that is asked for; the config says where it
-    computes (mesh, sharding, parameter dtype, device). `train`, the encoded
-    training split, is needed with config.mba_reg (its id counts scale the
-    regulariser)."""
+class Predictor(Protocol):
+    """An eval-mode model for scoring: Predictor(schema, config, variables),
+    variables by the backend's own names (inference/convert.py converts)."""
+
+    def __call__(self, batch: Arrays) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(logits [B], {attention group: weights [B, T]}) of a batch of encoded inputs."""
+
+
+def backend_module(name: str) -> ModuleType:
+    """The backend package `din_<name>`, imported on first use."""
+    if name not in BACKENDS:
+        raise ConfigError(f"--backend {name}: expected one of {', '.join(BACKENDS)}")
+    return importlib.import_module(f"din_{name}")
+
+
+def check(name: str, config: DINConfig) -> None:
+    """Refuses, in one line, settings the backend cannot run."""
+    backend_module(name).check(config)
+
+
+def make_backend(name: str, schema: FeatureSchema, config: DINConfig, train: Arrays | None = None) -> Backend:
+    """The backend `name` for this run; the config says where it computes (mesh,
+    sharding, parameter dtype, device). `train`, the encoded training split, is
+    needed with config.mba_reg (its id counts scale the regulariser)."""
+    module = backend_module(name)
     scales = None
     if config.mba_reg > 0:
         if train is None:
             raise ValueError("mba_reg needs the training split to count id occurrences")
         scales = mba_scales(schema, train, config.mba_reg)
-    if name == "torch":
-        from din_torch.train import TorchBackend
-
-        return TorchBackend(schema, config, mba_scales=scales)
-    if name == "jax":
-        from din_jax.train import JaxBackend, enable_compilation_cache
-
-        enable_compilation_cache()
-        return JaxBackend(schema, config, mba_scales=scales)
-    raise ConfigError(f"unknown backend {name!r}: expected 'jax' or 'torch'")
+    return module.Backend(schema, config, mba_scales=scales)

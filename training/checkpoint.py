@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from data.errors import RunError
+from core.config import CHANGE_ON_RESUME, DINConfig
+from core.errors import RunError
 from training import run_dir
 from training.backend import Backend
 
@@ -63,9 +64,11 @@ class LoopState:
     first_epoch_seconds: float = 0.0
     data: str | None = None  # the data folder, absolute
     fingerprint: dict[str, Any] | None = None  # {"config": settings, "data": SHA-256 of the data files}
+    # The best epoch's weights (by the backend's names); a checkpoint keeps them in best.safetensors.
+    best_weights: dict[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
-        raw = dataclasses.asdict(self)
+        raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "best_weights"}
         raw["best_score"] = None if math.isinf(self.best_score) else self.best_score
         return json.dumps(raw, indent=2)
 
@@ -76,14 +79,10 @@ class LoopState:
         return cls(**raw)
 
 
-# Settings a resumed run may change: where it computes, not what.
-MAY_CHANGE = frozenset({"mesh", "device", "input"})
-
-
-def fingerprint(config, data_sha256: str | None) -> dict[str, Any]:
+def fingerprint(config: DINConfig, data_sha256: str | None) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: every setting (placement aside) and the data."""
     settings = {name: value for group in json.loads(config.to_json()).values() for name, value in group.items()}
-    return {"config": {k: v for k, v in settings.items() if k not in MAY_CHANGE}, "data": data_sha256}
+    return {"config": {k: v for k, v in settings.items() if k not in CHANGE_ON_RESUME}, "data": data_sha256}
 
 
 def mismatch(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
@@ -98,8 +97,9 @@ def mismatch(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | Non
     return ", ".join(parts) or None
 
 
-def save(out_dir: str, backend: Backend, loop: LoopState, best: dict[str, np.ndarray] | None) -> str:
-    """Writes checkpoint `step-<loop.step>` and removes older ones; returns its path."""
+def save(out_dir: str, backend: Backend, loop: LoopState) -> str:
+    """Writes checkpoint `step-<loop.step>` (the loop state, its best weights and
+    the backend's state) and removes older ones; returns its path."""
     folder = os.path.join(out_dir, FOLDER)
     final = os.path.join(folder, f"step-{loop.step:08d}")
     tmp = os.path.join(folder, f".tmp-step-{loop.step:08d}")
@@ -110,8 +110,8 @@ def save(out_dir: str, backend: Backend, loop: LoopState, best: dict[str, np.nda
         backend.save_state(os.path.join(tmp, "state"))  # every process: its shards (collective for jax)
         if not backend.primary:
             return final
-        if best is not None:
-            run_dir.write_weights(os.path.join(tmp, "best.safetensors"), best, backend.name)
+        if loop.best_weights is not None:
+            run_dir.write_weights(os.path.join(tmp, "best.safetensors"), loop.best_weights, backend.name)
         run_dir.write_text(os.path.join(tmp, "loop.json"), loop.to_json())
         shutil.rmtree(final, ignore_errors=True)
         _hold_if_asked(folder, loop.step)
@@ -191,17 +191,15 @@ def newest(out_dir: str) -> tuple[str, LoopState]:
     return _first_usable(out_dir, lambda path: (path, read_loop(path)), warn=False)
 
 
-def restore(
-    out_dir: str, backend: Backend, current: dict[str, Any] | None = None
-) -> tuple[LoopState, dict[str, np.ndarray] | None]:
-    """Loads the newest usable checkpoint into `backend`; returns the loop state and best weights.
+def restore(out_dir: str, backend: Backend, current: dict[str, Any] | None = None) -> LoopState:
+    """Loads the newest usable checkpoint into `backend`; returns its loop state (best weights included).
 
     A damaged checkpoint (unreadable loop.json, state or best weights) is
     skipped for the one before it, with a warning. `current`, the run's
     fingerprint, must match the checkpoint's: else a RunError names what differs.
     """
 
-    def load(path: str) -> tuple[LoopState, dict[str, np.ndarray] | None]:
+    def load(path: str) -> LoopState:
         loop = read_loop(path)
         if loop.backend != backend.name:
             raise Refused(f"{path} was written by the {loop.backend} backend, not {backend.name}: "
@@ -210,12 +208,12 @@ def restore(
             raise Refused(f"{path} belongs to another run: its settings or data differ ({what}); "
                           "resume with the run's own settings and data, or start a new run")
         best_path = os.path.join(path, "best.safetensors")
-        best = run_dir.read_weights(best_path)[0] if os.path.exists(best_path) else None
+        loop.best_weights = run_dir.read_weights(best_path)[0] if os.path.exists(best_path) else None
         try:
             backend.load_state(os.path.join(path, "state"))
         except Exception as error:  # a damaged file fails in the library reading it, with any error
             first_line = str(error).splitlines()[0] if str(error) else ""
             raise RunError(f"{os.path.join(path, 'state')}: damaged or unreadable ({type(error).__name__}: {first_line})") from None
-        return loop, best
+        return loop
 
     return _first_usable(out_dir, load, warn=True)

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from data import metrics
+from core.config import DINConfig
+from core.errors import UserError
 from data.batches import epoch_batches, num_rows
-from data.config import DINConfig
 from data.datasets import data_fingerprint
-from data.errors import UserError
-from data.splits import Splits
 from data.schema import LABEL, USER
+from data.splits import Splits
+from training import metrics
 from training import checkpoint, plots, run_dir
 from training.backend import Backend
 
@@ -88,6 +90,23 @@ def check_trainable(splits: Splits) -> None:
                     "chosen by it; the last epoch is kept")
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What one training run works with: fixed from start to end."""
+
+    backend: Backend
+    splits: Splits
+    config: DINConfig
+    out_dir: str  # the run directory being written
+    progress: bool  # progress bars
+    data_dir: str | None  # the data folder, absolute (None: splits given directly)
+    interrupted: Callable[[], None]  # raises KeyboardInterrupt at a safe point after a held Ctrl-C
+
+    @property
+    def primary(self) -> bool:  # on several hosts, one process writes the run directory
+        return self.backend.primary
+
+
 def fit(
     backend: Backend,
     splits: Splits,
@@ -105,32 +124,50 @@ def fit(
     newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
     """
     check_trainable(splits)
-    checkpoint_every = config.checkpoint_every
-    primary = backend.primary  # on several hosts, one process writes the run directory
     data_dir = os.path.abspath(data_dir) if data_dir else None
     # What a checkpoint must match to be resumed: these settings and these data files.
     # Hashing the data costs a read of every file, so only runs with checkpoints pay it.
     fingerprint = None
-    if checkpoint_every or resume:
+    if config.checkpoint_every or resume:
         fingerprint = checkpoint.fingerprint(config, data_fingerprint(data_dir, config) if data_dir else None)
     if resume:
-        loop, best_weights = checkpoint.restore(out_dir, backend, fingerprint)
+        loop = checkpoint.restore(out_dir, backend, fingerprint)
         log.info("resuming %s at epoch %d, batch %d (step %d)", out_dir, loop.epoch, loop.position, loop.step)
     else:
-        loop, best_weights = checkpoint.LoopState(backend.name, data=data_dir, fingerprint=fingerprint), None
-        if primary:
+        loop = checkpoint.LoopState(backend.name, data=data_dir, fingerprint=fingerprint)
+        if backend.primary:
             run_dir.write_setup(out_dir, config, splits.encoders)
     log.info("backend: %s", backend.describe)
     log.info("rows: train %d, valid %d, test %d", num_rows(splits.train), num_rows(splits.valid), num_rows(splits.test))
 
-    with deferred_interrupt() if checkpoint_every else contextlib.nullcontext(lambda: None) as check:
-        loop, best_weights = _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, best_weights, check)
-    return _finish(backend, splits, config, out_dir, loop, best_weights, data_dir)
+    with deferred_interrupt() if config.checkpoint_every else contextlib.nullcontext(lambda: None) as interrupted:
+        run = Run(backend, splits, config, out_dir, progress, data_dir, interrupted)
+        _train(run, loop)
+    return _finish(run, loop)
 
 
-def _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, best_weights, check):
-    """Epochs until early stopping or config.epochs; returns the loop state and best weights."""
-    primary = backend.primary
+def _train_segment(run: Run, loop: checkpoint.LoopState, batches: list[np.ndarray], stop: int, bar: tqdm) -> None:
+    """Trains the epoch's batches [loop.position, stop) and advances the loop state."""
+    segment = batches[loop.position : stop]
+    sizes = np.array([len(rows) for rows in segment])
+    losses = run.backend.train_batches(run.splits.train, segment, bar.update)  # [len(segment)]
+    if not np.isfinite(losses).all():
+        first = int(np.flatnonzero(~np.isfinite(losses))[0])
+        raise Diverged(
+            f"training diverged: the loss is {losses[first]} at epoch {loop.epoch}, step {loop.step + first + 1} "
+            f"(batch {loop.position + first + 1} of {len(batches)}); lower --learning-rate "
+            f"(now {run.config.learning_rate:g}) and train again"
+        )
+    loop.loss_sum += float(np.dot(losses, sizes))
+    loop.samples += int(sizes.sum())
+    loop.step += len(segment)
+    loop.position = stop
+
+
+def _train(run: Run, loop: checkpoint.LoopState) -> None:
+    """Epochs until early stopping or config.epochs, each in segments between
+    checkpoints; leaves the best weights in loop.best_weights."""
+    backend, splits, config, every = run.backend, run.splits, run.config, run.config.checkpoint_every
     n_train = num_rows(splits.train)
     has_valid = num_rows(splits.valid) > 0 and both_labels(splits.valid)  # else: no epoch can be chosen by AUC
     while loop.epoch <= config.epochs:
@@ -139,30 +176,15 @@ def _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, b
         total = sum(len(rows) for rows in batches)
         # leave=True: the bar's last state (100%, the epoch's rate) stays on screen and in logs.
         with tqdm(total=total, initial=loop.samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=True,
-                  disable=not progress) as bar:
+                  disable=not run.progress) as bar:
             start = time.perf_counter()
             while loop.position < len(batches):
-                # Up to the next multiple of checkpoint_every steps (the whole epoch without checkpoints).
-                stop = len(batches)
-                if checkpoint_every:
-                    stop = min(stop, loop.position + checkpoint_every - loop.step % checkpoint_every)
-                segment = batches[loop.position : stop]
-                sizes = np.array([len(rows) for rows in segment])
-                losses = backend.train_epoch(splits.train, segment, bar.update)  # [len(segment)]
-                if not np.isfinite(losses).all():
-                    first = int(np.flatnonzero(~np.isfinite(losses))[0])
-                    raise Diverged(
-                        f"training diverged: the loss is {losses[first]} at epoch {epoch}, step {loop.step + first + 1} "
-                        f"(batch {loop.position + first + 1} of {len(batches)}); lower --learning-rate "
-                        f"(now {config.learning_rate:g}) and train again"
-                    )
-                loop.loss_sum += float(np.dot(losses, sizes))
-                loop.samples += int(sizes.sum())
-                loop.step += len(segment)
-                loop.position = stop
-                if checkpoint_every and loop.step % checkpoint_every == 0:
-                    checkpoint.save(out_dir, backend, loop, best_weights)
-                check()  # a held Ctrl-C stops here, with the newest checkpoint whole
+                # A segment: up to the next multiple of checkpoint_every steps (the whole epoch without checkpoints).
+                stop = len(batches) if not every else min(len(batches), loop.position + every - loop.step % every)
+                _train_segment(run, loop, batches, stop, bar)
+                if every and loop.step % every == 0:
+                    checkpoint.save(run.out_dir, backend, loop)
+                run.interrupted()  # a held Ctrl-C stops here, with the newest checkpoint whole
             seconds = time.perf_counter() - start
         # Speed is measured after the first epoch, which includes JAX's compilation.
         if epoch == 1:
@@ -175,35 +197,34 @@ def _train(backend, splits, config, out_dir, progress, checkpoint_every, loop, b
             valid = evaluate(backend, splits.valid, config)
             row.update(valid_auc=valid["auc"], valid_logloss=valid["logloss"])
         loop.history.append(row)
-        if primary:
-            run_dir.write_history(os.path.join(out_dir, "history.csv"), loop.history)
+        if run.primary:
+            run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
         loop.epoch, loop.position, loop.loss_sum, loop.samples = epoch + 1, 0, 0.0, 0
 
         # Valid AUC decides; without a validation split the last epoch is kept.
         score = row.get("valid_auc", float(epoch))
-        if best_weights is None or score > loop.best_score:
-            loop.best_score, loop.best_epoch, best_weights = score, epoch, backend.weights()
-            if primary:
-                run_dir.write_weights(os.path.join(out_dir, run_dir.WEIGHTS), best_weights, backend.name)
+        if loop.best_weights is None or score > loop.best_score:
+            loop.best_score, loop.best_epoch, loop.best_weights = score, epoch, backend.weights()
+            if run.primary:
+                run_dir.write_weights(os.path.join(run.out_dir, run_dir.WEIGHTS), loop.best_weights, backend.name)
         elif epoch - loop.best_epoch >= config.patience:
             log.info("no valid AUC gain for %d epochs: stopping, best epoch %d", config.patience, loop.best_epoch)
             break
-    return loop, best_weights
 
 
-def _finish(backend, splits, config, out_dir, loop, best_weights, data_dir) -> dict:
+def _finish(run: Run, loop: checkpoint.LoopState) -> dict:
     """Restores the best weights, evaluates and writes metrics.json; returns its content."""
-    primary = backend.primary
+    backend, splits, config, out_dir = run.backend, run.splits, run.config, run.out_dir
     n_train = num_rows(splits.train)
-    backend.load_weights(best_weights)
+    backend.load_weights(loop.best_weights)
     result = {
         "backend": backend.name,
         "device": backend.describe,
         "best_epoch": loop.best_epoch,
         "epochs_run": len(loop.history),
         "seed": config.seed,
-        "data": loop.data or data_dir,
+        "data": loop.data or run.data_dir,
         "rows": {"train": n_train, "valid": num_rows(splits.valid), "test": num_rows(splits.test)},
         "train_samples_per_s": loop.train_samples / loop.train_seconds if loop.train_seconds else float("nan"),
         "first_epoch_seconds": loop.first_epoch_seconds,
@@ -213,7 +234,7 @@ def _finish(backend, splits, config, out_dir, loop, best_weights, data_dir) -> d
         if num_rows(split):
             for key, value in evaluate(backend, split, config, name).items():
                 result[f"{name}_{key}"] = value
-    if primary:
+    if run.primary:
         plots.plot_history(os.path.join(out_dir, "history.png"), loop.history, loop.best_epoch)
         run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
         run_dir.mark_finished(out_dir)

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 
-from data.errors import UserError
+from core.errors import UserError
 
 # The names a run directory (training/run_dir.py, training/checkpoint.py) and
 # an export (inference/export.py: manifest.json, encoders.json, model.*) hold.

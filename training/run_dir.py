@@ -29,9 +29,9 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import RunError, UserError
 from data.encoders import FeatureEncoders
-from data.errors import RunError, UserError
 
 WEIGHTS = "model.safetensors"
 UNFINISHED = "UNFINISHED"

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from core.config import DINConfig
 from data.batches import epoch_batches
-from data.config import DINConfig
-from data.regularization import mba_scales
-from din_jax.mesh import make_mesh, parse_mesh
-from din_jax.train import JaxBackend
+from din_jax.backend import JaxBackend
 from parity.synthetic import random_batch, random_schema
+from training.regularization import mba_scales
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
@@ -37,13 +36,12 @@ def train_20_steps(mesh_text: str, config: DINConfig, progress=lambda n: None):
     data = random_batch(schema, 200, rng, dtype=np.dtype(DTYPE))
     scales = mba_scales(schema, data, config.mba_reg) if config.mba_reg else None
     mesh_text, _, streamed = mesh_text.partition(" ")
-    mesh = make_mesh(parse_mesh(mesh_text))
-    config = config.replace(input="stream" if streamed else "device")
-    backend = JaxBackend(schema, config, steps_per_call=4, param_dtype=DTYPE, mba_scales=scales, mesh=mesh,
-                         shard_embeddings="model" in mesh_text)
+    config = config.replace(input="stream" if streamed else "device", steps_per_call=4, param_dtype=np.dtype(DTYPE).name,
+                            mesh=mesh_text, shard_embeddings="model" in mesh_text)
+    backend = JaxBackend(schema, config, mba_scales=scales)
     batches = [b for epoch in (1, 2, 3, 4, 5, 6) for b in epoch_batches(200, config.batch_size, 0, epoch)][:20]
     for start in range(0, 20, 5):
-        backend.train_epoch(data, batches[start : start + 5], progress)
+        backend.train_batches(data, batches[start : start + 5], progress)
     assert int(backend.state.step) == 20
     return backend, data
 
@@ -93,7 +91,7 @@ def test_arrays_are_sharded_as_asked(trained):
     assert state.params["final"]["kernel"].sharding.is_fully_replicated
     assert jax.tree_util.tree_leaves(state.batch_stats)[0].sharding.is_fully_replicated
     # A batch's rows are split over 'data' (2 devices of 'model' hold each quarter).
-    rows = backend._device_rows(np.zeros((4, 64), np.int32))
+    rows = backend.input.rows(np.zeros((4, 64), np.int32))
     assert rows.sharding.spec == P(None, "data")
     assert {s.data.shape for s in rows.addressable_shards} == {(4, 16)}
 
@@ -103,7 +101,7 @@ def test_unsharded_mesh_keeps_tables_whole_and_replicated(trained):
     for name, table in backend.state.params["embeddings"].items():
         assert table["embedding"].sharding.is_fully_replicated, name
     with pytest.raises(ValueError, match="not divisible by the mesh's data axis"):
-        JaxBackend(random_schema(np.random.default_rng(0)), DINConfig(batch_size=60), mesh=make_mesh(parse_mesh("data=8")))
+        JaxBackend(random_schema(np.random.default_rng(0)), DINConfig(batch_size=60, mesh="data=8"))
 
 
 def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device(trained):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.config import DINConfig
+from core.config import DINConfig
 from din_jax import model as jax_model
 from din_torch import model as torch_model
 from parity.compare import Pair

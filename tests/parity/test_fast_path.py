@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from core.config import DINConfig
 from data.batches import epoch_batches, take
-from data.config import DINConfig
-from din_jax.train import JaxBackend, train_step
+from din_jax.backend import JaxBackend
+from din_jax.steps import train_step
 from parity.compare import TOLERANCES, diff
 from parity.synthetic import random_batch, random_schema
 
@@ -20,12 +21,12 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
     schema = random_schema(rng)
     config = DINConfig(attention_dropout=0.0, mlp_dropout=0.0, batch_size=32)
     data = random_batch(schema, 150, rng)  # 4 full batches of 32 and one of 22
-    fast = JaxBackend(schema, config, steps_per_call=3, param_dtype=jnp.dtype(DTYPE))
-    plain = JaxBackend(schema, config, param_dtype=jnp.dtype(DTYPE))
+    fast = JaxBackend(schema, config.replace(steps_per_call=3, param_dtype=DTYPE))
+    plain = JaxBackend(schema, config.replace(param_dtype=DTYPE))
     step = jax.jit(train_step)
     for epoch in (1, 2, 3):
         batches = epoch_batches(150, 32, 0, epoch)
-        fast.train_epoch(data, batches, lambda n: None)
+        fast.train_batches(data, batches, lambda n: None)
         for rows in batches:
             plain.state, _ = step(plain.state, {k: jnp.asarray(v) for k, v in take(data, rows).items()})
     assert int(fast.state.step) == int(plain.state.step) == 15

@@ -8,14 +8,14 @@ import torch
 from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
+from core.config import DINConfig
 from data.batches import epoch_batches
-from data.config import DINConfig
 from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
+from inference.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
 from parity.compare import Pair, diff, format_table
-from parity.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
-from data.regularization import mba_scales
 from parity.synthetic import random_batch, random_schema
+from training.regularization import mba_scales
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = "float64" if X64 else "float32"
@@ -120,10 +120,10 @@ def test_the_step_comparison_catches_a_mutated_jax_step(mutation, monkeypatch):
     passes on the real one, test_options_ten_adam_steps): the tolerances are
     tight enough to prove something, in float32 and float64 alike."""
     from din_jax import model as jax_model
-    from din_jax import train as jax_train
+    from din_jax import steps as jax_steps
 
     if mutation == "no weight decay on final":
-        monkeypatch.setattr(jax_train, "make_optimizer", no_decay_on_final)
+        monkeypatch.setattr(jax_steps, "make_optimizer", no_decay_on_final)
     else:
         monkeypatch.setattr(jax_model, "BatchNorm", flipped_momentum_in_one_batchnorm(jax_model.BatchNorm))
     seed = 12 if mutation == "no weight decay on final" else 13  # schemas of their own: no jitted step is reused
@@ -139,7 +139,7 @@ def test_the_step_comparison_catches_a_mutated_jax_step(mutation, monkeypatch):
 
 
 def test_all_options_on_seed_data(seed_data_dir):
-    from data.tutorial import load_splits
+    from data.sources.tutorial import load_splits
 
     config = NO_DROPOUT.replace(**{k: v for k, v in OPTIONS["all"].items() if k != "share"}, share_embeddings=True)
     splits = load_splits(seed_data_dir, config)
@@ -169,7 +169,7 @@ def test_gradients_tutorial_layout(tutorial_splits):
 
 
 def test_shared_embeddings_tutorial_layout(tutorial_dir):
-    from data.tutorial import load_splits
+    from data.sources.tutorial import load_splits
 
     splits = load_splits(tutorial_dir, DINConfig(share_embeddings=True))
     schema = splits.encoders.schema()
@@ -280,15 +280,15 @@ def test_initialisation_schemes_match_in_distribution(init):
 @float32_only
 @pytest.mark.parametrize("trained_by, evaluated_by", [("jax", "torch"), ("torch", "jax")])
 def test_model_trained_in_one_backend_scores_the_same_in_the_other(tutorial_splits, trained_by, evaluated_by):
-    from data.metrics import auc
     from training import make_backend
+    from training.metrics import auc
 
     config = DINConfig(epochs=3)
     schema = tutorial_splits.encoders.schema()
     trainer = make_backend(trained_by, schema, config)
     n = len(tutorial_splits.train["label"])
     for epoch in (1, 2, 3):
-        trainer.train_epoch(tutorial_splits.train, epoch_batches(n, 128, 0, epoch), lambda n: None)
+        trainer.train_batches(tutorial_splits.train, epoch_batches(n, 128, 0, epoch), lambda n: None)
     evaluator = make_backend(evaluated_by, schema, config)
     if trained_by == "jax":
         evaluator.load_weights(flax_to_torch(from_names(trainer.weights())))

@@ -7,7 +7,7 @@ One sample per user, their last rating (label = rating >= 4), with
                          rated (seeded)
   demographics, genres   as in the tutorial's CSVs
 Users are split 80/20 into train and test (seeded). The result has the
-columns `data.tutorial.read_tutorial_csv` gives for the tutorial's
+columns `data.sources.tutorial.read_tutorial_csv` gives for the tutorial's
 train.csv / test.csv, and goes through the same validation hold-out and
 encoders. Needs users.dat (MovieLens-1M).
 """
@@ -21,13 +21,13 @@ import tempfile
 
 import numpy as np
 
-from data.config import DINConfig
-from data.grouplens import RawMovieLens, read_raw
-from data.errors import DataError
-from data.splits import Splits, holdout_users
-from data.tutorial import LAYOUT, REQUIRED_COLUMNS, split_and_encode
+from core.config import DINConfig
+from core.errors import DataError
 from data.schema import LABEL, USER
-from data.sequential import DEMOGRAPHICS, HISTORY, build_samples
+from data.sources.grouplens import RawMovieLens, read_raw
+from data.sources.sequential import DEMOGRAPHICS, HISTORY, build_samples
+from data.sources.tutorial import LAYOUT, REQUIRED_COLUMNS, split_and_encode
+from data.splits import Splits, holdout_users
 
 HISTORY_LENGTH = 10
 NEGATIVES = 10
@@ -92,7 +92,7 @@ def write_tutorial_split(raw_dir: str, out_dir: str, seed: int = 0) -> str:
     """Writes the tutorial's train.csv / test.csv built from raw MovieLens-1M
     in `raw_dir` (this protocol, seeded) into `out_dir`, whole or not at all.
 
-    The columns are those `data.tutorial.read_tutorial_csv` requires, so the
+    The columns are those `data.sources.tutorial.read_tutorial_csv` requires, so the
     folder reads as the tutorial's split (`--data out_dir`).
     """
     train, test = build_seed_columns(read_raw(raw_dir), seed)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data.errors import DataError
+from core.errors import DataError
 
 NO_GENRES = "(no genres listed)"
 # Each file's columns: its own name (the header's, or the documented order) -> ours.

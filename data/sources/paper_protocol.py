@@ -12,7 +12,7 @@
              max-pooled, as in the other protocols); ml-1m: the user's
              gender, age, occupation and zip code
   metrics    GAUC as the paper's eq. 1: per-user AUC weighted by the user's
-             samples (data/metrics.py)
+             samples (training/metrics.py)
   validation a seeded share (--valid-fraction) of the training users
 
 Choices the paper's text leaves open, made here: a movie's genre is its
@@ -29,13 +29,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.encoders import FeatureEncoders
-from data.errors import DataError
 from data.features import features
-from data.grouplens import read_raw
 from data.schema import LABEL, USER, AttentionGroup
-from data.sequential import demographics, earlier
+from data.sources.grouplens import read_raw
+from data.sources.history import earlier
+from data.sources.sequential import demographics
 from data.splits import Splits, encode, holdout_users
 
 TRAIN_USERS = 100_000 / 138_493  # ML-20M's users in the paper's training set

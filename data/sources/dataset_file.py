@@ -31,12 +31,13 @@ import tomllib
 
 import numpy as np
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.encoders import ORDERS, FeatureEncoders
-from data.errors import DataError
 from data.features import KINDS, PREPROCESS, Feature
 from data.rows import Where, ids, read_csv, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
+from data.sources.base import SourceBase
 from data.splits import Splits, encode, holdout_users
 
 FILE_NAME = "dataset.toml"
@@ -80,7 +81,7 @@ def read_layout(path: str) -> Layout:
         raise fail(unknown[0], "unknown key; a dataset file has label, user, [files], [features] and [attention]")
     for key in ("label", "files", "features"):
         if key not in raw:
-            raise fail(key, "missing; see data/csv_dataset.py or the README's Data section for the layout")
+            raise fail(key, "missing; see data/sources/dataset_file.py or the README's Data section for the layout")
     if not isinstance(raw["label"], str) or ("user" in raw and not isinstance(raw["user"], str)):
         raise fail("label" if not isinstance(raw["label"], str) else "user", "must be a column name (a string)")
     files = raw["files"]
@@ -232,3 +233,25 @@ def load_splits(data_dir: str, layout: Layout, config: DINConfig) -> Splits:
         return split_and_encode(parts, layout, config)
     except DataError as error:  # a column no encoder can be fitted on
         raise DataError(f"{os.path.join(data_dir, layout.files['train'])}: {error}") from None
+
+
+class DatasetFile(SourceBase):
+    """Your CSVs, described by a dataset file: --dataset FILE, or DIR/dataset.toml."""
+
+    name = "dataset file"
+
+    def detect(self, data_dir: str, config: DINConfig) -> bool:
+        return bool(config.dataset) or os.path.isfile(os.path.join(data_dir, FILE_NAME))
+
+    def layout(self, data_dir: str, config: DINConfig) -> Layout:
+        return read_layout(config.dataset or os.path.join(data_dir, FILE_NAME))
+
+    def files(self, data_dir: str, config: DINConfig) -> list[str]:
+        layout = self.layout(data_dir, config)
+        return [layout.path, *files(data_dir, layout)]
+
+    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
+        return load_splits(data_dir, self.layout(data_dir, config), config)
+
+    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+        return raw_splits(data_dir, self.layout(data_dir, config))

@@ -137,3 +137,12 @@ def torch_to_flax(state_dict: dict[str, Any], template: dict[str, Any]) -> dict[
     if extra:
         raise KeyError(f"torch state_dict entries with no Flax variable: {extra}")
     return traverse_util.unflatten_dict(flat)
+
+
+def to_backend(weights: dict[str, Any], trained_by: str, backend: str, template: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A run's weights (by the names of the backend that trained it) as `backend`'s
+    Predictor takes them: the torch state_dict, or nested Flax variables
+    shaped like `template()` (called only when torch weights go to JAX)."""
+    if backend == "torch":
+        return dict(weights) if trained_by == "torch" else names_to_torch(weights)
+    return from_names(weights) if trained_by == "jax" else torch_to_flax(weights, template())

@@ -41,12 +41,13 @@ import re
 import numpy as np
 import pandas as pd
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.encoders import FeatureEncoders
-from data.errors import DataError
 from data.features import Feature
 from data.schema import LABEL, USER, AttentionGroup
-from data.sequential import _run_starts, earlier
+from data.sources.base import SourceBase
+from data.sources.history import earlier, run_starts
 from data.splits import Splits, encode
 
 REVIEWS = re.compile(r"^reviews_(?P<category>.+)_5\.json(\.gz)?$")
@@ -169,7 +170,7 @@ def build_samples(reviews: pd.DataFrame, categories: dict[str, str], max_hist: i
     order = np.lexsort((reviews["time"].to_numpy(), user))  # by user, then time; ties keep file order (stable)
     user, item, time = user[order], item[order], reviews["time"].to_numpy()[order]
 
-    start = _run_starts(user)
+    start = run_starts(user)
     position = np.arange(len(user)) - start  # [R]
     counts = np.bincount(user)[user]  # the user's number of reviews
     # History = the user's items at positions < i (time ties included: the
@@ -239,3 +240,26 @@ def load_splits(data_dir: str, config: DINConfig) -> Splits:
     encoders = FeatureEncoders.fit_features(splits["train"], FEATURES, ATTENTION_GROUPS, config.min_count,
                                             config.share_embeddings, config.max_len)
     return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)
+
+
+class Amazon(SourceBase):
+    """Amazon reviews + meta (2014 release), in the DIN authors' protocol."""
+
+    name = "amazon"
+    built = True
+    label_names = ("reviewed next", "not reviewed (a sampled negative)")
+
+    def detect(self, data_dir: str, config: DINConfig) -> bool:
+        return detect(data_dir)
+
+    def files(self, data_dir: str, config: DINConfig) -> list[str]:
+        return list(find_files(data_dir))
+
+    def options(self, config: DINConfig) -> dict:
+        return config.group("data") | {"seed": config.seed}  # negatives are drawn from the seed
+
+    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
+        return load_splits(data_dir, config)
+
+    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+        return raw_splits(data_dir, config)

@@ -27,43 +27,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data.config import DINConfig
+from core.config import DINConfig
+from core.errors import DataError
 from data.features import Feature, features as feature_kinds
-from data.grouplens import RawMovieLens, read_raw
-from data.errors import DataError
-from data.splits import ChunkedSplits, Splits
 from data.schema import LABEL, USER, AttentionGroup
+from data.sources.grouplens import RawMovieLens, read_raw
+from data.sources.history import earlier, run_starts
+from data.splits import ChunkedSplits, Splits
 
 HISTORY = "histHighRatedMovieIds"
 DEMOGRAPHICS = ("gender", "age", "occupation", "zipCode")  # ml-1m's users.dat
 ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", HISTORY),)),)
-
-
-def _run_starts(*keys: np.ndarray) -> np.ndarray:
-    """For sorted rows, the index of the first row of each row's run of equal keys."""
-    n = len(keys[0])
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
-    for key in keys:
-        change[1:] |= key[1:] != key[:-1]
-    return np.maximum.accumulate(np.where(change, np.arange(n), 0))
-
-
-def earlier(user: np.ndarray, timestamp: np.ndarray, keep: np.ndarray, max_hist: int, *values: np.ndarray):
-    """For rows sorted by (user, timestamp): each row's latest `max_hist` kept rows
-    of the same user with a STRICTLY earlier timestamp, oldest first, as `values`
-    at those rows [N, max_hist], right-padded with 0 (one matrix per array in values)."""
-    user_start = _run_starts(user)  # first row of the user's rows
-    second_start = _run_starts(user, timestamp)  # first row of the (user, timestamp) run
-    kept_before = np.concatenate([[0], np.cumsum(keep)])  # [N + 1]: kept rows in [0, k)
-    small = np.int32 if len(user) < 2**31 - max_hist else np.int64  # [N, H] index matrices are the memory here
-    end = kept_before[second_start].astype(small)  # history = kept rows [end - h, end): strictly earlier
-    length = np.minimum(end - kept_before[user_start].astype(small), max_hist)  # [N]
-    slots = np.arange(max_hist, dtype=small)
-    index = np.clip(end[:, None] - length[:, None] + slots[None, :], 0, max(int(keep.sum()) - 1, 0))  # [N, H]
-    real = slots[None, :] < length[:, None]
-    out = [np.where(real, v[keep][index], 0) if keep.any() else np.zeros(real.shape, v.dtype) for v in values]
-    return out[0] if len(out) == 1 else out
 
 
 CHUNK_RATINGS = 1 << 19  # the ratings of whole users built at a time: bounds a build's memory
@@ -102,7 +76,7 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int) ->
     user, movie, timestamp = ratings["user"], ratings["movie"], ratings["timestamp"]
     positive = ratings["rating"] >= 4.0
 
-    user_start = _run_starts(user)  # first row of the user's ratings
+    user_start = run_starts(user)  # first row of the user's ratings
     history = earlier(user, timestamp, positive, max_hist, movie)
 
     rank = np.arange(len(user)) - user_start  # position among the user's ratings

@@ -1,0 +1,53 @@
+"""Command-line flags made from DINConfig's fields: one road for every setting.
+
+Each field becomes `--field-name` with its type, help and choices (a bool
+field is a switch, a tuple of sizes takes several numbers), grouped as
+config.json groups them. A flag not given is absent from the namespace
+(argparse.SUPPRESS), so the run's DINConfig keeps its own default and
+`given(args)` says what the user set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from core.config import GROUPS, DINConfig
+
+GROUP_TITLES = {
+    "data": "data (how samples are built)",
+    "model": "model",
+    "optimizer": "optimizer",
+    "loop": "training loop",
+    "placement": "placement: where the run computes (docs/scaling.md)",
+}
+
+
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per DINConfig field, in the field's group."""
+    defaults = DINConfig()
+    groups = {name: parser.add_argument_group(GROUP_TITLES[name]) for name in GROUPS}
+    for field in dataclasses.fields(DINConfig):
+        meta, default = field.metadata, getattr(defaults, field.name)
+        group = groups[meta["group"]]
+        if field.type == "bool":
+            group.add_argument(flag(field.name), action="store_true", default=argparse.SUPPRESS, help=meta["help"])
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        options = {"type": {"int": int, "float": float, "str": str}.get(field.type, int), "choices": meta["choices"],
+                   "metavar": meta["metavar"], "default": argparse.SUPPRESS,
+                   "help": f"{meta['help']} (default {shown!s})" if shown != "" else meta["help"]}
+        if isinstance(default, tuple):
+            options["nargs"] = "+"
+        group.add_argument(flag(field.name), **options)
+
+
+def given(args: argparse.Namespace) -> dict:
+    """The DINConfig fields set on the command line (tuples as tuples)."""
+    fields = {f.name for f in dataclasses.fields(DINConfig)}
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(args).items() if name in fields}

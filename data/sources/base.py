@@ -1,0 +1,66 @@
+"""The one interface every data source implements (data/sources/__init__.py keeps the registry)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from core.config import DINConfig
+from data import cache
+from data.splits import Splits
+
+Columns = dict[str, np.ndarray]
+
+
+class Source(Protocol):
+    """A kind of data folder: how it is recognised, which files it reads, how
+    its samples are made.
+
+    A `built` source (raw MovieLens, Amazon) turns raw files into samples once
+    and the data layer caches them (data/datasets.py); the others are read as
+    they are on every run.
+    """
+
+    name: str  # for messages: "dataset file", "tutorial", "movielens", "amazon"
+    built: bool
+    label_names: tuple[str, str]  # what label 1 and label 0 mean, for pictures
+
+    def detect(self, data_dir: str, config: DINConfig) -> bool:
+        """Whether `data_dir` holds this source's files."""
+
+    def files(self, data_dir: str, config: DINConfig) -> list[str]:
+        """Every file the samples are read from (their content keys the cache)."""
+
+    def options(self, config: DINConfig) -> dict:
+        """The settings the samples depend on, beside the files (part of the cache key)."""
+
+    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
+        """Encoded train / valid / test splits, in memory."""
+
+    def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
+        """Writes the encoded splits as a cache entry into `folder` (built sources)."""
+
+    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, Columns]:
+        """Raw (unencoded) columns: 'train' and 'test' always, 'valid' where the
+        source splits it off before encoding."""
+
+    def titles(self, data_dir: str) -> dict[str, str]:
+        """Item id (as a string) -> title, where the folder has titles."""
+
+
+class SourceBase:
+    """Defaults shared by the sources: read as they are, keyed by the data group,
+    no titles."""
+
+    built = False
+    label_names = ("clicked", "not clicked")
+
+    def options(self, config: DINConfig) -> dict:
+        return config.group("data")
+
+    def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
+        cache.write(folder, self.load(data_dir, config, progress))
+
+    def titles(self, data_dir: str) -> dict[str, str]:
+        return {}

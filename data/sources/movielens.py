@@ -1,0 +1,63 @@
+"""Raw MovieLens (GroupLens' releases, read by grouplens.py), made into samples
+by one of three protocols (`config.protocol`):
+
+  sequential  every rating after a user's first, split by time (sequential.py)
+  seed        the tutorial's split, rebuilt (seed_protocol.py)
+  paper       the DIN paper's ML-20M setup (paper_protocol.py)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from core.config import DINConfig
+from data import cache
+from data.sources import grouplens, paper_protocol, seed_protocol, sequential
+from data.sources.base import SourceBase
+from data.splits import Splits
+
+PROTOCOLS = {"sequential": sequential, "seed": seed_protocol, "paper": paper_protocol}
+
+
+class MovieLens(SourceBase):
+    """ratings.dat + users.dat + movies.dat (ML-1M), or ratings.csv + movies.csv."""
+
+    name = "movielens"
+    built = True
+    label_names = ("rated high next", "rated low")
+
+    def detect(self, data_dir: str, config: DINConfig) -> bool:
+        return grouplens.detect(data_dir)
+
+    def files(self, data_dir: str, config: DINConfig) -> list[str]:
+        return grouplens.files(data_dir)
+
+    def options(self, config: DINConfig) -> dict:
+        # The seeded protocols also draw their splits and negatives from the seed.
+        seeded = config.protocol in ("seed", "paper")
+        return config.group("data") | ({"seed": config.seed} if seeded else {})
+
+    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
+        return PROTOCOLS[config.protocol].load(data_dir, config)
+
+    def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
+        if config.protocol != "sequential":
+            return super().build(data_dir, config, folder, progress)
+        # Chunk by chunk: the build's memory is bounded, not the data's.
+        raw = grouplens.read_raw(data_dir, progress)
+        with tqdm(total=2 * len(raw.ratings), desc="building samples (fit, then encode)", unit="rating", unit_scale=True,
+                  leave=False, disable=not progress) as bar:
+            built = sequential.build(raw, config, advance=bar.update)
+            with cache.Writer(folder, built.rows) as writer:
+                for chunk in built.encoded():
+                    for split, arrays in chunk.items():
+                        writer.append(split, arrays)
+                writer.finish(built.encoders)
+
+    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+        return PROTOCOLS[config.protocol].raw_splits(data_dir, config)
+
+    def titles(self, data_dir: str) -> dict[str, str]:
+        movies = grouplens.read_raw(data_dir).movies
+        return dict(zip(movies["movie"].astype(str), movies["title"].astype(str)))

@@ -1,0 +1,238 @@
+"""The JAX backend of the shared loop: the train state on a device mesh, the
+jitted steps for both input paths, weights, checkpoints (orbax), and a
+gather across hosts. Mirrors din_torch/backend.py."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import linen as nn, traverse_util
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
+
+from core.config import DINConfig
+from core.errors import ConfigError
+from data.batches import Arrays, eval_batches
+from data.schema import LABEL, FeatureSchema
+from din_jax.input import RESIDENT_BYTES, Inputs, blocks, prefetched
+from din_jax.mesh import (
+    DATA, describe, global_array, logical_shardings, make_mesh, parse_mesh, replicated, rows_sharding, table_rows_multiple,
+)
+from din_jax.model import COMPUTE_DTYPES, DIN, VOCAB, example_batch, padded_rows
+from din_jax.steps import (
+    MiniBatchAwareL2, create_state, eval_logits, eval_step, state_logical_specs, train_steps, train_steps_on,
+)
+
+log = logging.getLogger("din")
+
+
+def check(config: DINConfig) -> None:
+    """Settings this backend cannot run, refused before anything is built."""
+    if config.param_dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("--param-dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1")
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Persists XLA compilations on disk, so a second run of the same shapes
+    starts at once (a DIN step takes seconds to compile on a small CPU)."""
+    path = path or os.environ.get("DIN_XLA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "din-jax", "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
+class JaxBackend:
+    """The shared loop's backend interface (see training/backend.py) for JAX.
+
+    Runs on a ('data', 'model') device mesh (din_jax/mesh.py; default: every
+    device on 'data'): batches are split over 'data', embedding tables over
+    'model' when config.shard_embeddings. On one device that is the plain
+    jitted step. Everything comes from the config; mba_scales (lambda / n_j
+    per table row, training/regularization.py) from the training split when
+    config.mba_reg > 0.
+    """
+
+    name = "jax"
+
+    def __init__(self, schema: FeatureSchema, config: DINConfig, mba_scales: dict[str, np.ndarray] | None = None):
+        check(config)
+        if not jax.config.jax_compilation_cache_dir:
+            enable_compilation_cache()
+        param_dtype = jnp.dtype(config.param_dtype)
+        shard_embeddings = config.shard_embeddings
+        self.schema = schema
+        self.primary = jax.process_index() == 0
+        self.mesh = make_mesh(parse_mesh(config.mesh))
+        data_size = self.mesh.shape[DATA]
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(config, name) % data_size:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)} is not divisible by the mesh's "
+                                  f"data axis ({data_size})")
+        multiple = table_rows_multiple(self.mesh, shard_embeddings)
+        compute_dtype = COMPUTE_DTYPES[config.dtype]
+        self.model = DIN(schema, config.model, compute_dtype, param_dtype, multiple)
+        self.inputs = schema.inputs
+        sample = example_batch(schema)
+        make = functools.partial(create_state, self.model, sample, config, config.seed)
+        # Logical axes (the model's annotations) -> mesh axes (din_jax/mesh.py's rules);
+        # every array is created where it lives (no host copy of a sharded table).
+        specs = state_logical_specs(self.model, sample, jax.eval_shape(make))
+        self.state_sharding = logical_shardings(self.mesh, specs, shard_embeddings)
+        self.state = jax.jit(make, out_shardings=self.state_sharding)()
+        # Each variable's shape without the rows that only pad a table for even sharding.
+        unpadded = DIN(schema, config.model, compute_dtype, param_dtype)
+        shapes = jax.eval_shape(lambda: nn.unbox(unpadded.init(jax.random.key(0), sample, train=False)))
+        self._shapes = {name: x.shape for name, x in traverse_util.flatten_dict(shapes, sep="/").items()}
+        self.regularizer = None
+        if mba_scales is not None:
+            # Constants of the run, passed to each jitted call; the row scales [V]
+            # live where their table's rows live.
+            sharding = logical_shardings(self.mesh, P(VOCAB), shard_embeddings)
+            scales = {
+                table: global_array(sharding, np.pad(np.asarray(s, param_dtype), (0, padded_rows(len(s), multiple) - len(s))))
+                for table, s in mba_scales.items()
+            }
+            self.regularizer = MiniBatchAwareL2(scales, {table: schema.columns_of(table) for table in scales})
+        self.steps_per_call, self.batch_size = config.steps_per_call, config.batch_size
+        # Two input paths, each with its train and eval function (din_jax/input.py).
+        self._train_steps = jax.jit(
+            train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
+        )
+        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh))
+        self._train_steps_on = jax.jit(
+            train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
+        )
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh))
+        self.input = Inputs(self.mesh, config.input)
+        self.input_path = None  # the training split's, once chosen
+        devices = jax.devices()
+        self.describe = (
+            f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind} ({jax.process_count()} process), "
+            f"{describe(self.mesh)}{', sharded embeddings' if shard_embeddings else ''}, compute {config.dtype}"
+        )
+
+    def streams(self, data: Arrays) -> bool:
+        """Whether batches of `data` are streamed from the host (din_jax/input.py)."""
+        return self.input.streams(data, self.inputs + (LABEL,))
+
+    def train_batches(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
+        streamed, names = self.streams(data), self.inputs + (LABEL,)
+        if self.input_path is None:
+            self.input_path = "streamed" if streamed else "device-resident"
+            size = sum(data[name].nbytes for name in names) / 2**30
+            mode = self.input.mode
+            log.info("training input: %s (training split %.2f GB; --input %s%s)", self.input_path, size, mode,
+                     f", device-resident up to {RESIDENT_BYTES / 2**30:g} GB" if mode == "auto" else "")
+        losses = []
+        if streamed:
+            def load(block):  # in a background thread, a block ahead
+                rows, row_mask = block
+                return self.input.gathered(data, rows, names), self.input.rows(row_mask), int(row_mask.sum())
+
+            for batches_on_device, mask, count in prefetched(load, blocks(batches, self.steps_per_call, self.batch_size)):
+                self.state, block_losses = self._train_steps_on(self.state, batches_on_device, mask, self.regularizer)
+                losses.append(block_losses)  # [K]
+                progress(count)
+        else:
+            device_data = self.input.resident(data, names)
+            for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
+                rows_global, mask_global = self.input.rows(rows), self.input.rows(row_mask)
+                self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global, self.regularizer)
+                losses.append(block_losses)  # [K]
+                progress(int(row_mask.sum()))
+        # One host sync per call: the losses stay on the device until here.
+        # The losses are replicated, so every process reads its own copy.
+        return np.asarray(jnp.concatenate(losses), np.float64)[: len(batches)]  # [batches]
+
+    def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
+        n = len(data[self.inputs[0]])
+        # Every batch is padded to `batch_size` (eval mode is row-independent),
+        # so evaluation compiles once whatever the split's size.
+        padded = lambda rows: np.pad(rows, (0, batch_size - len(rows)), mode="edge").astype(np.int32)  # noqa: E731
+        if self.streams(data):
+            load = lambda rows: self.input.gathered(data, padded(rows), self.inputs)  # noqa: E731
+            out = [self._eval_step(self.state, batch) for batch in prefetched(load, eval_batches(n, batch_size))]
+        else:
+            device_data = self.input.resident(data, self.inputs)
+            out = [self._eval_logits(self.state, device_data, self.input.rows(padded(rows)))
+                   for rows in eval_batches(n, batch_size)]
+        # One gather from every device (and host) per evaluation.
+        return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]
+
+    def _variables(self) -> dict[str, jax.Array]:
+        """Every variable by its '/'-joined path, e.g. 'params/final/kernel'."""
+        variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+        return traverse_util.flatten_dict(variables, sep="/")
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Host copies; tables without the rows that only pad them for sharding."""
+        return {
+            name: np.array(value[tuple(slice(0, n) for n in self._shapes[name])])
+            for name, value in to_host(self._variables()).items()
+        }
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        current = self._variables()
+        missing, extra = sorted(set(current) - set(weights)), sorted(set(weights) - set(current))
+        if missing or extra:
+            raise KeyError(f"weights do not fit this model: missing {missing}, unexpected {extra}")
+        padded = {}
+        for name, value in weights.items():
+            shape = current[name].shape
+            if np.shape(value) == self._shapes[name] != shape:  # a table padded for even sharding
+                value = np.pad(value, [(0, n - m) for n, m in zip(shape, np.shape(value))])
+            if np.shape(value) != shape:
+                raise ValueError(f"{name}: shape {np.shape(value)}, the model has {self._shapes[name]}")
+            padded[name] = np.asarray(value, current[name].dtype)
+        variables = traverse_util.unflatten_dict(padded, sep="/")
+        shardings = self.state_sharding
+        params = jax.tree_util.tree_map(global_array, shardings.params, variables["params"])
+        batch_stats = jax.tree_util.tree_map(global_array, shardings.batch_stats, variables["batch_stats"])
+        self.state = self.state.replace(params=params, batch_stats=batch_stats)
+
+    def save_state(self, path: str) -> None:
+        """The full training state (parameters, statistics, Adam moments, step, RNG)
+        into the new directory `path`, each process writing its own shards."""
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(os.path.abspath(path), self._checkpoint_tree())
+        checkpointer.wait_until_finished()
+
+    def load_state(self, path: str) -> None:
+        """Restores save_state's directory onto this backend's mesh and shardings."""
+        template = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self._checkpoint_tree()
+        )
+        restored = ocp.StandardCheckpointer().restore(os.path.abspath(path), template)
+        self.state = self.state.replace(
+            params=restored["params"],
+            batch_stats=restored["batch_stats"],
+            opt_state=restored["opt_state"],
+            step=restored["step"],
+            rng=jax.random.wrap_key_data(restored["rng"]),
+        )
+
+    def _checkpoint_tree(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "params": state.params,
+            "batch_stats": state.batch_stats,
+            "opt_state": state.opt_state,
+            "step": state.step,
+            "rng": jax.random.key_data(state.rng),  # typed keys are not serialisable
+        }
+
+
+def to_host(tree: Any) -> Any:
+    """numpy copies of a tree of (possibly sharded, multi-host) arrays."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+Backend = JaxBackend

@@ -1,0 +1,206 @@
+"""Pure, jitted training and evaluation steps for the Flax DIN.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function of explicit
+state (params, batch_stats, optimiser state, RNG); `train_steps` scans it over
+a block of batches gathered on the device, so one host dispatch runs many
+steps and the training data crosses to the device once. Mirrors
+din_torch/steps.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn, struct
+from flax.training import train_state
+from jax.sharding import PartitionSpec as P
+
+from core.config import DINConfig
+from data.schema import LABEL, ROW_MASK, FeatureSchema
+from din_jax.model import DIN, Batch, table_path
+
+
+@struct.dataclass
+class MiniBatchAwareL2:
+    """The paper's mini-batch aware L2 on embedding tables (eq. 4-5, see
+    training/regularization.py): penalty = 1/2 sum_tables sum_j alpha_mj * s_j * ||w_j||^2
+    with s_j = lambda / n_j, so row j's gradient gains lambda * alpha_mj / n_j * w_j."""
+
+    scales: dict[str, jax.Array]  # table -> [V] lambda / n_j
+    columns: dict[str, tuple[str, ...]] = struct.field(pytree_node=False)  # table -> batch columns
+
+    @classmethod
+    def create(cls, schema: FeatureSchema, scales: dict[str, np.ndarray], dtype: Any = jnp.float32) -> "MiniBatchAwareL2":
+        columns = {table: schema.columns_of(table) for table in scales}
+        return cls({table: jnp.asarray(s, dtype) for table, s in scales.items()}, columns)
+
+    def __call__(self, params: Any, batch: Batch) -> jax.Array:
+        row_mask = batch.get(ROW_MASK)
+        total = 0.0
+        for table, scale in self.scales.items():
+            weight = functools.reduce(lambda tree, key: tree[key], table_path(table), params)  # [V, E]
+            present = jnp.zeros(scale.shape, bool)  # alpha_mj
+            for column in self.columns[table]:
+                ids = batch[column]  # [B] or [B, T]
+                if row_mask is not None:  # rows that only fill a short batch are not in it
+                    ids = jnp.where(row_mask.reshape((-1,) + (1,) * (ids.ndim - 1)) > 0, ids, 0)
+                present = present.at[ids.reshape(-1)].set(True)
+            present = present.at[0].set(False)  # padding
+            total = total + jnp.sum(jnp.where(present, scale, 0.0) * jnp.sum(jnp.square(weight), axis=1))
+        return 0.5 * total
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus BatchNorm statistics and the dropout RNG key.
+
+    The mini-batch aware regulariser is no state: its row scales are constants
+    of the run, passed to the jitted step as an argument."""
+
+    batch_stats: Any
+    rng: jax.Array
+
+
+def _not_embeddings(params: Any) -> Any:
+    return {name: jax.tree_util.tree_map(lambda _: name != "embeddings", tree) for name, tree in params.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
+    """torch.optim.Adam: L2 decay added to the gradient BEFORE the Adam moments.
+
+    With config.mba_reg the embedding tables get no weight decay: the
+    mini-batch aware term regularises them instead. One object per
+    configuration: `tx` is a static field of TrainState, so a new chain for
+    the same settings would make every jitted step trace again.
+    """
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=_not_embeddings if config.mba_reg > 0 else None),
+        optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+    )
+
+
+def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> TrainState:
+    """Initialises variables in eval mode (running statistics stay at 0 and 1),
+    parameters in `model.param_dtype`; the tables' logical-axis boxes are
+    dropped (their shardings come from `state_logical_specs`)."""
+    params_key, dropout_key = jax.random.split(jax.random.key(seed))
+    variables = nn.unbox(model.init(params_key, sample, train=False))
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=make_optimizer(config),
+        rng=dropout_key,
+    ).replace(step=jnp.zeros((), jnp.int32))  # An array from the start: a Python 0 would recompile.
+
+
+def state_logical_specs(model: DIN, sample: Batch, state: TrainState) -> TrainState:
+    """The logical PartitionSpec of every leaf of `state` (an abstract TrainState):
+    the tables' (vocab, embed) annotations, the same for their Adam moments,
+    P() (replicated) for everything else."""
+    boxed = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), sample)
+    specs = nn.get_partition_spec(boxed)
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    opt_specs = optax.tree_map_params(
+        state.tx, lambda _, spec: spec, state.opt_state, specs["params"], transform_non_params=lambda _: P(), is_leaf=is_spec
+    )
+    return state.replace(params=specs["params"], batch_stats=specs["batch_stats"], opt_state=opt_specs, step=P(), rng=P())
+
+
+def loss_fn(logits: jax.Array, labels: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
+    """Mean binary cross-entropy on logits over the real rows (row_mask 1)."""
+    losses = optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))  # [B]
+    if row_mask is None:
+        return losses.mean()
+    row_mask = row_mask.astype(losses.dtype)
+    return jnp.sum(losses * row_mask) / jnp.sum(row_mask)
+
+
+def objective(
+    apply_fn: Callable, params: Any, batch_stats: Any, batch: Batch, rngs: dict | None = None,
+    regularizer: MiniBatchAwareL2 | None = None,
+) -> tuple[jax.Array, Any]:
+    """The training loss at `params` (train mode): mean BCE over the real rows,
+    plus the mini-batch aware L2 when on. Returns (loss, new batch_stats)."""
+    (logits, _), updates = apply_fn(
+        {"params": params, "batch_stats": batch_stats}, batch, train=True, rngs=rngs, mutable=["batch_stats"]
+    )
+    loss = loss_fn(logits, batch[LABEL], batch.get(ROW_MASK))
+    if regularizer is not None:
+        loss = loss + regularizer(params, batch)
+    return loss, updates["batch_stats"]
+
+
+def train_step(
+    state: TrainState, batch: Batch, regularizer: MiniBatchAwareL2 | None = None
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimiser step in train mode (batch statistics, dropout)."""
+    rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+    loss_and_stats = functools.partial(
+        objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch, rngs=rngs, regularizer=regularizer
+    )
+    (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return state, {"loss": loss}
+
+
+def eval_step(state: TrainState, batch: Batch) -> jax.Array:
+    """Eval-mode logits [B] (running statistics, no dropout)."""
+    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    return logits
+
+
+def _gather(data: Batch, rows: jax.Array) -> Batch:
+    return {name: values[rows] for name, values in data.items()}  # each [B, ...]
+
+
+def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: MiniBatchAwareL2 | None):
+    """lax.scan of train_step over `steps` (leading axis K); batch_of(step) ->
+    (batch, row_mask [B]). A step whose rows are all masked is skipped, so every
+    block of an epoch has the same shape. Returns (state, losses [K])."""
+    # The loss is computed in at least float32 (din_jax.model.wide), whatever the activations.
+    loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
+
+    def body(state, step):
+        batch, mask = batch_of(step)
+        batch = batch | {ROW_MASK: mask}
+
+        def run(state):
+            state, metrics = train_step(state, batch, regularizer)
+            return state, metrics["loss"].astype(loss_dtype)
+
+        def skip(state):
+            return state, jnp.zeros((), loss_dtype)
+
+        return jax.lax.cond(jnp.any(mask > 0), run, skip, state)
+
+    return jax.lax.scan(body, state, steps)
+
+
+def train_steps(
+    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
+) -> tuple[TrainState, jax.Array]:
+    """Runs up to K train steps on device-resident `data` in one dispatch.
+
+    rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
+    padded with masked rows). `regularizer`, a constant of the run, is closed
+    over by the scan, not carried. Returns the losses [K].
+    """
+    return _scan_steps(state, (rows, row_mask), lambda step: (_gather(data, step[0]), step[1]), regularizer)
+
+
+def train_steps_on(
+    state: TrainState, batches: Batch, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
+) -> tuple[TrainState, jax.Array]:
+    """train_steps on a block of batches gathered on the host (streamed input):
+    batches {name: [K, B, ...]}, row_mask [K, B]. Returns the losses [K]."""
+    return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer)
+
+
+def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:
+    return eval_step(state, _gather(data, rows))  # [B]

@@ -1,0 +1,96 @@
+"""The torch backend of the shared loop: the model and Adam on one device,
+weights and checkpoints. Mirrors din_jax/backend.py."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.config import DINConfig
+from core.errors import ConfigError
+from data.batches import Arrays, eval_batches
+from data.schema import LABEL, FeatureSchema
+from din_torch.input import batch_of
+from din_torch.model import DIN
+from din_torch.steps import MiniBatchAwareL2, make_optimizer, train_step
+
+def check(config: DINConfig) -> None:
+    """Settings this backend cannot run, refused before anything is built."""
+    if config.mesh or config.shard_embeddings or config.input != "auto":
+        raise ConfigError("--mesh, --shard-embeddings, --steps-per-call, --input and --distributed are for --backend jax")
+    for name in ("dtype", "param_dtype"):
+        if getattr(config, name) != "float32":
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)}: the torch backend trains in "
+                              "float32 (bfloat16 and float64 are JAX's)")
+
+
+class TorchBackend:
+    """The shared loop's backend interface (see training/backend.py) for torch."""
+
+    name = "torch"
+    primary = True
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        config: DINConfig,
+        mba_scales: dict[str, np.ndarray] | None = None,
+    ):
+        """mba_scales: lambda / n_j per table row (training/regularization.py), when config.mba_reg > 0.
+        config.device: where to compute ("": cuda when available, else cpu)."""
+        check(config)
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.manual_seed(config.seed)  # Initialisation and dropout masks.
+        self.model = DIN(schema, config.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, config)
+        self.regularizer = None if mba_scales is None else MiniBatchAwareL2(schema, mba_scales, self.device)
+        self.inputs = schema.inputs
+        self.describe = f"torch {torch.__version__} on {self.device} ({torch.get_num_threads()} threads)"
+
+    def train_batches(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
+        losses = []
+        for rows in batches:
+            batch = batch_of(data, rows, self.inputs + (LABEL,), self.device)
+            losses.append(train_step(self.model, self.optimizer, batch, self.regularizer))
+            progress(len(rows))
+        # One host sync per call, as in the JAX backend.
+        return torch.stack(losses).double().cpu().numpy() if losses else np.zeros(0)  # [batches]
+
+    @torch.no_grad()
+    def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
+        self.model.eval()
+        n = len(data[self.inputs[0]])
+        logits = [self.model(batch_of(data, rows, self.inputs, self.device))[0] for rows in eval_batches(n, batch_size)]
+        return torch.cat(logits).cpu().numpy()  # [N]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {name: value.detach().cpu().numpy().copy() for name, value in self.model.state_dict().items()}
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        state = {name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()}
+        self.model.load_state_dict(state, strict=True)
+
+    def save_state(self, path: str) -> None:
+        """Model, Adam state and the RNG streams (dropout) into path/state.pt."""
+        os.makedirs(path)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, os.path.join(path, "state.pt"))
+
+    def load_state(self, path: str) -> None:
+        state = torch.load(os.path.join(path, "state.pt"), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+
+
+Backend = TorchBackend
