@@ -1,4 +1,4 @@
-"""The paper's options (README "Beyond the tutorial"): each one's defining
+"""The paper's options (docs/model.md, "Beyond the tutorial"): each one's defining
 property, checked in both backends. Their torch/Flax parity is in tests/parity."""
 
 import jax

@@ -81,7 +81,7 @@ def read_layout(path: str) -> Layout:
         raise fail(unknown[0], "unknown key; a dataset file has label, user, [files], [features] and [attention]")
     for key in ("label", "files", "features"):
         if key not in raw:
-            raise fail(key, "missing; see data/sources/dataset_file.py or the README's Data section for the layout")
+            raise fail(key, "missing; see data/sources/dataset_file.py or docs/data.md for the layout")
     if not isinstance(raw["label"], str) or ("user" in raw and not isinstance(raw["user"], str)):
         raise fail("label" if not isinstance(raw["label"], str) else "user", "must be a column name (a string)")
     files = raw["files"]

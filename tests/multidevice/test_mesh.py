@@ -121,7 +121,7 @@ def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device(trained):
 
     earlier.update(id(array) for array in jax.live_arrays())
     backend, data = train_20_steps("data=8 streamed", CONFIG, inspect)
-    assert backend.input_path == "streamed" and not backend._on_device
+    assert backend.input_path == "streamed" and not backend.input._on_device
     assert blocks and all(shapes == {(4, 8)} for shapes in blocks), blocks
     assert not splits, splits
     expected = trained["data=1"][0].weights()

@@ -43,7 +43,7 @@ def test_forward_random_schemas(seed, share, train):
     assert_within(rows)
 
 
-# The paper's options (README "Beyond the tutorial"), alone and together.
+# The paper's options (docs/model.md, "Beyond the tutorial"), alone and together.
 OPTIONS = {
     "softmax": dict(attention_norm="softmax"),
     "mask-padding": dict(mask_padding=True),
