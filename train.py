@@ -23,7 +23,7 @@ from core.flags import add_config_flags, flag, given
 from data.datasets import detect, load_splits
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs
-from training.backend import BACKENDS, check
+from training.backend import BACKENDS, backend_module, check
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,8 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--resume takes every setting from {args.resume}/config.json: drop {', '.join(fixed or ['--out'])}")
     elif args.out is None or not args.backend:
         parser.error("--backend and --out are required (or --resume RUN_DIR)")
-    if args.backend == "torch" and ({"mesh", "shard_embeddings", "steps_per_call", "input"} & set(settings) or args.distributed):
-        parser.error("--mesh, --shard-embeddings, --steps-per-call, --input and --distributed are for --backend jax")
     return args
 
 
@@ -92,10 +90,6 @@ def run(args: argparse.Namespace) -> None:
     # on every start, orbax's per-checkpoint lines) stays out, their warnings not.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("din").setLevel(logging.INFO)
-    if args.distributed:
-        from din_jax.mesh import initialize_distributed
-
-        initialize_distributed()  # before any other JAX call
     if args.resume:
         config, data_dir, backend = resume_setup(args.resume)
         if args.backend and args.backend != backend:
@@ -105,12 +99,14 @@ def run(args: argparse.Namespace) -> None:
         data_dir = args.data or data_dir
         args.backend = backend
         check(backend, config)
+        distribute(args)
     else:
         settings = given(args)
         if settings.get("dataset"):  # recorded whole in config.json, so the run can be rebuilt from anywhere
             settings["dataset"] = os.path.abspath(settings["dataset"])
         config = DINConfig(**settings)
         check(args.backend, config)  # settings the backend cannot run, before anything is read or written
+        distribute(args)
         data_dir = args.data
         if data_dir is not None:
             detect(data_dir, config)  # the folder and its dataset file are readable: checked before --out is touched
@@ -127,6 +123,15 @@ def run(args: argparse.Namespace) -> None:
     fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
     if out != (args.resume or args.out) and backend.primary:
         outputs.swap_in(out, args.out)
+
+
+def distribute(args: argparse.Namespace) -> None:
+    """--distributed: joins the multi-host job before any other JAX call."""
+    if args.distributed:
+        module = backend_module(args.backend)
+        if not hasattr(module, "initialize_distributed"):
+            raise ConfigError(f"--distributed is for a multi-host backend (jax), not {args.backend}")
+        module.initialize_distributed()
 
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:

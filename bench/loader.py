@@ -10,7 +10,7 @@ over the repeats, each batch a dict of numpy arrays [B, ...]:
   gather, prefetched      what `--input stream` does on the host: one numpy
                           gather per column and batch (data.batches.take), a
                           background thread two batches ahead
-                          (data.batches.prefetched); the same batches as training
+                          (din_jax.input.prefetched); the same batches as training
   grain, batches as records  Grain's MapDataset over the same batches (each
                           record one batch, gathered as above), read with
                           Grain's threads and prefetch buffer
@@ -39,9 +39,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import grain  # noqa: E402
 
 from core.config import DINConfig  # noqa: E402
-from data.batches import epoch_batches, prefetched, take  # noqa: E402
+from data.batches import epoch_batches, take  # noqa: E402
 from data.datasets import load_splits  # noqa: E402
 from data.schema import LABEL  # noqa: E402
+from din_jax.input import prefetched  # noqa: E402
 
 THREADS = 2  # this machine's cores; Grain's default is 16
 

@@ -11,16 +11,20 @@ import torch
 
 from core.config import DINConfig
 from core.errors import ConfigError
+from core.flags import flag
 from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
 from din_torch.input import batch_of
 from din_torch.model import DIN
 from din_torch.steps import MiniBatchAwareL2, make_optimizer, train_step
 
+
 def check(config: DINConfig) -> None:
     """Settings this backend cannot run, refused before anything is built."""
-    if config.mesh or config.shard_embeddings or config.input != "auto":
-        raise ConfigError("--mesh, --shard-embeddings, --steps-per-call, --input and --distributed are for --backend jax")
+    jax_only = [name for name in ("mesh", "shard_embeddings", "input")
+                if getattr(config, name) != getattr(DINConfig(), name)]
+    if jax_only:
+        raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs one device)")
     for name in ("dtype", "param_dtype"):
         if getattr(config, name) != "float32":
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)}: the torch backend trains in "

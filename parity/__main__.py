@@ -53,9 +53,10 @@ def compare_run(args: argparse.Namespace) -> int:
     from data.batches import eval_batches
     from data.datasets import load_test
     from data.schema import LABEL
-    from inference.convert import flax_to_torch, from_names
+    from inference.convert import to_backend
     from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
     from training import metrics
+    from training.backend import BACKENDS
     from training.run_dir import read_run
 
     config, encoders, weights, backend = read_run(args.run_dir)
@@ -69,12 +70,12 @@ def compare_run(args: argparse.Namespace) -> int:
             raise RunError(f"{metrics_path}: unreadable ({error}); pass --data DIR") from None
         if not data_dir:
             raise RunError("the run does not record its data folder; pass --data DIR")
-    if backend not in ("jax", "torch"):
+    if backend not in BACKENDS:
         raise RunError(f"{args.run_dir}: weights name no backend ({backend!r})")
     schema = encoders.schema()
     config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
     try:
-        state = flax_to_torch(from_names(weights)) if backend == "jax" else weights
+        state = to_backend(weights, backend, "torch", template=lambda: {})  # the torch state_dict
         pair = Pair(schema, config, args.dtype, torch_state=state)
     except (KeyError, ValueError, RuntimeError) as error:  # names or shapes that do not fit encoders.json
         raise RunError(f"{args.run_dir}: the weights do not fit the model that encoders.json describes "

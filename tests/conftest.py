@@ -22,6 +22,18 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The tests' shapes are tiny, so XLA's compile time, not run time, is the suite's
+# cost: tests compile with XLA:CPU's cheaper code generation (LLVM -O1, the
+# elemental emitters: half the default's compile time). The same HLO runs;
+# only its machine code differs, in the last bits at most, far below every
+# tolerance. Child processes inherit the flags, and torch's one thread per
+# worker (two workers share two cores; torch's threads collapse under competition).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every compilation persists (not only those over a second), for the child processes.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Compilations persist across test processes of one run (and across runs locally).
 os.environ.setdefault("DIN_XLA_CACHE", str(ROOT / ".cache" / "xla"))
 # Built raw datasets and downloads stay inside the checkout (ignored by git).

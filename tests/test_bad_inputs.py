@@ -133,6 +133,7 @@ def test_train_refuses_bad_input_in_one_line(make, words, tutorial_dir, tmp_path
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_distributed_without_a_coordinator(tutorial_dir, tmp_path):
     # A child process: jax.distributed.initialize must come before any other JAX call.
     import subprocess

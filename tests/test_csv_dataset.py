@@ -76,6 +76,7 @@ def test_a_folder_with_its_own_dataset_file(tutorial_dir, tmp_path):
     assert len(splits.test[LABEL]) == len(pd.read_csv(folder / "test.csv"))
 
 
+@pytest.mark.slow
 def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path):
     data = sample_dir("taobao-ad-sample")
     runs = {}

@@ -15,6 +15,7 @@ import pytest
 
 from synthetic_movielens import make_world, ml1m_zip
 
+pytestmark = pytest.mark.slow  # child test sessions with a local download server
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIER = ["tests/test_movielens.py", "-k", "real_seed_split or valid_on_test"]
 

@@ -204,6 +204,7 @@ def test_backend_trains_with_one_compilation_and_keeps_padding_rows_zero():
     assert logits.shape == (203,) and np.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_bfloat16_computes_in_bfloat16_and_keeps_state_and_loss_in_float32(tutorial_splits):
     """--dtype bfloat16: activations bfloat16; parameters, Adam moments, BatchNorm
     statistics, logits and loss float32; it trains, and its logits track float32's."""

@@ -18,6 +18,7 @@ import pytest
 
 from training.run_dir import read_weights
 
+pytestmark = pytest.mark.slow  # a two-process JAX job
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +29,8 @@ def free_port() -> int:
 
 
 def train(tutorial_dir, out, mesh, devices, extra=(), env_extra=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=flags)
     env.update(env_extra or {})
     argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", tutorial_dir, "--out", str(out),
             "--epochs", "1", "--batch-size", "128", "--mesh", mesh, "--no-progress", *extra]

@@ -9,6 +9,7 @@ import pytest
 
 import train
 
+pytestmark = pytest.mark.slow  # python -m parity in child processes
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -8,6 +8,9 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a child process compiling every parity test in float64
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
