@@ -43,7 +43,7 @@ def deferred_interrupt():
         if requested.is_set():
             raise KeyboardInterrupt
         requested.set()
-        log.warning("interrupt: stopping after the current stretch of steps (Ctrl-C again to stop at once)")
+        log.warning("interrupt: stopping after the current segment (at the next checkpoint; Ctrl-C again to stop at once)")
 
     def check() -> None:
         if requested.is_set():
