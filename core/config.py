@@ -29,6 +29,11 @@ PAPER_EMBEDDING_STD = 1e-4
 GROUPS = ("data", "model", "optimizer", "loop", "placement")
 
 
+def flag(name: str) -> str:
+    """A setting's command-line flag: learning_rate -> --learning-rate."""
+    return f"--{name.replace('_', '-')}"
+
+
 def setting(default: Any, group: str, help: str, *, choices: tuple[str, ...] | None = None,
             metavar: str | None = None, on_resume: bool = False) -> Any:
     """A DINConfig field. `help`, `choices` and `metavar` make its train.py flag
@@ -116,7 +121,7 @@ class DINConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> ConfigError:
-            return ConfigError(f"{name} (--{name.replace('_', '-')}) {why}, got {getattr(self, name)!r}")
+            return ConfigError(f"{name} ({flag(name)}) {why}, got {getattr(self, name)!r}")
 
         for name in ("attention_hidden", "mlp_hidden"):
             sizes = tuple(getattr(self, name))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from core.config import GROUPS, DINConfig
+from core.config import GROUPS, DINConfig, flag
 
 GROUP_TITLES = {
     "data": "data (how samples are built)",
@@ -21,10 +21,6 @@ GROUP_TITLES = {
     "loop": "training loop",
     "placement": "placement: where the run computes (docs/scaling.md)",
 }
-
-
-def flag(name: str) -> str:
-    return f"--{name.replace('_', '-')}"
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from flax import linen as nn, traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from core.config import DINConfig
+from core.config import DINConfig, flag
 from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
@@ -72,7 +72,7 @@ class JaxBackend:
         data_size = self.mesh.shape[DATA]
         for name in ("batch_size", "eval_batch_size"):
             if getattr(config, name) % data_size:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)} is not divisible by the mesh's "
+                raise ConfigError(f"{flag(name)} {getattr(config, name)} is not divisible by the mesh's "
                                   f"data axis ({data_size})")
         multiple = table_rows_multiple(self.mesh, shard_embeddings)
         compute_dtype = COMPUTE_DTYPES[config.dtype]

@@ -9,9 +9,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.config import DINConfig
+from core.config import DINConfig, flag
 from core.errors import ConfigError
-from core.flags import flag
 from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
 from din_torch.input import batch_of
@@ -27,7 +26,7 @@ def check(config: DINConfig) -> None:
         raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs one device)")
     for name in ("dtype", "param_dtype"):
         if getattr(config, name) != "float32":
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)}: the torch backend trains in "
+            raise ConfigError(f"{flag(name)} {getattr(config, name)}: the torch backend trains in "
                               "float32 (bfloat16 and float64 are JAX's)")
 
 
