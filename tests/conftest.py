@@ -32,6 +32,19 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitte
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def child_xla_flags(devices: int | None = None) -> str:
+    """XLA_FLAGS for a child process whose results are compared only with those
+    of other children or at float64 tolerances (the float64 and multi-device
+    suites, killed and resumed runs, a two-process job): no LLVM optimisation
+    at all, compiling in about two thirds of the time. The float32 session keeps
+    -O1: its JAX-vs-torch comparisons after 100 float32 Adam steps are tuned
+    to optimised code's rounding. devices: that many CPU devices."""
+    flags = f"{os.environ['XLA_FLAGS']} --xla_backend_optimization_level=0"
+    return f"{flags} --xla_force_host_platform_device_count={devices}" if devices else flags
+
+
 # Every compilation persists (not only those over a second), for the child processes.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Compilations persist across test processes of one run (and across runs locally).

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import child_xla_flags
 
 pytestmark = pytest.mark.slow  # two child processes with 8 devices
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -14,8 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
 def test_multidevice_suite(x64):
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_ENABLE_X64="1" if x64 else "0")
+    env = dict(os.environ, XLA_FLAGS=child_xla_flags(devices=8), JAX_ENABLE_X64="1" if x64 else "0")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "multidevice")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,

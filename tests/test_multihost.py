@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import child_xla_flags
 from training.run_dir import read_weights
 
 pytestmark = pytest.mark.slow  # a two-process JAX job
@@ -29,8 +30,7 @@ def free_port() -> int:
 
 
 def train(tutorial_dir, out, mesh, devices, extra=(), env_extra=None):
-    flags = f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=flags)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=child_xla_flags(devices))
     env.update(env_extra or {})
     argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", tutorial_dir, "--out", str(out),
             "--epochs", "1", "--batch-size", "128", "--mesh", mesh, "--no-progress", *extra]

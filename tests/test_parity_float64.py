@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import child_xla_flags
 
 pytestmark = pytest.mark.slow  # a child process compiling every parity test in float64
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_parity_suite_in_float64():
-    env = dict(os.environ, JAX_ENABLE_X64="1")
+    env = dict(os.environ, XLA_FLAGS=child_xla_flags(), JAX_ENABLE_X64="1")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "parity")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import child_xla_flags
 from training import checkpoint
 from training.run_dir import read_weights
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow  # training processes killed and resumed
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EVERY = 5  # checkpoint every 5 steps; an epoch of the synthetic tutorial data has 17 batches of 128
 EPOCHS = 4  # 68 steps in all
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4")
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=child_xla_flags(devices=4))
 PLACEMENT = {"torch": [], "jax": ["--mesh", "data=2,model=2", "--shard-embeddings"]}
 
 
@@ -118,7 +119,7 @@ def test_ctrl_c_stops_cleanly_at_a_whole_checkpoint(tutorial_dir, tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", tutorial_dir, "--out", str(run),
             "--epochs", "30", "--checkpoint-every", "3", "--no-progress"]  # orbax writes in background threads
-    env = dict(ENV, XLA_FLAGS=os.environ["XLA_FLAGS"])  # one device: the compilations of other tests
+    env = dict(ENV, XLA_FLAGS=child_xla_flags())  # one device
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not step(run):
