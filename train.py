@@ -19,7 +19,7 @@ import sys
 
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
-from core.flags import add_config_flags, flag, given
+from core.flags import add_build_flags, add_config_flags, build_options, flag, given
 from data.datasets import detect, load_splits
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs
@@ -56,8 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_build_flags(parser)
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    args.build = build_options(parser, args, extra)
     settings = given(args)
     if args.resume:
         fixed = sorted(flag(name) for name in settings if name not in CHANGE_ON_RESUME)
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> None:
             args.written = outputs.staged(args.out)
             logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
     data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
-    splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress)
+    splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     out = args.resume or getattr(args, "written", None) or args.out
     fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))

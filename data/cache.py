@@ -1,5 +1,6 @@
 """A built dataset on disk: `encoders.json` and one `.npy` file per split and
-column (`train/label.npy`, `train/histHighRatedMovieIds.npy`, ...).
+column (`train/label.npy`, `train/histHighRatedMovieIds.npy`, ...), or the
+Beam build's shards of them (data/sharded.py), read as one.
 
 Written chunk by chunk (`Writer`: rows are appended with plain file writes,
 so a split is never whole in memory and written pages are not held by the
@@ -16,6 +17,7 @@ import tempfile
 
 import numpy as np
 
+from data import sharded
 from data.encoders import FeatureEncoders
 from data.splits import SPLITS, Arrays, Splits
 
@@ -90,6 +92,10 @@ def read(folder: str) -> Splits:
     OSError or ValueError."""
     with open(os.path.join(folder, "encoders.json"), encoding="utf-8") as f:
         encoders = FeatureEncoders.from_json(f.read())
+    if sharded.is_sharded(folder):  # the Beam build's entry: shards by user range, read as one
+        manifest = sharded.read_manifest(folder)
+        parts = {split: sharded.read_split(folder, manifest, split, _load) for split in SPLITS}
+        return Splits(parts["train"], parts["valid"], parts["test"], encoders)
     parts = {}
     for split in SPLITS:
         directory = os.path.join(folder, split)

@@ -5,13 +5,15 @@ Sources read as they are (CSVs through a dataset file, the tutorial's split)
 are read on every run. Built sources (raw MovieLens, Amazon) turn raw files
 into samples once and cache them on disk (`<cache_dir>/built/<key>/`:
 encoders.json + one .npy per split and column, data/cache.py; read
-memory-mapped), keyed by the SHA-256 of the source files and the settings the
+memory-mapped; or shards of them, built by an Apache Beam pipeline with
+`Build("beam")`, data/beam_build.py), keyed by the SHA-256 of the source files and the settings the
 samples depend on (the configuration's whole data group), so a change to
 either rebuilds. A damaged cache entry is rebuilt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,11 +34,27 @@ log = logging.getLogger("din")
 detect = sources.detect
 
 
-def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None, progress: bool = False) -> Splits:
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """How a built source's cache entry is made: `local` (one process, chunk by
+    chunk) or `beam` (an Apache Beam pipeline on `runner`, with Beam's own
+    `pipeline_args`). Either makes the same entry under the same key."""
+
+    engine: str = "local"
+    runner: str = "DirectRunner"
+    pipeline_args: tuple[str, ...] = ()
+
+
+def load_splits(
+    data_dir: str, config: DINConfig, cache_dir: str | None = None, progress: bool = False, build: Build = Build()
+) -> Splits:
     """Encoded train / valid / test splits of any supported folder (a built
-    source's arrays memory-mapped from its cache entry)."""
+    source's arrays memory-mapped from its cache entry, built by `build` when
+    there is none)."""
     source = detect(data_dir, config)
     if not source.built:
+        if build.engine == "beam":
+            source.build_beam(data_dir, config, "", build.runner, build.pipeline_args)  # refuses: nothing to build
         return source.load(data_dir, config, progress)
     folder = os.path.join(cache_dir or default_cache_dir(), "built", build_key(data_dir, config))
     if os.path.isfile(os.path.join(folder, "encoders.json")):
@@ -45,7 +63,10 @@ def load_splits(data_dir: str, config: DINConfig, cache_dir: str | None = None, 
         except (OSError, ValueError, KeyError) as error:
             log.warning("cache entry %s is damaged (%s: %s): rebuilding it", folder, type(error).__name__, error)
             shutil.rmtree(folder, ignore_errors=True)
-    source.build(data_dir, config, folder, progress)
+    if build.engine == "beam":
+        source.build_beam(data_dir, config, folder, build.runner, build.pipeline_args)
+    else:
+        source.build(data_dir, config, folder, progress)
     return cache.read(folder)
 
 

@@ -388,6 +388,16 @@ class Statistics:
                 self.lengths[f.name] = add_histograms(self.lengths.get(f.name), lengths)
         return self
 
+    def merge(self, other: "Statistics") -> "Statistics":
+        """Adds another chunk's statistics (numeric values after this one's: merge in row order)."""
+        for name, counts in other.counts.items():
+            self.counts[name] = add_counts(self.counts.get(name), counts)
+        for name, lengths in other.lengths.items():
+            self.lengths[name] = add_histograms(self.lengths.get(name), lengths)
+        for name, values in other.values.items():
+            self.values[name].extend(values)
+        return self
+
     def fit(
         self, attention_groups: Sequence[AttentionGroup], min_count: int, share_embeddings: bool = False, max_len: int = 0
     ) -> "FeatureEncoders":

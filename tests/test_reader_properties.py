@@ -201,7 +201,7 @@ def test_ratings_read_in_blocks_read_as_the_whole_file(tmp_path_factory, which, 
     path.write_bytes(damage(content, how, position, noise))
     outcomes = []
     for read in (lambda: grouplens._checked_ratings(grouplens._read_table(str(path), *args)),
-                 lambda: grouplens._read_ratings(str(path), *args, block_bytes=block_bytes)):
+                 lambda: grouplens._read_ratings(str(folder), block_bytes=block_bytes)):
         try:
             outcomes.append(read())
         except DataError as error:

@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from core.config import DINConfig
+from core.errors import DataError
 from data import cache
 from data.splits import Splits
 
@@ -41,6 +42,10 @@ class Source(Protocol):
     def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
         """Writes the encoded splits as a cache entry into `folder` (built sources)."""
 
+    def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
+        """Writes the same cache entry as `build`, sharded, with an Apache Beam
+        pipeline (a DataError where the source has no Beam build)."""
+
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, Columns]:
         """Raw (unencoded) columns: 'train' and 'test' always, 'valid' where the
         source splits it off before encoding."""
@@ -61,6 +66,10 @@ class SourceBase:
 
     def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
         cache.write(folder, self.load(data_dir, config, progress))
+
+    def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
+        raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "
+                        "build covers raw MovieLens in the sequential protocol")
 
     def titles(self, data_dir: str) -> dict[str, str]:
         return {}

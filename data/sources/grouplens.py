@@ -232,10 +232,58 @@ def _blocks(f, first_line: int, block_bytes: int):
         yield rest, first_line
 
 
-def _read_ratings(
-    path: str, columns: dict[str, str], separator: str, encoding: str, header: bool, block_bytes: int = BLOCK_BYTES,
-    progress: bool = False,
-) -> pd.DataFrame:
+@dataclasses.dataclass
+class RatingsFile:
+    """Where a ratings file's data rows start and how they are parsed: one reader
+    for the whole-file build (`_read_ratings`) and the Beam build's byte ranges."""
+
+    path: str
+    columns: dict[str, str]
+    separator: str
+    encoding: str
+    file_names: list[str] | None  # the header's column names (None: no header)
+    data_start: int  # byte offset of the line after the header
+    first_line: int  # that line's number
+
+    @classmethod
+    def open(cls, path: str, columns: dict[str, str], separator: str, encoding: str, header: bool) -> "RatingsFile | None":
+        """The file's layout; None for a quoted header (read whole, as movies are)."""
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: no such file")
+        with open(path, "rb") as f:
+            line, file_names = 1, None
+            if header:  # the first non-blank line names the columns
+                while (raw := f.readline()) and not _decode(raw, path, encoding, line).strip():
+                    line += 1
+                if not raw:
+                    raise DataError(f"{path}: empty file")
+                if b'"' in raw:  # a quoted header may run over lines
+                    return None
+                names = pd.read_csv(io.StringIO(_decode(raw, path, encoding, line)), sep=separator, nrows=0).columns
+                file_names = [str(name).strip() for name in names]
+                _parse(",".join(file_names) + "\n", path, columns, ",", True)  # the missing-column check
+                line += 1
+            return cls(path, columns, separator, encoding, file_names, f.tell(), line)
+
+    def parse(self, block: bytes, first_line: int) -> pd.DataFrame:
+        """Whole lines of the file -> user, movie, rating, timestamp (first_line: block's first line number)."""
+        return _ratings_block(block, first_line, self.path, self.columns, self.separator, self.encoding, self.file_names)
+
+
+RATINGS = {  # each format's ratings file: name, columns, separator, encoding, header
+    "ml-1m": ("ratings.dat", ML1M_RATINGS, "::", "latin-1", False),
+    "csv": ("ratings.csv", CSV_RATINGS, ",", "utf-8", True),
+}
+
+
+def ratings_file(folder: str) -> tuple[RatingsFile | None, str]:
+    """The folder's ratings file (None: a quoted header, read whole) and its path."""
+    name, columns, separator, encoding, header = RATINGS[detect_format(folder)]
+    path = os.path.join(folder, name)
+    return RatingsFile.open(path, columns, separator, encoding, header), path
+
+
+def _read_ratings(folder: str, block_bytes: int = BLOCK_BYTES, progress: bool = False) -> pd.DataFrame:
     """The ratings file, BLOCK_BYTES at a time: memory holds one block's text,
     never the file's, and the ratings as four numeric columns (32 bytes a
     rating). Each block is parsed straight to numbers by pandas' C parser; a
@@ -243,30 +291,21 @@ def _read_ratings(
     count) is parsed again by _parse and checked value by value, which names
     the file, line and column of the first bad value: rows read exactly as
     _read_table + _checked_ratings read them."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    parts, file_names = [], None
+    layout, path = ratings_file(folder)
+    if layout is None:
+        _, columns, separator, encoding, header = RATINGS[detect_format(folder)]
+        return _checked_ratings(_read_table(path, columns, separator, encoding, header))
+    parts = []
     with open(path, "rb") as f:
-        line = 1
-        if header:  # the first non-blank line names the columns
-            while (raw := f.readline()) and not _decode(raw, path, encoding, line).strip():
-                line += 1
-            if not raw:
-                raise DataError(f"{path}: empty file")
-            if b'"' in raw:  # a quoted header may run over lines: read the file whole, as movies are
-                return _checked_ratings(_read_table(path, columns, separator, encoding, header))
-            names = pd.read_csv(io.StringIO(_decode(raw, path, encoding, line)), sep=separator, nrows=0).columns
-            file_names = [str(name).strip() for name in names]
-            _parse(",".join(file_names) + "\n", path, columns, ",", True)  # the missing-column check
-            line += 1
+        f.seek(layout.data_start)
         with tqdm(total=os.path.getsize(path), initial=f.tell(), desc=f"reading {os.path.basename(path)}", unit="B",
                   unit_scale=True, leave=False, disable=not progress) as bar:
-            for block, first_line in _blocks(f, line, block_bytes):
-                parts.append(_ratings_block(block, first_line, path, columns, separator, encoding, file_names))
+            for block, first_line in _blocks(f, layout.first_line, block_bytes):
+                parts.append(layout.parse(block, first_line))
                 bar.update(len(block))
     ratings = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if ratings.empty:
-        raise DataError(f"{path}: no data rows" if header else f"{path}: empty file")
+        raise DataError(f"{path}: no data rows" if layout.file_names else f"{path}: empty file")
     return ratings
 
 
@@ -316,28 +355,40 @@ def _movies(frame: pd.DataFrame) -> pd.DataFrame:
 def read_raw(folder: str, progress: bool = False) -> RawMovieLens:
     """Reads a raw GroupLens folder (format detected from its files); progress:
     a bar over the ratings file's bytes."""
-    kind = detect_format(folder)
+    ratings = _ratings(_read_ratings(folder, progress=progress))
+    return with_tables(folder, ratings)
+
+
+def with_tables(folder: str, ratings: pd.DataFrame) -> RawMovieLens:
+    """Ratings (of all users or of some) with the folder's movies (and ml-1m's users)."""
+    movies, users = read_tables(folder)
+    if users is not None:
+        check_users(ratings, users, folder)
+    return RawMovieLens(ratings, movies, users, detect_format(folder), folder)
+
+
+def read_tables(folder: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The folder's movies and (ml-1m) users tables."""
     path = lambda name: os.path.join(folder, name)  # noqa: E731
-    if kind == "ml-1m":
-        ratings = _ratings(_read_ratings(path("ratings.dat"), ML1M_RATINGS, "::", "latin-1", False, progress=progress))
-        movies = _movies(_read_table(path("movies.dat"), ML1M_MOVIES, "::", "latin-1", False))
-        users_frame = _read_table(path("users.dat"), ML1M_USERS, "::", "latin-1", False)
-        users = pd.DataFrame({
-            "user": _integers(users_frame, "user"),
-            "gender": users_frame["gender"].to_numpy(),
-            "age": _numbers(users_frame, "age"),
-            "occupation": users_frame["occupation"].to_numpy(),
-            "zip": users_frame["zip"].to_numpy(),
-        })
-        duplicated = np.flatnonzero(users["user"].duplicated().to_numpy())
-        if len(duplicated):
-            i = int(duplicated[0])
-            raise DataError(f"{_where(users_frame, i)}: user {users['user'][i]} listed twice")
-        unknown = ~ratings["user"].isin(users["user"])
-        if unknown.any():
-            raise DataError(f"{path('ratings.dat')}: user {int(ratings['user'][unknown].iloc[0])} is not in users.dat")
-        return RawMovieLens(ratings, movies, users, kind, folder)
-    if kind == "csv":
-        ratings = _ratings(_read_ratings(path("ratings.csv"), CSV_RATINGS, ",", "utf-8", True, progress=progress))
-        movies = _movies(_read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True))
-        return RawMovieLens(ratings, movies, None, kind, folder)
+    if detect_format(folder) == "csv":
+        return _movies(_read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True)), None
+    movies = _movies(_read_table(path("movies.dat"), ML1M_MOVIES, "::", "latin-1", False))
+    users_frame = _read_table(path("users.dat"), ML1M_USERS, "::", "latin-1", False)
+    users = pd.DataFrame({
+        "user": _integers(users_frame, "user"),
+        "gender": users_frame["gender"].to_numpy(),
+        "age": _numbers(users_frame, "age"),
+        "occupation": users_frame["occupation"].to_numpy(),
+        "zip": users_frame["zip"].to_numpy(),
+    })
+    duplicated = np.flatnonzero(users["user"].duplicated().to_numpy())
+    if len(duplicated):
+        i = int(duplicated[0])
+        raise DataError(f"{_where(users_frame, i)}: user {users['user'][i]} listed twice")
+    return movies, users
+
+
+def check_users(ratings: pd.DataFrame, users: pd.DataFrame, folder: str) -> None:
+    unknown = ~ratings["user"].isin(users["user"])
+    if unknown.any():
+        raise DataError(f"{os.path.join(folder, 'ratings.dat')}: user {int(ratings['user'][unknown].iloc[0])} is not in users.dat")

@@ -1,0 +1,56 @@
+"""Build a raw dataset's cache entry without training: the job a cluster runs
+apart from training (the Beam build on Flink, Spark or Dataflow), or a local
+build ahead of time.
+
+    python build.py --data DIR [--cache-dir DIR] [data flags] [--build beam --runner RUNNER [Beam options]]
+
+The entry lands under --cache-dir at the key train.py computes from the same
+files and data flags, so `python train.py --data DIR --cache-dir DIR ...`
+then reads it without building.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from core.config import DINConfig
+from core.errors import UserError
+from core.flags import add_build_flags, add_config_flags, build_options, given
+from data.datasets import build_key, detect, load_splits
+from data.download import default_cache_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 built (or already there), 2 a user's mistake (one line on stderr)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="a raw dataset folder (raw MovieLens, Amazon reviews + meta)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where built datasets live (default: $DIN_CACHE_DIR or ~/.cache/din-jax)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_build_flags(parser)
+    add_config_flags(parser, only=("data",))
+    args, extra = parser.parse_known_args(argv)
+    build = build_options(parser, args, extra)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("din").setLevel(logging.INFO)
+    try:
+        config = DINConfig(**given(args))
+        source = detect(args.data, config)
+        if not source.built:
+            raise UserError(f"--data {args.data}: {source.name} data are read as they are on every run: nothing to build")
+        folder = os.path.join(args.cache_dir or default_cache_dir(), "built", build_key(args.data, config))
+        existed = os.path.isfile(os.path.join(folder, "encoders.json"))
+        splits = load_splits(args.data, config, args.cache_dir, progress=not args.no_progress, build=build)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    rows = ", ".join(f"{split} {len(getattr(splits, split)['label']):,}" for split in ("train", "valid", "test"))
+    print(f"{'already built' if existed else f'built ({build.engine})'}: {folder}: {rows} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

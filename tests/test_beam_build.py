@@ -1,0 +1,167 @@
+"""The Beam build (data/beam_build.py, DirectRunner) makes exactly the local
+build's cache entry: the same encoders.json and every split's arrays bit for
+bit, in the same order, from several byte ranges and several user-range
+shards, in-process and on two worker processes; training reads the sharded
+entry as one split; a failed pipeline leaves no entry; bad input is one line."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import sample_dir
+from core.config import DINConfig
+from core.errors import DataError
+from data import cache
+from data.beam_build import build as beam_build
+from data.datasets import Build, load_splits
+from data.sharded import MANIFEST, ShardedColumn
+from data.sources.movielens import MovieLens
+from data.splits import SPLITS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = DINConfig(protocol="sequential", max_hist=6)
+MULTI_PROCESS = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+# Small ranges and shards, so that even a small folder is cut into several of each.
+SMALL = dict(shard_ratings=4000, range_bytes=64 << 10)
+
+
+def assert_same_entry(local: str, beam: str) -> None:
+    assert pathlib.Path(local, "encoders.json").read_text() == pathlib.Path(beam, "encoders.json").read_text()
+    a, b = cache.read(local), cache.read(beam)
+    for split in SPLITS:
+        mine, theirs = getattr(a, split), getattr(b, split)
+        assert sorted(mine) == sorted(theirs)
+        for name, values in mine.items():
+            assert isinstance(theirs[name], ShardedColumn)
+            joined = np.asarray(theirs[name])
+            assert joined.dtype == values.dtype, (split, name)
+            np.testing.assert_array_equal(joined, values, err_msg=f"{split}/{name}")
+
+
+def build_both(data_dir: str, tmp_path, pipeline_args=()) -> tuple[str, str]:
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    MovieLens().build(data_dir, CONFIG, local)
+    beam_build(data_dir, CONFIG, beam, pipeline_args=pipeline_args, **SMALL)
+    return local, beam
+
+
+def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path):
+    local, beam = build_both(ml1m_dir, tmp_path)
+    manifest = cache.read(beam)
+    assert len(manifest.train["label"].parts) > 3  # several shards, each a user range
+    assert_same_entry(local, beam)
+
+
+def test_ml_latest_small_builds_the_same_entry_on_two_worker_processes(tmp_path):
+    local, beam = build_both(sample_dir("ml-latest-small"), tmp_path, MULTI_PROCESS)
+    assert len(cache.read(beam).train["label"].parts) > 3
+    assert_same_entry(local, beam)
+
+
+def test_a_sharded_column_gathers_rows_like_one_array():
+    rng = np.random.default_rng(0)
+    whole = rng.integers(0, 100, (50, 3))
+    column = ShardedColumn([whole[:7], whole[7:7], whole[7:31], whole[31:]])
+    assert len(column) == 50 and column.shape == (50, 3) and column.nbytes == whole.nbytes
+    rows = rng.integers(0, 50, (4, 6))  # a block [K, B] of batches
+    np.testing.assert_array_equal(column[rows], whole[rows])
+    np.testing.assert_array_equal(column[5:40:3], whole[5:40:3])
+    np.testing.assert_array_equal(column[-1], whole[-1])
+    np.testing.assert_array_equal(np.asarray(column), whole)
+    with pytest.raises(IndexError):
+        column[np.asarray([50])]
+
+
+def test_training_reads_the_sharded_entry_as_the_local_one(ml1m_dir, tmp_path):
+    """load_splits with Build('beam') builds once, under the local build's cache
+    key, and then reads the entry; an epoch of batches is the same."""
+    from data.batches import iterate_batches
+
+    local = load_splits(ml1m_dir, CONFIG, str(tmp_path / "a"))
+    sharded = load_splits(ml1m_dir, CONFIG, str(tmp_path / "b"), build=Build("beam"))
+    built = os.listdir(tmp_path / "b" / "built")
+    assert built == os.listdir(tmp_path / "a" / "built")  # one cache key, whichever engine built it
+    assert os.path.isfile(tmp_path / "b" / "built" / built[0] / MANIFEST)
+    for mine, theirs in zip(iterate_batches(local.train, 64, 0, 1), iterate_batches(sharded.train, 64, 0, 1)):
+        for name in mine:
+            np.testing.assert_array_equal(theirs[name], mine[name])
+
+
+def test_a_failing_pipeline_leaves_no_entry(ml1m_dir, tmp_path, monkeypatch):
+    from data import beam_build
+
+    def fail(self, element, encoders):
+        raise RuntimeError("disk full")
+        yield
+
+    monkeypatch.setattr(beam_build.WriteShard, "process", fail)
+    folder = tmp_path / "cache" / "entry"
+    with pytest.raises(Exception, match="disk full"):
+        beam_build.build(ml1m_dir, CONFIG, str(folder), **SMALL)
+    assert not folder.exists() and os.listdir(folder.parent) == []  # no entry, no half-written folder
+
+
+# A child process builds with a WriteShard whose worker dies mid-write; the class
+# lives in the child's __main__, so Beam ships it by value to its worker processes.
+KILLED_WORKER = """
+import os, sys
+from core.config import DINConfig
+from data import beam_build
+
+class Dies(beam_build.WriteShard):
+    def process(self, element, encoders):
+        yield from super().process(element, encoders)
+        os._exit(1)  # the worker process dies after writing one shard
+
+beam_build.WriteShard = Dies
+beam_build.build(sys.argv[1], DINConfig(protocol="sequential", max_hist=6), sys.argv[2], shard_ratings=4000,
+                 pipeline_args=sys.argv[3:])
+"""
+
+
+def test_a_killed_worker_leaves_no_entry(tmp_path):
+    """A worker process that dies while writing shards fails the pipeline;
+    nothing is left where a later run would look."""
+    folder = tmp_path / "cache" / "entry"
+    argv = [sys.executable, "-c", KILLED_WORKER, sample_dir("ml-latest-small"), str(folder), *MULTI_PROCESS]
+    result = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert not folder.exists() and list(folder.parent.iterdir()) == []
+
+
+def test_a_bad_line_is_one_line_naming_file_and_line(tmp_path):
+    lines = ["userId,movieId,rating,timestamp"] + [f"{u},{m},4.0,{1000 + m}" for u in range(1, 40) for m in range(1, 30)]
+    lines[700] = "12,5,four,1005"
+    (tmp_path / "ratings.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{m},M{m},Drama\n" for m in range(1, 30)))
+    with pytest.raises(DataError) as error:
+        beam_build(str(tmp_path), CONFIG, str(tmp_path / "entry"), range_bytes=2048)
+    message = str(error.value)
+    assert "\n" not in message and f"{tmp_path / 'ratings.csv'}" in message and "line 701" in message, message
+
+
+def test_build_command_builds_once_where_training_reads(csv_release_dir, tmp_path, capsys):
+    """build.py --build beam writes the entry train.py's key names; a second
+    build (local or beam) finds it; flags the build does not take are refused."""
+    import build
+
+    cache_dir = str(tmp_path / "cache")
+    argv = ["--data", csv_release_dir, "--cache-dir", cache_dir, "--max-hist", "6", "--no-progress"]
+    assert build.main([*argv, "--build", "beam"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("built (beam): ") and "train " in first
+    assert build.main(argv) == 0
+    assert capsys.readouterr().out.startswith("already built: " + first.split(": ")[1])
+    splits = load_splits(csv_release_dir, CONFIG, cache_dir)
+    assert isinstance(splits.train["label"], ShardedColumn)
+    with pytest.raises(SystemExit) as refused:
+        build.main([*argv, "--direct_num_workers=2"])
+    assert refused.value.code == 2
+    assert "go with --build beam" in capsys.readouterr().err
