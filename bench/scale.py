@@ -1,6 +1,7 @@
 """How the build, a training epoch and an evaluation scale with the ratings.
 
     python bench/scale.py --source ../shared/data/ml-latest-small [--sizes 1M,5M,20M] [--folder DIR] [--json FILE]
+                          [--build local,beam] [--phases build,train,speed]
 
 For each size it writes, once, a raw MovieLens CSV release of about that many
 ratings into DIR by tiling the source's ratings.csv with fresh user ids
@@ -8,7 +9,9 @@ ratings into DIR by tiling the source's ratings.csv with fresh user ids
 that process's peak RSS):
   build  the sequential protocol's samples (history 50) from the raw files into
          an empty cache (data.datasets.load_splits): seconds, peak RSS, rows,
-         the encoded arrays' size;
+         the encoded arrays' size; with --build local,beam also the Beam
+         pipeline (DirectRunner, --beam-workers processes) into an empty
+         cache, its stages' worker-seconds and bytes handed on, and the ratio;
   train  one JAX epoch at B = 1024 from that cache (the input path the run
          picks by size: device-resident or streamed, say `input`), its first
          block (compilation) untimed: samples/s, peak RSS; then one evaluation of
@@ -39,13 +42,19 @@ sys.path.insert(0, ROOT)
 BUILD = """
 import json, os, time
 from core.config import DINConfig
-from data.datasets import load_splits
+from data.datasets import build_key, load_splits
+config, stages = DINConfig(), {{}}
 start = time.perf_counter()
-splits = load_splits({folder!r}, DINConfig(), cache_dir={cache!r})
+if {engine!r} == "beam":  # the Beam pipeline on the DirectRunner, its workers in processes of their own
+    from data import beam_build
+    folder = os.path.join({cache!r}, "built", build_key({folder!r}, config))
+    stages = beam_build.build({folder!r}, config, folder, "DirectRunner",
+                              ("--direct_num_workers={workers}", "--direct_running_mode=multi_processing"))
+splits = load_splits({folder!r}, config, cache_dir={cache!r})
 seconds = time.perf_counter() - start
 arrays = [a for s in ("train", "valid", "test") for a in getattr(splits, s).values()]
 print(json.dumps({{"build_s": seconds, "rows": {{s: len(getattr(splits, s)["label"]) for s in ("train", "valid", "test")}},
-                  "arrays_gb": sum(a.nbytes for a in arrays) / 2**30}}))
+                  "arrays_gb": sum(a.nbytes for a in arrays) / 2**30, "stages": stages}}))
 """
 
 TRAIN = """
@@ -150,6 +159,8 @@ def main() -> None:
     parser.add_argument("--phases", default="build,train,speed")
     parser.add_argument("--repeats", type=int, default=5, help="speed phase: segments timed per size")
     parser.add_argument("--input", default="auto", choices=("auto", "device", "stream"), help="JAX's input path (--input)")
+    parser.add_argument("--build", default="local", help="build phase: local, beam or local,beam (side by side)")
+    parser.add_argument("--beam-workers", type=int, default=2, help="--build beam: DirectRunner worker processes")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.source, "ratings.csv")):
@@ -163,12 +174,22 @@ def main() -> None:
         print(f"{size}: {row['ratings']:,} ratings in {folder} ({time.perf_counter() - start:.0f} s)", flush=True)
         cache = os.path.join(folder, "cache")
         if "build" in args.phases:
-            shutil.rmtree(cache, ignore_errors=True)
-            build = child(BUILD.format(folder=folder, cache=cache))
-            row |= {"build_s": build["build_s"], "build_peak_rss_gb": build["peak_rss_gb"], "rows": build["rows"],
-                    "arrays_gb": build["arrays_gb"]}
-            print(f"  build {build['build_s']:.1f} s, peak RSS {build['peak_rss_gb']:.2f} GB, arrays "
-                  f"{build['arrays_gb']:.2f} GB, rows {build['rows']}", flush=True)
+            for engine in args.build.split(","):  # the last engine's entry stays for the train phase
+                shutil.rmtree(cache, ignore_errors=True)
+                build = child(BUILD.format(folder=folder, cache=cache, engine=engine, workers=args.beam_workers))
+                key = "" if engine == "local" else f"_{engine}"
+                row |= {f"build{key}_s": build["build_s"], f"build{key}_peak_rss_gb": build["peak_rss_gb"],
+                        "rows": build["rows"], "arrays_gb": build["arrays_gb"]}
+                if build["stages"]:
+                    row[f"build{key}_stages"] = build["stages"]
+                print(f"  build ({engine}) {build['build_s']:.1f} s, peak RSS {build['peak_rss_gb']:.2f} GB (largest "
+                      f"process), arrays {build['arrays_gb']:.2f} GB, rows {build['rows']}", flush=True)
+                for stage, figures in build["stages"].items():
+                    print(f"    {stage}: {figures.get('calls', 0)} calls, {figures.get('seconds', 0):.1f} worker-s, "
+                          f"{figures.get('bytes', 0) / 2**20:,.0f} MB handed on", flush=True)
+            if "build_beam_s" in row and "build_s" in row:
+                row["beam_over_local_s"] = row["build_beam_s"] / row["build_s"]
+                print(f"  beam / local build time: {row['beam_over_local_s']:.2f}", flush=True)
         if "train" in args.phases:
             train = child(TRAIN.format(folder=folder, cache=cache, input=args.input))
             row |= {key: train[key] for key in ("train_samples_per_s", "epoch_s", "input", "eval_s", "valid_auc", "valid_gauc")}

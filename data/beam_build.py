@@ -7,9 +7,11 @@ arrays bit for bit.
               worker with the local reader's parser (grouplens.RatingsFile)
   shards      user ranges of about `shard_ratings` ratings, from the summed
               ratings per user (the same cut rule as sequential.user_chunks)
-  samples     each shard's ratings grouped by user range (one shuffle), then
+  samples     each shard's ratings gathered by user range (spilled to files,
+              their names grouped by shard), then
               the local build's own per-chunk code: duplicates dropped,
               sorted by (user, timestamp, movie), sequential.samples, the split
+              (made twice, as the local build makes them: to fit, to encode)
   encoders    fitted on the summed statistics of every shard's training
               rows (encoders.Statistics, merged in shard order)
   write       each shard encoded and written as `.npy` columns
@@ -17,8 +19,12 @@ arrays bit for bit.
 
 The entry is built in a temporary folder beside its place and renamed into
 place whole; a pipeline that fails leaves nothing a later run would read.
-No step holds more than one shard of ratings or samples; the per-user
-ratings counts and the encoders' statistics are the only global state.
+No process holds more than one shard of ratings or samples: the ratings
+reach their shard's worker as files in the build's folder (the runner's
+shuffle moves only their names; the DirectRunner would otherwise hold every
+rating in its own process), so that folder must be one every worker sees (a
+local disk for the DirectRunner, a shared filesystem on a cluster). The
+per-user ratings counts and the encoders' statistics are the only global state.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -59,6 +66,27 @@ beam, PipelineOptions = _import_beam()
 RANGE_BYTES = 4 << 20  # each worker parses this many bytes of the ratings file at a time
 
 
+class Stage:
+    """Times a stage's work into Beam metrics: `<stage>_ms` (a distribution over
+    its calls) and `<stage>_bytes` (what it hands on), per-stage figures the
+    runner sums over workers (`build(..., metrics=True)` returns them)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.ms = beam.metrics.Metrics.distribution("din", f"{name}_ms")
+        self.bytes = beam.metrics.Metrics.counter("din", f"{name}_bytes")
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *error):
+        self.ms.update(int(1000 * (time.perf_counter() - self.start)))
+
+    def handed_on(self, columns) -> None:
+        self.bytes.inc(int(sum(np.asarray(v).nbytes for v in columns.values())))
+
+
 def byte_ranges(start: int, size: int, range_bytes: int) -> list[tuple[int, int, int]]:
     """(index, first byte, end byte) of the data after the header; a range owns
     the lines that START inside it."""
@@ -68,6 +96,13 @@ def byte_ranges(start: int, size: int, range_bytes: int) -> list[tuple[int, int,
 
 def read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """The ratings of one byte range, plus `position` (their line order in the file)."""
+    with Stage("parse") as stage:
+        columns = _read_range(layout, item)
+        stage.handed_on(columns)
+    return columns
+
+
+def _read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> dict[str, np.ndarray]:
     index, start, end = item
     with open(layout.path, "rb") as f:
         f.seek(start)
@@ -122,12 +157,20 @@ def shard_starts(counts: pd.Series, shard_ratings: int) -> np.ndarray:
     return users[firsts[firsts < len(users)]]
 
 
-def by_shard(columns: dict[str, np.ndarray], starts: np.ndarray):
-    """(shard, the range's ratings of that shard's users) for each shard the range touches."""
+def spill_by_shard(columns: dict[str, np.ndarray], starts: np.ndarray, spill: str):
+    """Writes the range's ratings of each shard it touches to spill/<shard>/<range>.npz
+    and yields (shard, that file): the ratings cross to their shard's worker
+    through the build's folder, the shuffle carries only file names. (A runner's
+    shuffle would hold them all in memory on the DirectRunner.)"""
     shard = np.searchsorted(starts, columns["user"], side="right") - 1
+    first = int(columns["position"][0] >> 32) if len(shard) else 0  # the range's index
     for k in np.unique(shard):
         here = shard == k
-        yield int(k), {name: values[here] for name, values in columns.items()}
+        folder = os.path.join(spill, f"{int(k):05d}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{first:06d}.npz")
+        np.savez(path, **{name: values[here] for name, values in columns.items()})
+        yield int(k), path
 
 
 class ShardSamples(beam.DoFn):
@@ -140,7 +183,15 @@ class ShardSamples(beam.DoFn):
         self.tables = grouplens.read_tables(self.folder)
 
     def process(self, element):
-        shard, parts = element
+        with Stage("samples") as stage:
+            shard, splits = self._samples(element)
+            for columns in splits.values():
+                stage.handed_on(columns)
+        yield shard, splits
+
+    def _samples(self, element):
+        shard, paths = element
+        parts = [dict(np.load(path)) for path in paths]
         columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
         order = np.argsort(columns.pop("position"), kind="stable")  # file line order, as the local read has it
         ratings = grouplens._ratings(pd.DataFrame({name: values[order] for name, values in columns.items()}))
@@ -149,12 +200,25 @@ class ShardSamples(beam.DoFn):
             grouplens.check_users(ratings, users, self.folder)
         raw = grouplens.RawMovieLens(ratings, movies, users, grouplens.detect_format(self.folder), self.folder)
         samples = sequential.samples(raw, sequential.sorted_ratings(raw), self.config.max_hist)
-        yield shard, sequential.split_samples_of(raw, samples, self.config)
+        return shard, sequential.split_samples_of(raw, samples, self.config)
+
+
+class ShardStatistics(ShardSamples):
+    """A shard's ratings -> the encoders' statistics of its training samples
+    (what crosses to the next stage is counts and histograms, not samples)."""
+
+    def __init__(self, folder: str, config: DINConfig, specs):
+        super().__init__(folder, config)
+        self.specs = specs
+
+    def process(self, element):
+        for shard, splits in super().process(element):
+            yield shard, Statistics(self.specs).add(splits["train"])
 
 
 class MergeStatistics(beam.CombineFn):
-    """The encoders' statistics of every shard's training rows, merged in shard
-    order (numeric values keep the local build's row order)."""
+    """The shards' statistics merged in shard order (numeric values keep the
+    local build's row order)."""
 
     def __init__(self, specs):
         self.specs = specs
@@ -163,8 +227,7 @@ class MergeStatistics(beam.CombineFn):
         return []
 
     def add_input(self, parts, element):
-        shard, splits = element
-        return parts + [(shard, Statistics(self.specs).add(splits["train"]))]
+        return parts + [element]
 
     def merge_accumulators(self, accumulators):
         return [part for parts in accumulators for part in parts]
@@ -176,25 +239,34 @@ class MergeStatistics(beam.CombineFn):
         return total
 
 
-class WriteShard(beam.DoFn):
-    """Encodes one shard's splits and writes their columns under work/shards/<k>/."""
+class WriteShard(ShardSamples):
+    """A shard's ratings -> its samples, encoded and written as columns under
+    work/shards/<k>/ (one step: a runner would hold samples handed between steps)."""
 
-    def __init__(self, work: str):
+    def __init__(self, folder: str, config: DINConfig, work: str):
+        super().__init__(folder, config)
         self.work = work
 
     def process(self, element, encoders):
+        for samples in super().process(element):
+            with Stage("write") as stage:
+                written = self._write(samples, encoders, stage)
+            yield written
+
+    def _write(self, element, encoders, stage):
         shard, splits = element
         name = f"{shard:05d}"
         rows, columns = {}, {}
         for split in SPLITS:
             arrays = encode(splits[split], encoders)
+            stage.handed_on(arrays)
             folder = os.path.join(self.work, "shards", name, split)
             os.makedirs(folder, exist_ok=True)
             for column, values in arrays.items():
                 values = np.ascontiguousarray(values.astype(str) if values.dtype == object else values)
                 np.save(os.path.join(folder, f"{column}.npy"), values)
             rows[split], columns[split] = len(arrays["label"]), sorted(arrays)
-        yield name, rows, columns
+        return name, rows, columns
 
 
 def write_manifest(work: str, encoders, written) -> None:
@@ -217,31 +289,42 @@ def pipeline(p: beam.Pipeline, data_dir: str, config: DINConfig, work: str, shar
     movies, users = grouplens.read_tables(data_dir)  # checked once here, before any worker starts
     specs = sequential.features(grouplens.RawMovieLens(pd.DataFrame(), movies, users, grouplens.detect_format(data_dir)))
 
-    ratings = (
+    # The parsed ratings and the samples are never handed between stages whole:
+    # a runner materialises what two consumers read, so each consumer parses its
+    # ranges (cheap) and each pass over the shards makes their samples again,
+    # as the local build does (one pass to fit the encoders, one to encode).
+    # What crosses stages: the ratings once (written to the build's folder by
+    # user range, their file names shuffled), the per-user counts, the
+    # statistics, the encoders, the shards' row counts.
+    ranges = (
         p
         | "ranges" >> beam.Create(byte_ranges(layout.data_start, os.path.getsize(path), range_bytes))
         | "reshuffle ranges" >> beam.Reshuffle()  # spread the ranges over the workers
-        | "parse" >> beam.Map(lambda item: read_range(layout, item))
     )
     starts = (
-        ratings
+        ranges
+        | "parse to count" >> beam.Map(lambda item: read_range(layout, item))
         | "count per user" >> beam.Map(user_counts)
         | "sum counts" >> beam.CombineGlobally(SumCounts())
         | "shard starts" >> beam.Map(shard_starts, shard_ratings)
     )
-    samples = (
-        ratings
-        | "key by shard" >> beam.FlatMap(by_shard, beam.pvalue.AsSingleton(starts))
+    shards = (
+        ranges
+        | "parse" >> beam.Map(lambda item: read_range(layout, item))
+        | "spill by shard" >> beam.FlatMap(spill_by_shard, beam.pvalue.AsSingleton(starts), os.path.join(work, "spill"))
         | "group by shard" >> beam.GroupByKey()
-        | "samples" >> beam.ParDo(ShardSamples(data_dir, config))
     )
     encoders = (
-        samples
+        shards
+        | "statistics per shard" >> beam.ParDo(ShardStatistics(data_dir, config, specs))
         | "statistics" >> beam.CombineGlobally(MergeStatistics(specs))
         | "fit encoders" >> beam.Map(lambda s: s.fit(sequential.ATTENTION_GROUPS, config.min_count,
                                                      config.share_embeddings, config.max_len))
     )
-    written = samples | "write shards" >> beam.ParDo(WriteShard(work), beam.pvalue.AsSingleton(encoders))
+    written = (
+        shards
+        | "samples, encode, write" >> beam.ParDo(WriteShard(data_dir, config, work), beam.pvalue.AsSingleton(encoders))
+    )
     (
         written
         | "collect shards" >> beam.combiners.ToList()
@@ -250,9 +333,10 @@ def pipeline(p: beam.Pipeline, data_dir: str, config: DINConfig, work: str, shar
 
 
 def build(data_dir: str, config: DINConfig, folder: str, runner: str = "DirectRunner", pipeline_args: tuple = (),
-          shard_ratings: int = sequential.CHUNK_RATINGS, range_bytes: int = RANGE_BYTES) -> None:
+          shard_ratings: int = sequential.CHUNK_RATINGS, range_bytes: int = RANGE_BYTES) -> dict:
     """Builds the cache entry `folder` with a Beam pipeline (pipeline_args: Beam's
-    own options, e.g. --direct_num_workers=2 --direct_running_mode=multi_processing)."""
+    own options, e.g. --direct_num_workers=2 --direct_running_mode=multi_processing).
+    Returns the stages' figures: {stage: {calls, seconds, bytes}} (parse, samples, write)."""
     if config.protocol != "sequential":
         raise DataError(f"--build beam builds the sequential protocol; --protocol {config.protocol} builds locally "
                         "(--build local)")
@@ -267,8 +351,12 @@ def build(data_dir: str, config: DINConfig, folder: str, runner: str = "DirectRu
         quiet = [] if any(a.startswith("--default_sdk_harness_log_level") for a in pipeline_args) else \
             ["--default_sdk_harness_log_level=WARNING"]
         options = PipelineOptions([f"--runner={runner}", *quiet, *pipeline_args])
-        with beam.Pipeline(options=options) as p:
-            pipeline(p, data_dir, config, work, shard_ratings, range_bytes)
+        p = beam.Pipeline(options=options)
+        pipeline(p, data_dir, config, work, shard_ratings, range_bytes)
+        result = p.run()
+        result.wait_until_finish()
+        figures = stage_figures(result)
+        shutil.rmtree(os.path.join(work, "spill"))
         with open(os.path.join(work, MANIFEST), encoding="utf-8") as f:
             manifest = json.load(f)
         if not sum(rows["train"] for rows in manifest["rows"].values()):
@@ -284,6 +372,24 @@ def build(data_dir: str, config: DINConfig, folder: str, runner: str = "DirectRu
     finally:
         beam_log.setLevel(level)
         shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def stage_figures(result) -> dict:
+    """{stage: {calls, seconds, bytes}} from the pipeline's `din` metrics (where the runner reports them)."""
+    figures: dict[str, dict] = {}
+    metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("din"))
+    for kind, entries in (("distributions", metrics["distributions"]), ("counters", metrics["counters"])):
+        for entry in entries:
+            stage, unit = entry.key.metric.name.rsplit("_", 1)
+            value = entry.committed if entry.committed is not None else entry.attempted
+            row = figures.setdefault(stage, {"calls": 0, "seconds": 0.0, "bytes": 0})  # summed over passes
+            if kind == "distributions":
+                row["calls"] += value.count
+                row["seconds"] += value.sum / 1000
+            else:
+                row["bytes"] += value
+    return figures
 
 
 def data_error(error: Exception) -> Exception:

@@ -43,7 +43,11 @@ class ShardedColumn:
 
     def __getitem__(self, rows):
         """Rows by an integer array of any shape (a batch [B] or a block [K, B]),
-        a slice or one integer."""
+        a slice or one integer; a tuple indexes the rows, then the rest of each row."""
+        if isinstance(rows, tuple):
+            first, rest = (rows[0] if rows else slice(None)), rows[1:]
+            out = self[first]
+            return out[rest] if isinstance(first, (int, np.integer)) else out[(slice(None), *rest)]
         if isinstance(rows, (int, np.integer)):
             return self[np.asarray([rows])][0]
         if isinstance(rows, slice):

@@ -58,6 +58,7 @@ def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path):
     assert_same_entry(local, beam)
 
 
+@pytest.mark.slow  # two worker processes
 def test_ml_latest_small_builds_the_same_entry_on_two_worker_processes(tmp_path):
     local, beam = build_both(sample_dir("ml-latest-small"), tmp_path, MULTI_PROCESS)
     assert len(cache.read(beam).train["label"].parts) > 3
@@ -73,6 +74,8 @@ def test_a_sharded_column_gathers_rows_like_one_array():
     np.testing.assert_array_equal(column[rows], whole[rows])
     np.testing.assert_array_equal(column[5:40:3], whole[5:40:3])
     np.testing.assert_array_equal(column[-1], whole[-1])
+    np.testing.assert_array_equal(column[(slice(None), slice(1, 3))], whole[:, 1:3])  # a device's shard of a copy
+    np.testing.assert_array_equal(column[(4, 2)], whole[4, 2])
     np.testing.assert_array_equal(np.asarray(column), whole)
     with pytest.raises(IndexError):
         column[np.asarray([50])]
@@ -91,6 +94,25 @@ def test_training_reads_the_sharded_entry_as_the_local_one(ml1m_dir, tmp_path):
     for mine, theirs in zip(iterate_batches(local.train, 64, 0, 1), iterate_batches(sharded.train, 64, 0, 1)):
         for name in mine:
             np.testing.assert_array_equal(theirs[name], mine[name])
+
+
+def test_jax_trains_the_same_bits_from_either_entry(ml1m_dir, tmp_path):
+    """Device-resident and streamed input over the shards give the weights of the local entry."""
+    from data.batches import epoch_batches
+    from training.backend import make_backend
+
+    local = load_splits(ml1m_dir, CONFIG, str(tmp_path / "a"))
+    sharded = load_splits(ml1m_dir, CONFIG, str(tmp_path / "b"), build=Build("beam"))
+    batches = epoch_batches(len(local.train["label"]), 128, 0, 1)[:6]
+    weights = []
+    for splits, mode in ((local, "device"), (sharded, "device"), (sharded, "stream")):
+        config = CONFIG.replace(batch_size=128, input=mode, steps_per_call=3)
+        backend = make_backend("jax", splits.encoders.schema(), config)
+        backend.train_batches(splits.train, batches, lambda n: None)
+        weights.append(backend.weights())
+    for other in weights[1:]:
+        for name, value in weights[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
 
 
 def test_a_failing_pipeline_leaves_no_entry(ml1m_dir, tmp_path, monkeypatch):
@@ -125,6 +147,7 @@ beam_build.build(sys.argv[1], DINConfig(protocol="sequential", max_hist=6), sys.
 """
 
 
+@pytest.mark.slow  # a child process and its two workers
 def test_a_killed_worker_leaves_no_entry(tmp_path):
     """A worker process that dies while writing shards fails the pipeline;
     nothing is left where a later run would look."""
