@@ -96,6 +96,7 @@ def test_training_reads_the_sharded_entry_as_the_local_one(ml1m_dir, tmp_path):
             np.testing.assert_array_equal(theirs[name], mine[name])
 
 
+@pytest.mark.slow  # three JAX backends train
 def test_jax_trains_the_same_bits_from_either_entry(ml1m_dir, tmp_path):
     """Device-resident and streamed input over the shards give the weights of the local entry."""
     from data.batches import epoch_batches

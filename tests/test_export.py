@@ -62,6 +62,7 @@ def call_artifact(fmt: str, folder: str, batch: list[np.ndarray]) -> np.ndarray:
     return session.run(None, {i["name"]: x for i, x in zip(manifest["inputs"], batch)})[0]
 
 
+@pytest.mark.slow  # exports the run in all three formats (the ONNX exporter takes seconds)
 def test_manifest_and_encoders(exported, seed_run, live):
     schema = live["torch"].schema
     for fmt, folder in exported.items():
@@ -76,6 +77,7 @@ def test_manifest_and_encoders(exported, seed_run, live):
         "cpu", "cuda", "tpu"}
 
 
+@pytest.mark.slow  # the same three exports
 def test_artifacts_reproduce_the_live_model(exported, inputs, live):
     names = live["torch"].schema.inputs
     worst = {}

@@ -254,7 +254,8 @@ def test_sequential_protocol_on_a_movielens_1m_folder(ml1m_dir, tmp_path):
         assert len(np.unique(getattr(splits, name)[USER])) == 3000
 
 
-@pytest.mark.parametrize("source", ["ml-1m format", "ml-latest-small"])
+# ml-latest-small: 100k real ratings built twice (slow); the synthetic folder runs in the fast tier.
+@pytest.mark.parametrize("source", ["ml-1m format", pytest.param("ml-latest-small", marks=pytest.mark.slow)])
 def test_chunked_build_is_the_whole_build(source, ml1m_dir, tmp_path):
     """A build a few users at a time (memory: one chunk) gives exactly the
     arrays and encoders of one chunk holding every user, and its cache entry
