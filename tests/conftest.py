@@ -61,20 +61,6 @@ SYNTHETIC_USERS = 3000  # the tutorial layout: 2,160 training rows, 240 validati
 collect_ignore = [] if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") else ["multidevice"]
 
 
-# The longest tests (child processes, minutes each) are handed out first, so
-# that the two workers end together: one started last would run on alone.
-LONGEST_FIRST = ("test_parity_float64.py", "test_multidevice.py", "test_resume.py", "test_multihost.py",
-                 "test_csv_dataset.py", "test_parity_cli.py", "test_beam_build.py", "test_fresh_machine.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        name = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: the rest keep their order
-
-
 def data_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("DIN_DATA_DIR", ROOT.parent / "shared" / "data"))
 
