@@ -29,6 +29,7 @@ per-user ratings counts and the encoders' statistics are the only global state.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,8 @@ import pandas as pd
 
 from core.config import DINConfig
 from core.errors import DataError
-from data.encoders import Statistics
+from data import cache
+from data.encoders import Statistics, add_counts
 from data.sharded import MANIFEST
 from data.sources import grouplens, sequential
 from data.splits import SPLITS, encode
@@ -69,7 +71,7 @@ RANGE_BYTES = 4 << 20  # each worker parses this many bytes of the ratings file 
 class Stage:
     """Times a stage's work into Beam metrics: `<stage>_ms` (a distribution over
     its calls) and `<stage>_bytes` (what it hands on), per-stage figures the
-    runner sums over workers (`build(..., metrics=True)` returns them)."""
+    runner sums over workers (`build` returns them)."""
 
     def __init__(self, name: str):
         self.name = name
@@ -133,17 +135,16 @@ class SumCounts(beam.CombineFn):
     """Ratings per user, summed over ranges."""
 
     def create_accumulator(self):
-        return pd.Series(dtype=np.int64)
+        return None  # add_counts' empty total
 
     def add_input(self, total, counts):
-        return total.add(counts, fill_value=0).astype(np.int64)
+        return add_counts(total, counts)
 
     def merge_accumulators(self, totals):
-        totals = list(totals)
-        return pd.concat(totals).groupby(level=0).sum().astype(np.int64) if totals else self.create_accumulator()
+        return functools.reduce(lambda total, counts: total if counts is None else add_counts(total, counts), totals, None)
 
     def extract_output(self, total):
-        return total.sort_index()
+        return pd.Series(dtype=np.int64) if total is None else total.sort_index()
 
 
 def shard_starts(counts: pd.Series, shard_ratings: int) -> np.ndarray:
@@ -263,8 +264,7 @@ class WriteShard(ShardSamples):
             folder = os.path.join(self.work, "shards", name, split)
             os.makedirs(folder, exist_ok=True)
             for column, values in arrays.items():
-                values = np.ascontiguousarray(values.astype(str) if values.dtype == object else values)
-                np.save(os.path.join(folder, f"{column}.npy"), values)
+                np.save(os.path.join(folder, f"{column}.npy"), cache.storable(values))
             rows[split], columns[split] = len(arrays["label"]), sorted(arrays)
         return name, rows, columns
 

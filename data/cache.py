@@ -49,7 +49,7 @@ class Writer:
     def append(self, split: str, arrays: Arrays) -> None:
         """One chunk of a split: the same columns each time, each [n, ...]."""
         for name, values in arrays.items():
-            values = np.ascontiguousarray(values.astype(str) if values.dtype == object else values)
+            values = storable(values)
             key = (split, name)
             if key not in self.files:
                 os.makedirs(os.path.join(self.work, split), exist_ok=True)
@@ -77,6 +77,11 @@ class Writer:
         except OSError:
             if not os.path.isdir(self.folder):  # else another process built the same entry first: keep it
                 raise
+
+
+def storable(values: np.ndarray) -> np.ndarray:
+    """A column as a .npy file holds it: contiguous, strings as fixed-width text (no pickled objects)."""
+    return np.ascontiguousarray(values.astype(str) if values.dtype == object else values)
 
 
 def write(folder: str, splits: Splits) -> None:
