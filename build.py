@@ -1,6 +1,6 @@
-"""Build a raw dataset's cache entry without training: the job a cluster runs
-apart from training (the Beam build on Flink, Spark or Dataflow), or a local
-build ahead of time.
+"""Build a dataset's cache entry without training: the job a cluster runs
+apart from training (the Beam build on Flink, Spark or Dataflow, of raw
+MovieLens or of CSVs through a dataset file), or a local build ahead of time.
 
     python build.py --data DIR [--cache-dir DIR] [data flags] [--build beam --runner RUNNER [Beam options]]
 
@@ -26,7 +26,7 @@ from data.download import default_cache_dir
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 built (or already there), 2 a user's mistake (one line on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="a raw dataset folder (raw MovieLens, Amazon reviews + meta)")
+    parser.add_argument("--data", required=True, help="a dataset folder (raw MovieLens, Amazon reviews + meta; with --build beam, CSVs through a dataset file too)")
     parser.add_argument("--cache-dir", default=None,
                         help="where built datasets live (default: $DIN_CACHE_DIR or ~/.cache/din-jax)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = DINConfig(**given(args))
         source = detect(args.data, config)
-        if not source.built:
-            raise UserError(f"--data {args.data}: {source.name} data are read as they are on every run: nothing to build")
+        if not source.built and build.engine == "local":
+            raise UserError(f"--data {args.data}: {source.name} data are read as they are on every run: nothing to "
+                            "build locally (--build beam builds a cache entry of them)")
         folder = os.path.join(args.cache_dir or default_cache_dir(), "built", build_key(args.data, config))
         existed = os.path.isfile(os.path.join(folder, "encoders.json"))
         splits = load_splits(args.data, config, args.cache_dir, progress=not args.no_progress, build=build)

@@ -46,7 +46,7 @@ from data.datasets import build_key, load_splits
 config, stages = DINConfig(), {{}}
 start = time.perf_counter()
 if {engine!r} == "beam":  # the Beam pipeline on the DirectRunner, its workers in processes of their own
-    from data import beam_build
+    from data.beam import movielens as beam_build
     folder = os.path.join({cache!r}, "built", build_key({folder!r}, config))
     stages = beam_build.build({folder!r}, config, folder, "DirectRunner",
                               ("--direct_num_workers={workers}", "--direct_running_mode=multi_processing"))

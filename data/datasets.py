@@ -2,11 +2,11 @@
 from its files, and asked for everything else.
 
 Sources read as they are (CSVs through a dataset file, the tutorial's split)
-are read on every run. Built sources (raw MovieLens, Amazon) turn raw files
-into samples once and cache them on disk (`<cache_dir>/built/<key>/`:
-encoders.json + one .npy per split and column, data/cache.py; read
-memory-mapped; or shards of them, built by an Apache Beam pipeline with
-`Build("beam")`, data/beam_build.py), keyed by the SHA-256 of the source files and the settings the
+are read on every run, unless built by Beam. Built sources (raw MovieLens,
+Amazon) turn raw files into samples once and cache them on disk
+(`<cache_dir>/built/<key>/`: encoders.json + one .npy per split and column,
+data/cache.py; read memory-mapped; or shards of them, built by an Apache Beam
+pipeline with `Build("beam")`, data/beam/, which CSV sources take too), keyed by the SHA-256 of the source files and the settings the
 samples depend on (the configuration's whole data group), so a change to
 either rebuilds. A damaged cache entry is rebuilt.
 """
@@ -52,9 +52,7 @@ def load_splits(
     source's arrays memory-mapped from its cache entry, built by `build` when
     there is none)."""
     source = detect(data_dir, config)
-    if not source.built:
-        if build.engine == "beam":
-            source.build_beam(data_dir, config, "", build.runner, build.pipeline_args)  # refuses: nothing to build
+    if not source.built and build.engine == "local":  # read as it is, every run
         return source.load(data_dir, config, progress)
     folder = os.path.join(cache_dir or default_cache_dir(), "built", build_key(data_dir, config))
     if os.path.isfile(os.path.join(folder, "encoders.json")):

@@ -42,31 +42,44 @@ def read_csv(path: str) -> tuple[pd.DataFrame, np.ndarray]:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-        text = data.decode("utf-8-sig")  # a byte-order mark is no part of the header
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: not valid UTF-8 text; save the file as UTF-8") from None
     except (OSError, EOFError) as error:  # e.g. a truncated .gz
         raise DataError(f"{path}: unreadable ({error})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    return parse_csv(data, path)
+
+
+def parse_csv(data: bytes, path: str, header: list[str] | None = None, first_line: int = 1
+              ) -> tuple[pd.DataFrame, np.ndarray]:
+    """CSV bytes as strings, and each data row's physical line number. `data` is
+    a whole file (its first row the header), or with `header` given a piece of
+    one after its header (a byte range that starts at a line's start and ends
+    after one) whose first line is the file's line `first_line`."""
     try:
-        rows = [(reader.line_num, row) for row in reader if row]  # blank lines skipped, line numbers kept
+        text = data.decode("utf-8-sig" if header is None else "utf-8")  # a byte-order mark is no part of the header
+    except UnicodeDecodeError as error:
+        line = first_line + data[: error.start].count(b"\n")
+        raise DataError(f"{path}, line {line}: not valid UTF-8 text; save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    offset = first_line - 1
+    try:
+        rows = [(offset + reader.line_num, row) for row in reader if row]  # blank lines skipped, line numbers kept
     except csv.Error as error:
-        raise DataError(f"{path}, line {reader.line_num}: {error}") from None
-    if not rows:
-        raise DataError(f"{path}: empty file, expected a header line")
-    header = [name.strip() for name in rows[0][1]]
-    seen: dict[str, int] = {}
-    for column, name in enumerate(header, 1):
-        if name in seen:
-            raise DataError(f"{path}, line {rows[0][0]}: the header names column {name!r} twice (fields {seen[name]} "
-                            f"and {column}); rename or drop one")
-        seen[name] = column
-    for line, row in rows[1:]:
+        raise DataError(f"{path}, line {offset + reader.line_num}: {error}") from None
+    if header is None:
+        if not rows:
+            raise DataError(f"{path}: empty file, expected a header line")
+        header = [name.strip() for name in rows[0][1]]
+        seen: dict[str, int] = {}
+        for column, name in enumerate(header, 1):
+            if name in seen:
+                raise DataError(f"{path}, line {rows[0][0]}: the header names column {name!r} twice (fields "
+                                f"{seen[name]} and {column}); rename or drop one")
+            seen[name] = column
+        rows = rows[1:]
+    for line, row in rows:
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
-    frame = pd.DataFrame([row for _, row in rows[1:]], columns=header, dtype=object)
-    return frame, np.asarray([line for line, _ in rows[1:]], dtype=np.int64)
+    frame = pd.DataFrame([row for _, row in rows], columns=header, dtype=object)
+    return frame, np.asarray([line for line, _ in rows], dtype=np.int64)
 
 
 class Where:

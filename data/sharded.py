@@ -1,7 +1,7 @@
 """A sharded cache entry read as one split: each column a `ShardedColumn`, the
 shards' memory-mapped `.npy` files side by side, indexed like one array.
 
-A sharded entry (written by the Beam build, data/beam_build.py) holds
+A sharded entry (written by the Beam build, data/beam/) holds
 `shards/<k>/<split>/<column>.npy` for shards k = 0, 1, ... in the canonical
 row order (shards by user range), `encoders.json`, and `manifest.json`
 (written last: the shards and each split's rows per shard). Batches gather
@@ -26,12 +26,13 @@ class ShardedColumn:
     def __init__(self, parts: list[np.ndarray]):
         if not parts:
             raise ValueError("a sharded column needs at least one shard")
-        shapes = {(p.dtype, p.shape[1:]) for p in parts}
+        # Text columns (string user ids) are as wide as each shard's longest: the column is the widest.
+        shapes = {(p.dtype.kind if p.dtype.kind == "U" else p.dtype, p.shape[1:]) for p in parts}
         if len(shapes) != 1:
             raise ValueError(f"shards differ in dtype or row shape: {sorted(map(str, shapes))}")
         self.parts = parts
         self.offsets = np.cumsum([0] + [len(p) for p in parts])  # shard k holds rows offsets[k]..offsets[k+1]
-        self.dtype = parts[0].dtype
+        self.dtype = max((p.dtype for p in parts), key=lambda dtype: dtype.itemsize)
         self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
 
     ndim = property(lambda self: len(self.shape))

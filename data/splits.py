@@ -35,10 +35,13 @@ def encode(columns: dict[str, np.ndarray], encoders: FeatureEncoders) -> Arrays:
 
 def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask [N] of the rows whose user is in a seeded `fraction` of users."""
-    unique = np.unique(users)
+    return np.isin(users, held_out(np.unique(users), fraction, seed))
+
+
+def held_out(unique: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded `fraction` of the sorted distinct users `unique`."""
     count = int(round(fraction * len(unique)))
-    chosen = np.random.default_rng(seed).choice(unique, size=count, replace=False)
-    return np.isin(users, chosen)
+    return np.random.default_rng(seed).choice(unique, size=count, replace=False)
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""The Beam build (data/beam_build.py, DirectRunner) makes exactly the local
+"""The Beam build (data/beam/, DirectRunner) makes exactly the local
 build's cache entry: the same encoders.json and every split's arrays bit for
 bit, in the same order, from several byte ranges and several user-range
 shards, in-process and on two worker processes; training reads the sharded
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from conftest import sample_dir
 from core.config import DINConfig
 from core.errors import DataError
 from data import cache
-from data.beam_build import build as beam_build
+from data.beam.movielens import build as beam_build
 from data.datasets import Build, load_splits
 from data.sharded import MANIFEST, ShardedColumn
 from data.sources.movielens import MovieLens
@@ -79,6 +80,10 @@ def test_a_sharded_column_gathers_rows_like_one_array():
     np.testing.assert_array_equal(np.asarray(column), whole)
     with pytest.raises(IndexError):
         column[np.asarray([50])]
+    text = np.asarray(["a", "bb", "ccccc", "dd"])  # string ids: each shard as wide as its longest
+    column = ShardedColumn([text[:2].astype("<U2"), text[2:].astype("<U5")])
+    assert column.dtype == np.dtype("<U5")
+    np.testing.assert_array_equal(column[np.asarray([3, 0, 2])], text[[3, 0, 2]])
 
 
 def test_training_reads_the_sharded_entry_as_the_local_one(ml1m_dir, tmp_path):
@@ -117,7 +122,7 @@ def test_jax_trains_the_same_bits_from_either_entry(ml1m_dir, tmp_path):
 
 
 def test_a_failing_pipeline_leaves_no_entry(ml1m_dir, tmp_path, monkeypatch):
-    from data import beam_build
+    from data.beam import movielens as beam_build
 
     def fail(self, element, encoders):
         raise RuntimeError("disk full")
@@ -135,7 +140,7 @@ def test_a_failing_pipeline_leaves_no_entry(ml1m_dir, tmp_path, monkeypatch):
 KILLED_WORKER = """
 import os, sys
 from core.config import DINConfig
-from data import beam_build
+from data.beam import movielens as beam_build
 
 class Dies(beam_build.WriteShard):
     def process(self, element, encoders):
@@ -189,3 +194,110 @@ def test_build_command_builds_once_where_training_reads(csv_release_dir, tmp_pat
         build.main([*argv, "--direct_num_workers=2"])
     assert refused.value.code == 2
     assert "go with --build beam" in capsys.readouterr().err
+
+
+# CSVs through a dataset file: the entry of the local read, sharded by byte range.
+
+def csv_variant(tutorial_dir: str, folder: pathlib.Path, variant: str) -> str:
+    """The synthetic tutorial split as a dataset-file folder: 'no user column'
+    (each row its own user) with a gzipped test file, or 'valid file' with
+    string user ids."""
+    import gzip
+
+    shutil.copytree(tutorial_dir, folder)
+    layout = (ROOT / "data" / "sources" / "layouts" / "tutorial.toml").read_text()
+    if variant == "no user column":
+        layout = layout.replace('user = "userId"\n', "").replace('"test.csv"', '"test.csv.gz"')
+        (folder / "test.csv.gz").write_bytes(gzip.compress((folder / "test.csv").read_bytes()))
+    else:  # a valid file (the test file again), user ids that are not integers
+        for name in ("train.csv", "test.csv"):
+            text = (folder / name).read_text().splitlines()
+            column = text[0].split(",").index("userId")
+            rows = [row.split(",") for row in text[1:]]
+            for row in rows:
+                row[column] = f"u{row[column]}"
+            (folder / name).write_text("\n".join([text[0], *(",".join(row) for row in rows)]) + "\n")
+        shutil.copy(folder / "test.csv", folder / "valid.csv")
+        layout = layout.replace('test = "test.csv"', 'valid = "valid.csv"\ntest = "test.csv"')
+    (folder / "dataset.toml").write_text(layout)
+    return str(folder)
+
+
+@pytest.mark.parametrize("variant, options", [
+    ("tutorial", {}),  # integer users, a held-out share of them for validation
+    ("tutorial", {"valid_on_test": True, "share_embeddings": True, "max_len": 4}),
+    ("no user column", {}),
+    ("valid file", {"min_count": 2}),
+])
+def test_a_dataset_file_builds_the_entry_of_the_local_read(tutorial_dir, tmp_path, variant, options):
+    from data.beam import dataset_file as beam_csv
+    from data.sources import detect
+
+    data_dir = tutorial_dir if variant == "tutorial" else csv_variant(tutorial_dir, tmp_path / "data", variant)
+    config = DINConfig(**options)
+    source = detect(data_dir, config)
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    source.build(data_dir, config, local)  # the in-memory read, written as an entry
+    beam_csv.build(data_dir, source.layout(data_dir, config), config, beam, range_bytes=16 << 10)
+    assert len(cache.read(beam).train["label"].parts) > 3
+    assert_same_entry(local, beam)
+
+
+@pytest.mark.slow  # two worker processes
+def test_the_taobao_sample_builds_the_same_entry_on_two_worker_processes(tmp_path):
+    from data.beam import dataset_file as beam_csv
+    from data.sources import detect
+
+    config = DINConfig(dataset=str(ROOT / "examples" / "taobao-ad.toml"))
+    data_dir = sample_dir("taobao-ad-sample")
+    source = detect(data_dir, config)
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    source.build(data_dir, config, local)
+    beam_csv.build(data_dir, source.layout(data_dir, config), config, beam, pipeline_args=MULTI_PROCESS,
+                   range_bytes=2048)
+    assert len(cache.read(beam).train["label"].parts) > 3
+    assert_same_entry(local, beam)
+
+
+@pytest.mark.parametrize("case", ["bad value", "quoted line break"])
+def test_a_bad_csv_line_is_one_line_naming_file_and_line(tutorial_dir, tmp_path, case):
+    from data.beam import dataset_file as beam_csv
+    from data.sources.tutorial import LAYOUT
+
+    folder = tmp_path / "data"
+    shutil.copytree(tutorial_dir, folder)
+    lines = (folder / "train.csv").read_text().splitlines()
+    fields, label = lines[1500].split(","), lines[0].split(",").index("label")
+    if case == "bad value":
+        fields[label] = "maybe"
+        expected = ["label must be 0 or 1"]
+    else:
+        fields[label] = '"1\n"'  # a quoted field over two lines
+        expected = ["a quoted field runs over a line break", "--build local"]
+    lines[1500] = ",".join(fields)
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        beam_csv.build(str(folder), LAYOUT, DINConfig(), str(tmp_path / "entry"), range_bytes=4096)
+    message = str(error.value)
+    assert "\n" not in message and f"{folder / 'train.csv'}, line 1501" in message, message
+    assert all(part in message for part in expected), message
+    assert not (tmp_path / "entry").exists()
+
+
+def test_build_command_caches_a_csv_source_that_training_then_reads(tutorial_dir, tmp_path, capsys):
+    """A CSV source, read in memory with --build local, gets a cache entry with
+    --build beam, which training then reads: the in-memory read's arrays."""
+    import build
+
+    cache_dir = str(tmp_path / "cache")
+    argv = ["--data", tutorial_dir, "--cache-dir", cache_dir, "--no-progress", "--build", "beam"]
+    assert build.main(argv) == 0 and capsys.readouterr().out.startswith("built (beam): ")
+    assert build.main(argv) == 0 and capsys.readouterr().out.startswith("already built: ")
+    config = DINConfig()
+    in_memory = load_splits(tutorial_dir, config)
+    cached = load_splits(tutorial_dir, config, cache_dir, build=Build("beam"))
+    for split in SPLITS:
+        mine, theirs = getattr(in_memory, split), getattr(cached, split)
+        assert isinstance(theirs["label"], ShardedColumn) and sorted(mine) == sorted(theirs)
+        for name, values in mine.items():
+            np.testing.assert_array_equal(np.asarray(theirs[name]), values, err_msg=f"{split}/{name}")

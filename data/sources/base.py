@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol
 
 import numpy as np
@@ -69,7 +70,15 @@ class SourceBase:
 
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "
-                        "build covers raw MovieLens in the sequential protocol")
+                        "build covers raw MovieLens in the sequential protocol and CSVs through a dataset file")
 
     def titles(self, data_dir: str) -> dict[str, str]:
         return {}
+
+
+def beam_build(name: str):
+    """data/beam/<name>.py, the Beam build of a source (or a DataError saying how to install Beam)."""
+    try:
+        return importlib.import_module(f"data.beam.{name}")
+    except ImportError as error:
+        raise DataError(f"--build beam needs Apache Beam ({error}): pip install -e '.[beam]'") from None

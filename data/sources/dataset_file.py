@@ -37,7 +37,7 @@ from data.encoders import ORDERS, FeatureEncoders
 from data.features import KINDS, PREPROCESS, Feature
 from data.rows import Where, ids, read_csv, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
-from data.sources.base import SourceBase
+from data.sources.base import SourceBase, beam_build
 from data.splits import Splits, encode, holdout_users
 
 FILE_NAME = "dataset.toml"
@@ -164,11 +164,29 @@ def _label(text: str) -> float:
 def read_split(path: str, layout: Layout) -> dict[str, np.ndarray]:
     """One CSV file -> raw columns (strings; floats for numeric features), LABEL and USER."""
     frame, lines = read_csv(path)
-    missing = [c for c in layout.columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; header is {list(frame.columns)}")
+    check_header(path, list(frame.columns), layout)
     if not len(frame):
         raise DataError(f"{path}: no data rows after the header")
+    return columns_of(frame, lines, path, layout)
+
+
+def check_header(path: str, header: list[str], layout: Layout) -> None:
+    missing = [c for c in layout.columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; header is {header}")
+
+
+def integer_users(first: str) -> bool:
+    """Whether a file's user ids are integers: as its first row's is (integer ids stay integers)."""
+    return first.strip().lstrip("-").isdigit()
+
+
+def columns_of(frame, lines: np.ndarray, path: str, layout: Layout, integer: bool | None = None,
+               first_row: int = 0) -> dict[str, np.ndarray]:
+    """Rows of one CSV file (strings, as parsed) -> raw columns. A piece of a
+    file (the Beam build's byte range) passes `integer` (integer_users of the
+    file's first row) and, with no user column, `first_row` (its first row's
+    index in the file: each row is its own user)."""
     raw = {name: frame[name].to_numpy(dtype=object) for name in layout.columns}
     raw = {name: np.asarray([v.strip() for v in values], dtype=object) for name, values in raw.items()}
 
@@ -193,10 +211,11 @@ def read_split(path: str, layout: Layout) -> dict[str, np.ndarray]:
     out[LABEL] = parse(layout.label, _label, np.float32, "label must be 0 or 1")
     if layout.user:
         users = raw[layout.user]
-        integer = len(users) and users[0].lstrip("-").isdigit()  # integer ids stay integers (as the first row's)
+        if integer is None:
+            integer = bool(len(users)) and integer_users(users[0])
         out[USER] = parse(layout.user, int, np.int64, "user id must be an integer") if integer else users.astype(str)
     else:
-        out[USER] = np.arange(len(frame), dtype=np.int64)  # no users: every row its own (GAUC undefined)
+        out[USER] = np.arange(first_row, first_row + len(frame), dtype=np.int64)  # every row its own user (no GAUC)
     return out
 
 
@@ -235,7 +254,29 @@ def load_splits(data_dir: str, layout: Layout, config: DINConfig) -> Splits:
         raise DataError(f"{os.path.join(data_dir, layout.files['train'])}: {error}") from None
 
 
-class DatasetFile(SourceBase):
+class CsvSource(SourceBase):
+    """A source read from CSVs through a layout: a dataset file, or the tutorial's own."""
+
+    def layout(self, data_dir: str, config: DINConfig) -> Layout:
+        raise NotImplementedError
+
+    def options(self, config: DINConfig) -> dict:
+        return config.group("data") | {"seed": config.seed}  # the seed draws the held-out validation users
+
+    def files(self, data_dir: str, config: DINConfig) -> list[str]:
+        return files(data_dir, self.layout(data_dir, config))
+
+    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
+        return load_splits(data_dir, self.layout(data_dir, config), config)
+
+    def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
+        beam_build("dataset_file").build(data_dir, self.layout(data_dir, config), config, folder, runner, pipeline_args)
+
+    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
+        return raw_splits(data_dir, self.layout(data_dir, config))
+
+
+class DatasetFile(CsvSource):
     """Your CSVs, described by a dataset file: --dataset FILE, or DIR/dataset.toml."""
 
     name = "dataset file"
@@ -249,9 +290,3 @@ class DatasetFile(SourceBase):
     def files(self, data_dir: str, config: DINConfig) -> list[str]:
         layout = self.layout(data_dir, config)
         return [layout.path, *files(data_dir, layout)]
-
-    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
-        return load_splits(data_dir, self.layout(data_dir, config), config)
-
-    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
-        return raw_splits(data_dir, self.layout(data_dir, config))

@@ -12,10 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 from core.config import DINConfig
-from core.errors import DataError
 from data import cache
 from data.sources import grouplens, paper_protocol, seed_protocol, sequential
-from data.sources.base import SourceBase
+from data.sources.base import SourceBase, beam_build
 from data.splits import Splits
 
 PROTOCOLS = {"sequential": sequential, "seed": seed_protocol, "paper": paper_protocol}
@@ -57,11 +56,7 @@ class MovieLens(SourceBase):
                 writer.finish(built.encoders)
 
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
-        try:
-            from data import beam_build
-        except ImportError as error:
-            raise DataError(f"--build beam needs Apache Beam ({error}): pip install -e '.[beam]'") from None
-        beam_build.build(data_dir, config, folder, runner, pipeline_args)
+        beam_build("movielens").build(data_dir, config, folder, runner, pipeline_args)
 
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
         return PROTOCOLS[config.protocol].raw_splits(data_dir, config)

@@ -22,7 +22,6 @@ import pandas as pd
 
 from core.config import DINConfig
 from data.sources import dataset_file
-from data.sources.base import SourceBase
 from data.splits import Splits
 
 LAYOUT = dataset_file.read_layout(os.path.join(os.path.dirname(os.path.abspath(__file__)), "layouts", "tutorial.toml"))
@@ -49,8 +48,8 @@ def split_and_encode(train: dict[str, np.ndarray], test: dict[str, np.ndarray], 
     return dataset_file.split_and_encode({"train": train, "test": test}, LAYOUT, config)
 
 
-class Tutorial(SourceBase):
-    """The tutorial's MovieLens-1M split: train.csv + test.csv."""
+class Tutorial(dataset_file.CsvSource):
+    """The tutorial's MovieLens-1M split: train.csv + test.csv (a CSV layout of its own)."""
 
     name = "tutorial"
     label_names = ("rated high next", "rated low")
@@ -58,14 +57,8 @@ class Tutorial(SourceBase):
     def detect(self, data_dir: str, config: DINConfig) -> bool:
         return detect(data_dir)
 
-    def files(self, data_dir: str, config: DINConfig) -> list[str]:
-        return dataset_file.files(data_dir, LAYOUT)
-
-    def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
-        return load_splits(data_dir, config)
-
-    def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
-        return dataset_file.raw_splits(data_dir, LAYOUT)
+    def layout(self, data_dir: str, config: DINConfig) -> dataset_file.Layout:
+        return LAYOUT
 
     def titles(self, data_dir: str) -> dict[str, str]:
         frames = [pd.read_csv(os.path.join(data_dir, name), dtype=str, keep_default_na=False,

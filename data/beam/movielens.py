@@ -1,7 +1,5 @@
-"""The sample build as an Apache Beam pipeline: raw MovieLens in the sequential
-protocol, built by any Beam runner (the DirectRunner here; Flink, Spark or
-Dataflow at scale) into a sharded cache entry that equals the local build's
-arrays bit for bit.
+"""Raw MovieLens in the sequential protocol as a Beam pipeline: the local
+build's cache entry, sharded by user range, its arrays equal bit for bit.
 
   ranges      the ratings file cut into byte ranges, each parsed by its own
               worker with the local reader's parser (grouplens.RatingsFile)
@@ -17,8 +15,6 @@ arrays bit for bit.
   write       each shard encoded and written as `.npy` columns
               (`shards/<k>/<split>/<column>.npy`), then `manifest.json` last
 
-The entry is built in a temporary folder beside its place and renamed into
-place whole; a pipeline that fails leaves nothing a later run would read.
 No process holds more than one shard of ratings or samples: the ratings
 reach their shard's worker as files in the build's folder (the runner's
 shuffle moves only their names; the DirectRunner would otherwise hold every
@@ -30,70 +26,17 @@ per-user ratings counts and the encoders' statistics are the only global state.
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import os
-import shutil
-import tempfile
-import time
 
 import numpy as np
 import pandas as pd
 
 from core.config import DINConfig
 from core.errors import DataError
-from data import cache
+from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, byte_ranges, lines_before, read_block, run,
+                                write_manifest, write_shard)
 from data.encoders import Statistics, add_counts
-from data.sharded import MANIFEST
 from data.sources import grouplens, sequential
-from data.splits import SPLITS, encode
-
-
-def _import_beam():
-    """apache_beam, without the warning its import logs on the root logger when
-    Google Cloud's optional BigQuery client is not installed (it is not needed here)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        import apache_beam
-        from apache_beam.options import pipeline_options
-    finally:
-        root.setLevel(level)
-    return apache_beam, pipeline_options.PipelineOptions
-
-
-beam, PipelineOptions = _import_beam()
-
-RANGE_BYTES = 4 << 20  # each worker parses this many bytes of the ratings file at a time
-
-
-class Stage:
-    """Times a stage's work into Beam metrics: `<stage>_ms` (a distribution over
-    its calls) and `<stage>_bytes` (what it hands on), per-stage figures the
-    runner sums over workers (`build` returns them)."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.ms = beam.metrics.Metrics.distribution("din", f"{name}_ms")
-        self.bytes = beam.metrics.Metrics.counter("din", f"{name}_bytes")
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *error):
-        self.ms.update(int(1000 * (time.perf_counter() - self.start)))
-
-    def handed_on(self, columns) -> None:
-        self.bytes.inc(int(sum(np.asarray(v).nbytes for v in columns.values())))
-
-
-def byte_ranges(start: int, size: int, range_bytes: int) -> list[tuple[int, int, int]]:
-    """(index, first byte, end byte) of the data after the header; a range owns
-    the lines that START inside it."""
-    cuts = list(range(start, size, range_bytes)) + [size]
-    return [(i, a, b) for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
 
 
 def read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> dict[str, np.ndarray]:
@@ -106,21 +49,11 @@ def read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> dic
 
 def _read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> dict[str, np.ndarray]:
     index, start, end = item
-    with open(layout.path, "rb") as f:
-        f.seek(start)
-        if start > layout.data_start:  # the line running into the range belongs to the one before
-            f.seek(start - 1)
-            f.readline()
-        block = f.read(max(end - f.tell(), 0)) if f.tell() < end else b""
-        if block and not block.endswith(b"\n"):
-            block += f.readline()  # the last line that starts inside the range, whole
-        block_start = end if not block else f.tell() - len(block)
+    block, block_start = read_block(layout.path, layout.data_start, start, end)
     try:
         frame = layout.parse(block, 0)
     except DataError:  # name the right line: count the lines before this block (only ever on an error)
-        with open(layout.path, "rb") as f:
-            before = f.read(block_start)[layout.data_start:].count(b"\n")
-        frame = layout.parse(block, layout.first_line + before)
+        frame = layout.parse(block, layout.first_line + lines_before(layout.path, layout.data_start, block_start))
     columns = {name: frame[name].to_numpy() for name in ("user", "movie", "rating", "timestamp")}
     columns["position"] = (np.int64(index) << 32) + np.arange(len(frame), dtype=np.int64)
     return columns
@@ -217,29 +150,6 @@ class ShardStatistics(ShardSamples):
             yield shard, Statistics(self.specs).add(splits["train"])
 
 
-class MergeStatistics(beam.CombineFn):
-    """The shards' statistics merged in shard order (numeric values keep the
-    local build's row order)."""
-
-    def __init__(self, specs):
-        self.specs = specs
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, parts, element):
-        return parts + [element]
-
-    def merge_accumulators(self, accumulators):
-        return [part for parts in accumulators for part in parts]
-
-    def extract_output(self, parts):
-        total = Statistics(self.specs)
-        for _, statistics in sorted(parts, key=lambda part: part[0]):
-            total.merge(statistics)
-        return total
-
-
 class WriteShard(ShardSamples):
     """A shard's ratings -> its samples, encoded and written as columns under
     work/shards/<k>/ (one step: a runner would hold samples handed between steps)."""
@@ -256,29 +166,7 @@ class WriteShard(ShardSamples):
 
     def _write(self, element, encoders, stage):
         shard, splits = element
-        name = f"{shard:05d}"
-        rows, columns = {}, {}
-        for split in SPLITS:
-            arrays = encode(splits[split], encoders)
-            stage.handed_on(arrays)
-            folder = os.path.join(self.work, "shards", name, split)
-            os.makedirs(folder, exist_ok=True)
-            for column, values in arrays.items():
-                np.save(os.path.join(folder, f"{column}.npy"), cache.storable(values))
-            rows[split], columns[split] = len(arrays["label"]), sorted(arrays)
-        return name, rows, columns
-
-
-def write_manifest(work: str, encoders, written) -> None:
-    """encoders.json, then manifest.json: the entry is whole once the manifest is."""
-    written = sorted(written)
-    columns = {split: written[0][2][split] for split in SPLITS}
-    with open(os.path.join(work, "encoders.json"), "w", encoding="utf-8") as f:
-        f.write(encoders.to_json())
-    manifest = {"build": "beam", "shards": [name for name, _, _ in written],
-                "rows": {name: rows for name, rows, _ in written}, "columns": columns}
-    with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
+        return write_shard(self.work, f"{shard:05d}", splits, encoders, stage)
 
 
 def pipeline(p: beam.Pipeline, data_dir: str, config: DINConfig, work: str, shard_ratings: int,
@@ -340,67 +228,6 @@ def build(data_dir: str, config: DINConfig, folder: str, runner: str = "DirectRu
     if config.protocol != "sequential":
         raise DataError(f"--build beam builds the sequential protocol; --protocol {config.protocol} builds locally "
                         "(--build local)")
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".build-", dir=parent)
-    beam_log = logging.getLogger("apache_beam")
-    level = beam_log.level
-    beam_log.setLevel(logging.ERROR)  # Beam's own warnings about its internals (its workers' logs come through it)
-    try:
-        # Workers log at WARNING unless the user asks for more (Beam's default is INFO per bundle).
-        quiet = [] if any(a.startswith("--default_sdk_harness_log_level") for a in pipeline_args) else \
-            ["--default_sdk_harness_log_level=WARNING"]
-        options = PipelineOptions([f"--runner={runner}", *quiet, *pipeline_args])
-        p = beam.Pipeline(options=options)
-        pipeline(p, data_dir, config, work, shard_ratings, range_bytes)
-        result = p.run()
-        result.wait_until_finish()
-        figures = stage_figures(result)
-        shutil.rmtree(os.path.join(work, "spill"))
-        with open(os.path.join(work, MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
-        if not sum(rows["train"] for rows in manifest["rows"].values()):
-            raise DataError(f"{data_dir}: no training samples: every user has too few ratings for the "
-                            f"'{config.split}' split")
-        try:
-            os.replace(work, folder)  # whole or not at all
-        except OSError:
-            if not os.path.isdir(folder):  # else another process built the same entry first: keep it
-                raise
-    except Exception as error:
-        raise data_error(error) from error
-    finally:
-        beam_log.setLevel(level)
-        shutil.rmtree(work, ignore_errors=True)
-    return figures
-
-
-def stage_figures(result) -> dict:
-    """{stage: {calls, seconds, bytes}} from the pipeline's `din` metrics (where the runner reports them)."""
-    figures: dict[str, dict] = {}
-    metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace("din"))
-    for kind, entries in (("distributions", metrics["distributions"]), ("counters", metrics["counters"])):
-        for entry in entries:
-            stage, unit = entry.key.metric.name.rsplit("_", 1)
-            value = entry.committed if entry.committed is not None else entry.attempted
-            row = figures.setdefault(stage, {"calls": 0, "seconds": 0.0, "bytes": 0})  # summed over passes
-            if kind == "distributions":
-                row["calls"] += value.count
-                row["seconds"] += value.sum / 1000
-            else:
-                row["bytes"] += value
-    return figures
-
-
-def data_error(error: Exception) -> Exception:
-    """A DataError raised in a worker, as the one line it says (runners wrap it)."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, DataError):
-            return DataError(str(seen).splitlines()[0])
-        seen = seen.__cause__ or seen.__context__
-    text = str(error)
-    marker = "DataError: "
-    if marker in text:
-        return DataError(text[text.index(marker) + len(marker):].splitlines()[0])
-    return error
+    return run(lambda p, work: pipeline(p, data_dir, config, work, shard_ratings, range_bytes), folder, runner,
+               pipeline_args, f"{data_dir}: no training samples: every user has too few ratings for the "
+               f"'{config.split}' split")
