@@ -6,8 +6,6 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -77,7 +75,7 @@ def test_a_folder_with_its_own_dataset_file(tutorial_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path):
+def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path, capsys):
     data = sample_dir("taobao-ad-sample")
     runs = {}
     for backend in ("torch", "jax"):
@@ -86,10 +84,11 @@ def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path):
                            "--epochs", "2", "--batch-size", "32", "--out", str(runs[backend]), "--no-progress"]) == 0
     config = DINConfig.from_json((runs["jax"] / "config.json").read_text())
     assert config.dataset == str(ROOT / "examples" / "taobao-ad.toml")
-    result = subprocess.run([sys.executable, "-m", "parity", str(runs["jax"]), "--dtype", "float32"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0 and "all outputs within tolerance" in result.stdout, result.stdout + result.stderr
-    assert "eval attention_weights/clicks" in result.stdout
+    from parity.__main__ import main as parity  # python -m parity, in this float32 process
+
+    assert parity([str(runs["jax"]), "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "all outputs within tolerance" in out and "eval attention_weights/clicks" in out, out
     # The run scores its own CSV rows: the dataset file's label (clk) and user (userid) columns are known.
     from inference import load_run
 

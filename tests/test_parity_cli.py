@@ -1,4 +1,5 @@
-"""`python -m parity RUN_DIR` on run directories written by each backend."""
+"""`python -m parity RUN_DIR` on run directories written by each backend (float64:
+in child processes, since jax_enable_x64 is process-global)."""
 
 import os
 import pathlib
@@ -9,7 +10,6 @@ import pytest
 
 import train
 
-pytestmark = pytest.mark.slow  # python -m parity in child processes
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +18,7 @@ def parity(*args):
                           timeout=600, env=dict(os.environ))
 
 
+@pytest.mark.slow  # python -m parity in a child process
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_parity_command_on_a_run_directory(backend, tutorial_dir, tmp_path):
     run = tmp_path / backend
@@ -30,7 +31,8 @@ def test_parity_command_on_a_run_directory(backend, tutorial_dir, tmp_path):
     assert "all outputs within tolerance" in result.stdout
 
 
-def test_parity_command_names_a_missing_run(tmp_path):
-    result = parity(str(tmp_path / "nothing"))
-    assert result.returncode == 2
-    assert "config.json: missing" in result.stderr
+def test_parity_command_names_a_missing_run(tmp_path, capsys):
+    from parity.__main__ import main  # in this process: float32, as the session already is
+
+    assert main([str(tmp_path / "nothing"), "--dtype", "float32"]) == 2
+    assert "config.json: missing" in capsys.readouterr().err
