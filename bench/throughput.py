@@ -1,17 +1,30 @@
-"""Side-by-side speed of the JAX and torch backends, in one process, interleaved.
+"""Side-by-side speed of the JAX and torch backends, in one process, interleaved,
+with what each step costs and what this machine can do beside it.
 
-    python bench/throughput.py [--data ../shared/data/movielens-1m-seed] [--repeats 5] [--json FILE]
+    python bench/throughput.py [--data DIR] [--dataset FILE] [--max-hist N] [--repeats 5] [--json FILE]
+    python bench/throughput.py --electronics DIR     # an Electronics-shaped Amazon release (synthetic)
+
+--data takes any folder the trainer reads (default: the tutorial's split,
+T = 10); raw MovieLens builds its sequential protocol (T = 50) into the cache
+once. --electronics writes a synthetic Amazon release with Electronics'
+users, items and long-tailed history lengths (tests/synthetic_amazon.py, at
+--electronics-scale of the real 192,403 users) into DIR once and reads it in
+the authors' protocol with histories of up to 100 items.
 
 For batch sizes 128 and 1024 it measures, alternating JAX, torch (fused
 Adam, the reference's default) and torch with the for-each Adam (A B C A B C)
 so that machine noise hits all alike:
-  * training samples/s (train-mode steps over the training split tiled
-    --tile times, so that one timing is long enough to trust);
+  * training samples/s (train-mode steps over the training split tiled to
+    about --rows rows, so that one timing is long enough to trust);
   * evaluation samples/s (eval-mode logits over the same rows);
   * the wall time of one whole epoch on the real split, batching included;
-and, once, JAX's first-call time (compilation + one block of steps), and the
-tutorial's input path: the torch model fed by a per-row pandas `Dataset` and
-a `DataLoader` (B = 128). It prints medians over the repeats and the ratios.
+and, once, JAX's first-call time (compilation + one block of steps), the
+steps' cost per sample (bench/roofline.py: XLA's cost analysis for JAX,
+torch's FLOP counter) and this machine's matmul rate and memory bandwidth,
+and the fraction of them each backend's rate reaches; on the tutorial's
+split also the tutorial's input path: the torch model fed by a per-row pandas
+`Dataset` and a `DataLoader` (B = 128). It prints medians over the repeats
+and the ratios.
 """
 
 from __future__ import annotations
@@ -36,10 +49,14 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from core.config import DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
-from data.sources.tutorial import load_splits  # noqa: E402
+from data.datasets import load_splits  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
 from din_torch.backend import TorchBackend  # noqa: E402
 from din_torch.steps import make_optimizer, train_step  # noqa: E402
+
+import roofline  # noqa: E402  (bench/roofline.py)
+
+ELECTRONICS = {"users": 192_403, "items": 63_001, "reviews": 1_689_188}  # the 5-core release
 
 
 class TutorialDataset(Dataset):
@@ -85,35 +102,64 @@ def tutorial_epoch(backend: TorchBackend, loader: DataLoader) -> None:
             train_step(backend.model, backend.optimizer, batch)
 
 
+def electronics_release(folder: str, scale: float) -> str:
+    """A synthetic Amazon release with Electronics' shape, written into `folder` once."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from synthetic_amazon import make_reviews, write_amazon
+
+    if not os.path.isfile(os.path.join(folder, "meta_Electronics.json.gz")):
+        sizes = {k: max(int(v * scale), 10) for k, v in ELECTRONICS.items()}
+        write_amazon(folder, make_reviews(sizes["users"], sizes["items"], sizes["reviews"]), sizes["items"])
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.path.join("..", "shared", "data", "movielens-1m-seed"))
+    parser.add_argument("--dataset", default="", help="a dataset file for --data")
+    parser.add_argument("--electronics", metavar="DIR", help="bench an Electronics-shaped synthetic release, kept in DIR")
+    parser.add_argument("--electronics-scale", type=float, default=0.1, help="its size, a fraction of Electronics'")
+    parser.add_argument("--max-hist", type=int, help="history length of built sources (default 50; 100 with --electronics)")
+    parser.add_argument("--cache-dir", help="where built datasets live (default: the trainer's)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tile", type=int, default=8, help="copies of the training split per timed pass")
+    parser.add_argument("--rows", type=int, default=40_000, help="rows per timed pass (the training split, tiled)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    config = DINConfig()
-    splits = load_splits(args.data, config)
+    data = electronics_release(args.electronics, args.electronics_scale) if args.electronics else args.data
+    max_hist = args.max_hist or (100 if args.electronics else DINConfig().max_hist)
+    config = DINConfig(dataset=args.dataset, max_hist=max_hist)
+    splits = load_splits(data, config, args.cache_dir)
     schema = splits.encoders.schema()
-    train = {k: v for k, v in splits.train.items() if k != USER}
-    tiled = {k: np.concatenate([v] * args.tile) for k, v in train.items()}
-    n, n_tiled = len(train[LABEL]), len(tiled[LABEL])
+    train = {k: np.asarray(v) for k, v in splits.train.items() if k != USER}
+    n = len(train[LABEL])
+    tile = max(1, round(args.rows / n))
+    tiled = {k: np.concatenate([v] * tile) for k, v in train.items()}
+    n_tiled = len(tiled[LABEL])
+    history = {f.name: f.max_len for f in schema.sequence}
+    real = {f.name: float((train[f.name] > 0).sum(axis=1).mean()) for f in schema.sequence}
     host = f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs"
     print(f"host: {host}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"jax {jax.__version__} on {jax.devices()}", flush=True)
-    print(f"rows: {n} training rows (tiled x{args.tile}: {n_tiled}); medians of {args.repeats} interleaved repeats", flush=True)
+    print(f"data: {data}; histories {history}, real positions {real} on average", flush=True)
+    print(f"rows: {n} training rows (tiled x{tile}: {n_tiled}); medians of {args.repeats} interleaved repeats", flush=True)
+    limits = roofline.machine()
+    print("machine: " + ", ".join(f"{k} {v:.1f}" for k, v in limits.items()), flush=True)
 
-    results: dict = {"host": host, "torch_threads": torch.get_num_threads(), "jax_devices": [str(d) for d in jax.devices()],
-                     "repeats": args.repeats, "tile": args.tile, "batch_sizes": {}}
+    results: dict = {"host": host, "data": data, "history": history, "real_positions": real,
+                     "torch_threads": torch.get_num_threads(), "jax_devices": [str(d) for d in jax.devices()],
+                     "repeats": args.repeats, "tile": tile, "machine": limits, "batch_sizes": {}}
     for size in args.batch_sizes:
         cfg = config.replace(batch_size=size, eval_batch_size=size)
         backends = {"jax": JaxBackend(schema, cfg), "torch": TorchBackend(schema, cfg), "torch_foreach": TorchBackend(schema, cfg)}
         # The same model with torch's default (for-each) Adam instead of the fused one.
         backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
+        costs = {"jax": roofline.jax_step_costs(backends["jax"], train, size)}
+        torch_flops = roofline.torch_step_flops(backends["torch"], train, size)
+        costs["torch"] = costs["torch_foreach"] = {mode: {"flops": flops} for mode, flops in torch_flops.items()}
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
         first = epoch_batches(n, size, 0, 1)
         compile_s = timed(lambda: backends["jax"].train_batches(train, first[:1], lambda _: None))
@@ -131,35 +177,50 @@ def main() -> None:
                 seconds = timed(lambda: backend.train_batches(train, epoch_batches(n, size, 1, repeat + 2), lambda _: None))
                 samples[name]["epoch_s"].append(seconds)
         row = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+        for name in row:
+            row[name]["cost_per_sample"] = costs[name]
+            row[name]["limit"] = {mode: roofline.fractions(row[name][mode], costs[name][mode], limits)
+                                  for mode in ("train", "eval")}
         row["jax"]["first_call_s"] = compile_s
         results["batch_sizes"][str(size)] = row
         print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s", flush=True)
 
-    # The tutorial's path: per-row Dataset + DataLoader, B = 128, torch model.
-    tutorial_backend = TorchBackend(schema, config)
-    loader = DataLoader(TutorialDataset(train, schema), batch_size=128, shuffle=True)
-    tutorial_epoch(tutorial_backend, loader)  # warm-up
-    tutorial_s = statistics.median(timed(lambda: tutorial_epoch(tutorial_backend, loader)) for _ in range(max(2, args.repeats // 2)))
-    results["tutorial_loader_epoch_s_b128"] = tutorial_s
+    if n <= 50_000:  # The tutorial's path: per-row Dataset + DataLoader, B = 128, torch model.
+        tutorial_backend = TorchBackend(schema, config)
+        loader = DataLoader(TutorialDataset(train, schema), batch_size=128, shuffle=True)
+        tutorial_epoch(tutorial_backend, loader)  # warm-up
+        tutorial_s = statistics.median(timed(lambda: tutorial_epoch(tutorial_backend, loader))
+                                       for _ in range(max(2, args.repeats // 2)))
+        results["tutorial_loader_epoch_s_b128"] = tutorial_s
+    else:
+        tutorial_s = None
 
-    b128, b1024 = results["batch_sizes"].get("128"), results["batch_sizes"].get("1024")
+    b128 = results["batch_sizes"].get("128")
     ratios = {}
     for size, row in results["batch_sizes"].items():
         ratios[f"jax_over_torch_train_b{size}"] = row["jax"]["train"] / row["torch"]["train"]
         ratios[f"jax_over_torch_eval_b{size}"] = row["jax"]["eval"] / row["torch"]["eval"]
         ratios[f"jax_over_torch_epoch_b{size}"] = row["torch"]["epoch_s"] / row["jax"]["epoch_s"]
         ratios[f"jax_over_torch_foreach_adam_train_b{size}"] = row["jax"]["train"] / row["torch_foreach"]["train"]
-    if b128:
+    if b128 and tutorial_s:
         ratios["jax_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["jax"]["epoch_s"]
         ratios["torch_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["torch"]["epoch_s"]
     results["ratios"] = ratios
 
-    print(f"\n{'batch':>5} {'backend':>13} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}")
+    print(f"\n{'batch':>5} {'backend':>13} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}"
+          f" {'train kFLOP/sample':>19} {'train KB/sample':>16} {'GFLOP/s':>8} {'of matmul':>10} {'of bandwidth':>13}")
     for size, row in results["batch_sizes"].items():
         for name in ("jax", "torch", "torch_foreach"):
             r = row[name]
-            print(f"{size:>5} {name:>13} {r['train']:>16,.0f} {r['eval']:>15,.0f} {r['epoch_s']:>9.3f}")
-    print(f"{128:>5} {'tutorial':>13} {'(per-row DataLoader)':>32} {tutorial_s:>9.3f}")
+            cost, limit = r["cost_per_sample"]["train"], r["limit"]["train"]
+            kb = f"{cost['bytes'] / 1e3:>16.0f}" if "bytes" in cost else f"{'-':>16}"
+            of_bandwidth = f"{limit['of_bandwidth']:>13.1%}" if "of_bandwidth" in limit else f"{'-':>13}"
+            print(f"{size:>5} {name:>13} {r['train']:>16,.0f} {r['eval']:>15,.0f} {r['epoch_s']:>9.3f}"
+                  f" {cost['flops'] / 1e3:>19.0f} {kb} {limit['gflops']:>8.2f} {limit['of_attention_matmul']:>10.1%}"
+                  f" {of_bandwidth}")
+    if tutorial_s:
+        print(f"{128:>5} {'tutorial':>13} {'(per-row DataLoader)':>32} {tutorial_s:>9.3f}")
+    print("(torch counts FLOPs of matrix products only, and no bytes; JAX's are XLA's cost analysis)")
     print()
     for key, value in ratios.items():
         print(f"{key:<48} {value:7.2f}")
