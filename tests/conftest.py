@@ -37,6 +37,19 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Tests marked `optimised` compare two different compiled programs bit for bit
+# (the streamed and the device-resident input paths), a property of optimised
+# machine code: tests/test_optimised.py runs them in a child process at -O1.
+OPTIMISED = os.environ.get("DIN_TEST_OPTIMISED") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if ("optimised" in item.keywords) != OPTIMISED]
+    if marked:
+        config.hook.pytest_deselected(items=marked)
+        items[:] = [item for item in items if item not in marked]
+
+
 def child_xla_flags(devices: int | None = None) -> str:
     """XLA_FLAGS for a child process: the session's, with `devices` CPU devices if given."""
     flags = os.environ["XLA_FLAGS"]

@@ -101,7 +101,7 @@ def test_training_reads_the_sharded_entry_as_the_local_one(ml1m_dir, tmp_path):
             np.testing.assert_array_equal(theirs[name], mine[name])
 
 
-@pytest.mark.slow  # two JAX backends train
+@pytest.mark.optimised  # bit for bit across two programs: at -O1, in tests/test_optimised.py
 def test_jax_trains_the_same_bits_from_either_entry(ml1m_dir, tmp_path):
     """Streamed and device-resident input over the shards give the weights of the local entry."""
     from data.batches import epoch_batches

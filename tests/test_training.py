@@ -94,6 +94,7 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["metrics.json"]
 
 
+@pytest.mark.optimised  # bit for bit across two programs: at -O1, in tests/test_optimised.py
 def test_streamed_input_trains_exactly_as_device_resident(csv_release_dir, tmp_path):
     """From a built cache entry (memory-mapped .npy files), JAX's streamed input
     (host gather, a block ahead) gives bit for bit the losses, weights and
