@@ -46,7 +46,7 @@ def jax_step_costs(backend, data: dict[str, np.ndarray], size: int) -> dict[str,
 
 def torch_step_flops(backend, data: dict[str, np.ndarray], size: int) -> dict[str, float]:
     """{'train', 'eval'}: torch's counted FLOPs per sample (matrix products)."""
-    batch = to_tensors({k: v[:size] for k, v in data.items()}, (*backend.inputs, LABEL), backend.device)
+    batch = to_tensors({k: np.array(v[:size]) for k, v in data.items()}, (*backend.inputs, LABEL), backend.device)
     state = {k: v.clone() for k, v in backend.model.state_dict().items()}
     optimizer_state = backend.optimizer.state_dict()
     with FlopCounterMode(display=False) as counter:
