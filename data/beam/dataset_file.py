@@ -27,8 +27,8 @@ import numpy as np
 
 from core.config import DINConfig
 from core.errors import DataError
-from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, lines_before, read_block, run,
-                                write_manifest, write_shard)
+from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, byte_ranges, lines_before, read_block,
+                                run, write_manifest, write_shard)
 from data.encoders import Statistics
 from data.rows import parse_csv, read_csv
 from data.schema import USER
@@ -72,8 +72,8 @@ def plan(data_dir: str, layout: Layout, range_bytes: int) -> list[Part]:
         if layout.user and first:
             frame, _ = parse_csv(first, path, list(header), header_line + 1)
             integer = integer_users(frame[layout.user].iloc[0]) if len(frame) else None
-        cuts = list(range(data_start, size, range_bytes)) + [size] if size > data_start else [size, size]
-        for a, b in zip(cuts[:-1], cuts[1:]):
+        # A file of a header only still gets one (empty) part: its "no data rows" is found like any other.
+        for _, a, b in byte_ranges(data_start, size, range_bytes) or [(0, size, size)]:
             parts.append(Part(len(parts), split, path, a, b, data_start, header_line, tuple(header), integer))
     return parts
 
