@@ -29,7 +29,7 @@ from data.download import default_cache_dir, sha256_of
 from data.encoders import FeatureEncoders
 from data.splits import Arrays, Splits, encode
 
-BUILD_VERSION = 5  # bump when a sample builder or the encoding changes (5: histories keep their latest ids)
+BUILD_VERSION = 6  # bump when a sample builder or the encoding changes (6: Amazon negatives per (user, position), pairs adjacent)
 log = logging.getLogger("din")
 detect = sources.detect
 

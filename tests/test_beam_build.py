@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import sample_dir
@@ -23,6 +24,7 @@ from data.beam.movielens import build as beam_build
 from data.datasets import Build, load_splits
 from data.sharded import MANIFEST, ShardedColumn
 from data.sources.movielens import MovieLens
+from data.schema import USER
 from data.splits import SPLITS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -301,3 +303,76 @@ def test_build_command_caches_a_csv_source_that_training_then_reads(tutorial_dir
         assert isinstance(theirs["label"], ShardedColumn) and sorted(mine) == sorted(theirs)
         for name, values in mine.items():
             np.testing.assert_array_equal(np.asarray(theirs[name]), values, err_msg=f"{split}/{name}")
+
+
+# Amazon in the authors' protocol: the local build's entry, sharded by user range.
+
+@pytest.fixture(scope="module")
+def amazon_dir(tmp_path_factory) -> str:
+    from synthetic_amazon import make_reviews, write_amazon
+
+    reviews = make_reviews(users=300, items=400, reviews=3000, seed=5)
+    # Items 0-379 have meta: reviews of the others are dropped, as the authors drop them.
+    return write_amazon(str(tmp_path_factory.mktemp("amazon")), reviews, items=400, with_meta=range(380))
+
+
+def uncompressed(folder: str, to: pathlib.Path) -> str:
+    import gzip
+
+    to.mkdir()
+    for name in os.listdir(folder):
+        (to / name.removesuffix(".gz")).write_bytes(gzip.decompress(pathlib.Path(folder, name).read_bytes()))
+    return str(to)
+
+
+@pytest.mark.parametrize("files, options", [
+    ("plain", {}),  # byte ranges of both files
+    ("gzipped", {"valid_on_test": True, "max_hist": 3, "seed": 7}),  # each file one range
+])
+def test_amazon_builds_the_entry_of_the_local_build(amazon_dir, tmp_path, files, options):
+    from data.beam import amazon as beam_amazon
+    from data.sources.amazon import Amazon
+
+    data_dir = amazon_dir if files == "gzipped" else uncompressed(amazon_dir, tmp_path / "plain")
+    config = DINConfig(**options)
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    Amazon().build(data_dir, config, local)
+    figures = beam_amazon.build(data_dir, config, beam, shard_reviews=500, range_bytes=16 << 10)
+    assert len(cache.read(beam).train["label"].parts) > 3
+    assert figures["parse"]["calls"] > (3 if files == "plain" else 0) and figures["meta"]["calls"] >= 1
+    assert_same_entry(local, beam)
+
+
+def test_a_range_of_users_draws_the_negatives_of_the_whole(amazon_dir):
+    """The negatives are a function of (seed, user, position): the build of a
+    few users draws exactly what the whole build draws for them."""
+    from data.sources import amazon
+
+    reviews = amazon.read_reviews(amazon.find_files(amazon_dir)[0])
+    categories = amazon.read_meta(amazon.find_files(amazon_dir)[1], set(reviews["item"]))
+    items = amazon.Catalogue.of(categories)
+    whole = amazon.build_samples(reviews, categories, 6, seed=0)
+    reviews = reviews[items.has(reviews["item"].to_numpy(dtype=str))]
+    user, _ = pd.factorize(reviews["user"], sort=True)
+    few = (user >= 40) & (user < 55)
+    part = amazon.user_samples(user[few], items.number(reviews["item"].to_numpy(dtype=str)[few]),
+                               reviews["time"].to_numpy()[few], np.flatnonzero(few), items, 6, seed=0)
+    rows = (whole[USER] >= 40) & (whole[USER] < 55)
+    for name, values in part.items():
+        np.testing.assert_array_equal(values, whole[name][rows], err_msg=name)
+    assert not np.array_equal(amazon.build_samples(reviews, categories, 6, seed=1)["item"], whole["item"])
+
+
+def test_a_bad_meta_line_is_one_line_naming_file_and_line(amazon_dir, tmp_path):
+    from data.beam import amazon as beam_amazon
+
+    data_dir = pathlib.Path(uncompressed(amazon_dir, tmp_path / "plain"))
+    meta = next(data_dir.glob("meta_*.json"))
+    lines = meta.read_text().splitlines()
+    lines[250] = lines[250].replace("'categories'", "'categories': __import__('os'),  'x'")
+    meta.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        beam_amazon.build(str(data_dir), DINConfig(), str(tmp_path / "entry"), range_bytes=4096)
+    message = str(error.value)
+    assert "\n" not in message and f"{meta}, line 251: not a meta record" in message, message
+    assert not (tmp_path / "entry").exists()

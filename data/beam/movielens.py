@@ -25,7 +25,6 @@ per-user ratings counts and the encoders' statistics are the only global state.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import numpy as np
@@ -33,9 +32,9 @@ import pandas as pd
 
 from core.config import DINConfig
 from core.errors import DataError
-from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, byte_ranges, lines_before, read_block, run,
-                                write_manifest, write_shard)
-from data.encoders import Statistics, add_counts
+from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, SumCounts, beam, byte_ranges, lines_before,
+                                read_block, run, shard_starts, spill_by_shard, user_counts, write_manifest, write_shard)
+from data.encoders import Statistics
 from data.sources import grouplens, sequential
 
 
@@ -57,54 +56,6 @@ def _read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> di
     columns = {name: frame[name].to_numpy() for name in ("user", "movie", "rating", "timestamp")}
     columns["position"] = (np.int64(index) << 32) + np.arange(len(frame), dtype=np.int64)
     return columns
-
-
-def user_counts(columns: dict[str, np.ndarray]) -> pd.Series:
-    users, counts = np.unique(columns["user"], return_counts=True)
-    return pd.Series(counts, index=users)
-
-
-class SumCounts(beam.CombineFn):
-    """Ratings per user, summed over ranges."""
-
-    def create_accumulator(self):
-        return None  # add_counts' empty total
-
-    def add_input(self, total, counts):
-        return add_counts(total, counts)
-
-    def merge_accumulators(self, totals):
-        return functools.reduce(lambda total, counts: total if counts is None else add_counts(total, counts), totals, None)
-
-    def extract_output(self, total):
-        return pd.Series(dtype=np.int64) if total is None else total.sort_index()
-
-
-def shard_starts(counts: pd.Series, shard_ratings: int) -> np.ndarray:
-    """The first user of each shard: a shard ends at the first user to start at or
-    after each multiple of shard_ratings ratings (sequential.user_chunks' rule)."""
-    if counts.empty:
-        raise DataError("the ratings file has no data rows")
-    users, sizes = counts.index.to_numpy(), counts.to_numpy()
-    starts = np.cumsum(sizes) - sizes  # each user's first row, in user order
-    firsts = np.unique(np.searchsorted(starts, np.arange(0, starts[-1] + sizes[-1], shard_ratings)))
-    return users[firsts[firsts < len(users)]]
-
-
-def spill_by_shard(columns: dict[str, np.ndarray], starts: np.ndarray, spill: str):
-    """Writes the range's ratings of each shard it touches to spill/<shard>/<range>.npz
-    and yields (shard, that file): the ratings cross to their shard's worker
-    through the build's folder, the shuffle carries only file names. (A runner's
-    shuffle would hold them all in memory on the DirectRunner.)"""
-    shard = np.searchsorted(starts, columns["user"], side="right") - 1
-    first = int(columns["position"][0] >> 32) if len(shard) else 0  # the range's index
-    for k in np.unique(shard):
-        here = shard == k
-        folder = os.path.join(spill, f"{int(k):05d}")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{first:06d}.npz")
-        np.savez(path, **{name: values[here] for name, values in columns.items()})
-        yield int(k), path
 
 
 class ShardSamples(beam.DoFn):

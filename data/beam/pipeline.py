@@ -1,11 +1,14 @@
 """What every Beam build shares: Beam itself (imported quietly), per-stage
-figures, byte ranges of a text file, one shard's columns written, the manifest
+figures, byte ranges of a text file, shards by user range (rows per user
+summed, each range's rows spilled to its shard's folder), one shard's
+columns written, the manifest
 written last, and the run that builds an entry in a temporary folder beside
 its place and renames it into place whole (a pipeline that fails leaves
 nothing a later run would read)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -14,10 +17,11 @@ import tempfile
 import time
 
 import numpy as np
+import pandas as pd
 
 from core.errors import DataError
 from data import cache
-from data.encoders import Statistics
+from data.encoders import Statistics, add_counts
 from data.sharded import MANIFEST
 from data.splits import SPLITS, encode
 
@@ -87,6 +91,54 @@ def lines_before(path: str, data_start: int, offset: int) -> int:
     """Data lines before byte `offset` (only ever counted to name a bad line)."""
     with open(path, "rb") as f:
         return f.read(offset)[data_start:].count(b"\n")
+
+
+def user_counts(columns: dict[str, np.ndarray]) -> pd.Series:
+    users, counts = np.unique(columns["user"], return_counts=True)
+    return pd.Series(counts, index=users)
+
+
+class SumCounts(beam.CombineFn):
+    """Rows (ratings, reviews) per user, summed over ranges."""
+
+    def create_accumulator(self):
+        return None  # add_counts' empty total
+
+    def add_input(self, total, counts):
+        return add_counts(total, counts)
+
+    def merge_accumulators(self, totals):
+        return functools.reduce(lambda total, counts: total if counts is None else add_counts(total, counts), totals, None)
+
+    def extract_output(self, total):
+        return pd.Series(dtype=np.int64) if total is None else total.sort_index()
+
+
+def shard_starts(counts: pd.Series, shard_ratings: int, empty: str = "the ratings file has no data rows") -> np.ndarray:
+    """The first user of each shard: a shard ends at the first user to start at or
+    after each multiple of shard_ratings ratings (sequential.user_chunks' rule)."""
+    if counts.empty:
+        raise DataError(empty)
+    users, sizes = counts.index.to_numpy(), counts.to_numpy()
+    starts = np.cumsum(sizes) - sizes  # each user's first row, in user order
+    firsts = np.unique(np.searchsorted(starts, np.arange(0, starts[-1] + sizes[-1], shard_ratings)))
+    return users[firsts[firsts < len(users)]]
+
+
+def spill_by_shard(columns: dict[str, np.ndarray], starts: np.ndarray, spill: str):
+    """Writes the range's ratings of each shard it touches to spill/<shard>/<range>.npz
+    and yields (shard, that file): the ratings cross to their shard's worker
+    through the build's folder, the shuffle carries only file names. (A runner's
+    shuffle would hold them all in memory on the DirectRunner.)"""
+    shard = np.searchsorted(starts, columns["user"], side="right") - 1
+    first = int(columns["position"][0] >> 32) if len(shard) else 0  # the range's index
+    for k in np.unique(shard):
+        here = shard == k
+        folder = os.path.join(spill, f"{int(k):05d}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{first:06d}.npz")
+        np.savez(path, **{name: values[here] for name, values in columns.items()})
+        yield int(k), path
 
 
 class MergeStatistics(beam.CombineFn):

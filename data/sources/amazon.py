@@ -13,8 +13,10 @@ Samples, as github zhougr1993/DeepInterestNetwork builds them
     authors' remap does (sorted keys), plus one (0 is padding here);
   * each user's reviews in `unixReviewTime` order (ties: file order);
   * for every position i >= 1, a positive (history = the user's items
-    before i, candidate item i) and a negative (a seeded random item of the
-    catalogue the user never reviewed) with the same history; the last
+    before i, candidate item i) and a negative (a random item of the
+    catalogue the user never reviewed, drawn from (seed, user, position)
+    alone, so that any range of users builds on its own what the whole
+    build makes) with the same history, the pair adjacent; the last
     position is test, every earlier one train;
   * features: the candidate item and its category, the history's items and
     their categories: ONE attention group of two pairs, each history
@@ -28,6 +30,7 @@ train to validation; --valid-on-test validates on the test set, as the
 authors do. GAUC on these splits is the authors' (every user has one
 positive and one negative at each position).
 Everything after parsing is numpy group arithmetic: no loop over users.
+data/beam/amazon.py builds the same entry as a Beam pipeline, user range by user range.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import gzip
 import json
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -46,7 +50,7 @@ from core.errors import DataError
 from data.encoders import FeatureEncoders
 from data.features import Feature
 from data.schema import LABEL, USER, AttentionGroup
-from data.sources.base import SourceBase
+from data.sources.base import SourceBase, beam_build
 from data.sources.history import earlier, run_starts
 from data.splits import Splits, encode
 
@@ -98,32 +102,40 @@ def _open(path: str):
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
+def read_text(path: str) -> str:
+    try:
+        with _open(path) as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: unreadable ({error})") from None
+
+
 def read_reviews(path: str) -> pd.DataFrame:
-    """user (str), item (str), time (int64), one row per review in file order.
+    """user (str), item (str), time (int64), one row per review in file order."""
+    return parse_reviews(read_text(path), path)
+
+
+def parse_reviews(text: str, path: str, first_line: int = 1) -> pd.DataFrame:
+    """The reviews in `text` (lines of `path` from line `first_line` on), in order.
 
     The three fields are found by regular expressions over the whole text (C
     speed; a JSON string cannot hold an unescaped quote, so a key pattern never
     matches inside a review's text). Each must occur once per line; otherwise
     the lines are parsed one by one as JSON, which names the first bad line.
     """
-    try:
-        with _open(path) as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: unreadable ({error})") from None
     records = len(RECORD.findall(text))  # lines holding an object
     found = [pattern.findall(text) for pattern in REVIEW_FIELDS.values()]
     if any(len(values) != records for values in found):
-        found = _parse_lines(path, text)
+        found = _parse_lines(path, text, first_line)
     users, items, times = found
-    return pd.DataFrame({"user": np.asarray(users, dtype=object), "item": np.asarray(items, dtype=object),
+    return pd.DataFrame({"user": np.asarray(users, dtype=str), "item": np.asarray(items, dtype=str),
                          "time": np.asarray(times, dtype=np.int64)})
 
 
-def _parse_lines(path: str, text: str) -> list[list]:
+def _parse_lines(path: str, text: str, first_line: int) -> list[list]:
     """The slow path: every line as JSON, the first bad one named."""
     out: list[list] = [[], [], []]
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), first_line):
         if not line.strip():
             continue
         try:
@@ -140,77 +152,125 @@ def _parse_lines(path: str, text: str) -> list[list]:
 def read_meta(path: str, items: set[str]) -> dict[str, str]:
     """asin -> category (the last element of the last category path), for the
     reviewed `items` only: other lines are skipped before they are parsed."""
-    categories: dict[str, str] = {}
     with _open(path) as f:
-        for number, line in enumerate(f, 1):
-            found = ASIN.search(line)
-            if not line.strip() or (found and found.group(1) not in items):
-                continue
-            try:
-                record = ast.literal_eval(line)  # a Python literal, never code
-                asin, paths = record["asin"], record.get("categories") or [[""]]
-                categories[str(asin)] = str(paths[-1][-1]) if paths[-1] else ""
-            except (ValueError, SyntaxError, KeyError, TypeError, IndexError, MemoryError, RecursionError):
-                raise DataError(f"{path}, line {number}: not a meta record (a Python dict literal with 'asin' "
-                                "and 'categories')") from None
+        return parse_meta(f, items, path)
+
+
+def parse_meta(lines, items: set[str], path: str, first_line: int = 1) -> dict[str, str]:
+    """read_meta over `lines` of `path`, numbered from `first_line` (a later line of an asin wins)."""
+    categories: dict[str, str] = {}
+    for number, line in enumerate(lines, first_line):
+        found = ASIN.search(line)
+        if not line.strip() or (found and found.group(1) not in items):
+            continue
+        try:
+            record = ast.literal_eval(line)  # a Python literal, never code
+            asin, paths = record["asin"], record.get("categories") or [[""]]
+            categories[str(asin)] = str(paths[-1][-1]) if paths[-1] else ""
+        except (ValueError, SyntaxError, KeyError, TypeError, IndexError, MemoryError, RecursionError):
+            raise DataError(f"{path}, line {number}: not a meta record (a Python dict literal with 'asin' "
+                            "and 'categories')") from None
     return categories
+
+
+class Catalogue(NamedTuple):
+    """The items with meta, numbered as the authors' remap numbers them (sorted
+    asins, plus one: 0 is padding), and each one's category (sorted names, plus one)."""
+
+    items: np.ndarray  # [I] asins, sorted
+    category: np.ndarray  # [I] int32: item i + 1's category
+
+    @classmethod
+    def of(cls, categories: dict[str, str]) -> "Catalogue":
+        if not categories:
+            raise DataError("no review's item has meta: the reviews and meta files do not match")
+        items = np.asarray(sorted(categories), dtype=str)
+        names = np.asarray(sorted(set(categories.values())), dtype=str)
+        category = np.searchsorted(names, np.asarray([categories[k] for k in items], dtype=str)) + 1
+        return cls(items, category.astype(np.int32))
+
+    def number(self, asins: np.ndarray) -> np.ndarray:
+        """Item numbers (1-based) of asins that have meta."""
+        return (np.searchsorted(self.items, asins) + 1).astype(np.int32)
+
+    def has(self, asins: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(self.items, asins), len(self.items) - 1)
+        return self.items[at] == asins
 
 
 def build_samples(reviews: pd.DataFrame, categories: dict[str, str], max_hist: int, seed: int) -> dict[str, np.ndarray]:
     """Every (user, position >= 1) as a positive and a negative row, unsplit,
     with `position` and `count` (the user's positions) for the split."""
-    reviews = reviews[reviews["item"].isin(categories.keys())]
-    if not len(reviews):
-        raise DataError("no review's item has meta: the reviews and meta files do not match")
-    item_keys = np.asarray(sorted(categories))  # the authors' remap: sorted keys
-    category_keys = np.asarray(sorted(set(categories.values())))
-    item = (np.searchsorted(item_keys, reviews["item"].to_numpy()) + 1).astype(np.int32)  # 1-based: 0 is padding
-    item_category = (np.searchsorted(category_keys, [categories[k] for k in item_keys]) + 1).astype(np.int32)
+    catalogue = Catalogue.of(categories)
+    reviews = reviews[catalogue.has(reviews["item"].to_numpy(dtype=str))]
     user, _ = pd.factorize(reviews["user"], sort=True)  # the authors' remap: sorted reviewer ids
-    order = np.lexsort((reviews["time"].to_numpy(), user))  # by user, then time; ties keep file order (stable)
-    user, item, time = user[order], item[order], reviews["time"].to_numpy()[order]
+    order = np.arange(len(reviews), dtype=np.int64)  # file order breaks time ties
+    return user_samples(user, catalogue.number(reviews["item"].to_numpy(dtype=str)), reviews["time"].to_numpy(),
+                        order, catalogue, max_hist, seed)
 
+
+def user_samples(user: np.ndarray, item: np.ndarray, time: np.ndarray, order: np.ndarray, catalogue: Catalogue,
+                 max_hist: int, seed: int) -> dict[str, np.ndarray]:
+    """The samples of whole users' reviews: user [R] (their numbers among all
+    users), item [R] (numbered), time [R], order [R] (file order). Rows come
+    user by user, position by position, each positive before its negative:
+    users split into ranges build, range by range, the rows of all at once."""
+    sort = np.lexsort((order, time, user))  # by user, then time; ties keep file order
+    user, item = user[sort].astype(np.int64), item[sort]
     start = run_starts(user)
     position = np.arange(len(user)) - start  # [R]
-    counts = np.bincount(user)[user]  # the user's number of reviews
+    counts = np.bincount(user - user.min())[user - user.min()] if len(user) else user  # the user's number of reviews
     # History = the user's items at positions < i (time ties included: the
     # authors take the list prefix), so each position is its own "timestamp".
     history = earlier(user, position, np.ones(len(user), bool), max_hist, item)  # [R, H]
-    negative = _negatives(user, item, len(item_keys), np.random.default_rng(seed))
-    sample = position >= 1
-    rows = np.flatnonzero(sample)
-    both = np.concatenate([rows, rows])  # positives, then negatives
-    candidates = np.concatenate([item[rows], negative[rows]])
-    hist = history[both]
+    rows = np.repeat(np.flatnonzero(position >= 1), 2)  # each sample twice: positive, then negative
+    positive = np.arange(len(rows)) % 2 == 0
+    negative = negatives(user[rows], position[rows], item, user, len(catalogue.items), seed)
+    candidates = np.where(positive, item[rows], negative)
+    hist = history[rows]
+    category = catalogue.category
     return {
-        USER: user[both].astype(np.int64),
+        USER: user[rows],
         "item": candidates,
-        "category": item_category[candidates - 1],
+        "category": category[candidates - 1],
         "item_history": hist,
-        "category_history": np.where(hist > 0, item_category[np.maximum(hist, 1) - 1], 0),
-        LABEL: np.concatenate([np.ones(len(rows)), np.zeros(len(rows))]).astype(np.float32),
-        "position": position[both],
-        "count": counts[both],
+        "category_history": np.where(hist > 0, category[np.maximum(hist, 1) - 1], 0),
+        LABEL: positive.astype(np.float32),
+        "position": position[rows],
+        "count": counts[rows],
     }
 
 
-def _negatives(user: np.ndarray, item: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
-    """One item per review row drawn uniformly from the catalogue [1, n_items],
-    never one the row's user reviewed (vectorised rejection sampling)."""
+def negatives(user: np.ndarray, position: np.ndarray, reviewed_item: np.ndarray, reviewed_user: np.ndarray,
+              n_items: int, seed: int) -> np.ndarray:
+    """For each (user, position), an item drawn uniformly from the catalogue
+    [1, n_items] that the user never reviewed (reviewed_user/reviewed_item:
+    every review of these users). The draw is a function of (seed, user,
+    position, attempt) alone, so any range of users draws what the whole does."""
     span = np.int64(n_items + 1)
-    reviewed = np.unique(user.astype(np.int64) * span + item)  # sorted (user, item) keys
-
-    def clashes(rows: np.ndarray) -> np.ndarray:
-        keys = user[rows].astype(np.int64) * span + out[rows]
-        at = np.minimum(np.searchsorted(reviewed, keys), len(reviewed) - 1)
-        return rows[reviewed[at] == keys]
-
-    out = rng.integers(1, n_items + 1, len(user)).astype(np.int32)
-    redraw = clashes(np.arange(len(user)))
+    reviewed = np.unique(reviewed_user.astype(np.int64) * span + reviewed_item)  # sorted (user, item) keys
+    key = _mix(_mix(np.full(len(user), seed, np.uint64)) ^ user.astype(np.uint64))
+    key = _mix(key ^ position.astype(np.uint64))  # [N]: one stream per (seed, user, position)
+    out = np.zeros(len(user), np.int32)
+    redraw, attempt = np.arange(len(user)), 0
     while redraw.size:
-        out[redraw] = rng.integers(1, n_items + 1, redraw.size)
-        redraw = clashes(redraw)
+        out[redraw] = (_mix(key[redraw] ^ np.uint64(attempt)) % np.uint64(n_items)).astype(np.int32) + 1
+        keys = user[redraw].astype(np.int64) * span + out[redraw]
+        at = np.minimum(np.searchsorted(reviewed, keys), len(reviewed) - 1)
+        redraw, attempt = redraw[reviewed[at] == keys], attempt + 1
     return out
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 whose outputs look uniform
+    (the counter-based draw of `negatives`; numpy's uint64 arithmetic wraps)."""
+    x = np.asarray(x, np.uint64) + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def split_samples(samples: dict[str, np.ndarray], valid_on_test: bool) -> dict[str, dict[str, np.ndarray]]:
@@ -263,3 +323,6 @@ class Amazon(SourceBase):
 
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
         return raw_splits(data_dir, config)
+
+    def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
+        beam_build("amazon").build(data_dir, config, folder, runner, pipeline_args)

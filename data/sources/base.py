@@ -70,7 +70,7 @@ class SourceBase:
 
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "
-                        "build covers raw MovieLens in the sequential protocol and CSVs through a dataset file")
+                        "build covers raw MovieLens in the sequential protocol, Amazon, and CSVs through a dataset file")
 
     def titles(self, data_dir: str) -> dict[str, str]:
         return {}
