@@ -227,9 +227,10 @@ def csv_variant(tutorial_dir: str, folder: pathlib.Path, variant: str) -> str:
 
 @pytest.mark.parametrize("variant, options", [
     ("tutorial", {}),  # integer users, a held-out share of them for validation
-    ("tutorial", {"valid_on_test": True, "share_embeddings": True, "max_len": 4}),
-    ("no user column", {}),
-    ("valid file", {"min_count": 2}),
+    # The other layouts run in the full suite (the fast tier keeps one in-process pipeline per source).
+    pytest.param("tutorial", {"valid_on_test": True, "share_embeddings": True, "max_len": 4}, marks=pytest.mark.slow),
+    pytest.param("no user column", {}, marks=pytest.mark.slow),
+    pytest.param("valid file", {"min_count": 2}, marks=pytest.mark.slow),
 ])
 def test_a_dataset_file_builds_the_entry_of_the_local_read(tutorial_dir, tmp_path, variant, options):
     from data.beam import dataset_file as beam_csv
@@ -327,7 +328,7 @@ def uncompressed(folder: str, to: pathlib.Path) -> str:
 
 @pytest.mark.parametrize("files, options", [
     ("plain", {}),  # byte ranges of both files
-    ("gzipped", {"valid_on_test": True, "max_hist": 3, "seed": 7}),  # each file one range
+    pytest.param("gzipped", {"valid_on_test": True, "max_hist": 3, "seed": 7}, marks=pytest.mark.slow),  # one range each
 ])
 def test_amazon_builds_the_entry_of_the_local_build(amazon_dir, tmp_path, files, options):
     from data.beam import amazon as beam_amazon
