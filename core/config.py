@@ -58,6 +58,12 @@ class DINConfig:
         "sequential", "data", "how raw MovieLens becomes samples: sequential, seed (the tutorial's) or paper (the DIN paper's)",
         choices=("sequential", "seed", "paper"))
     max_hist: int = setting(50, "data", "raw MovieLens and Amazon: a history keeps the user's latest N items")
+    low_rated_history: bool = setting(
+        False, "data", "raw MovieLens, sequential protocol: a second attention group over the movies the user rated "
+        "below 4 before (the latest --max-hist)")
+    user_feature: bool = setting(
+        False, "data", "raw MovieLens, sequential protocol: the user id as a feature (test users are seen in "
+        "training; ids in fewer than --min-count training samples share the unknown id)")
     holdout_fraction: float = setting(0.1, "data", "raw MovieLens: the share of each user's samples held out for test")
     split: str = setting("fraction", "data", "raw MovieLens: hold out each user's latest fraction, or only the last sample",
                          choices=("fraction", "leave-last-out"))

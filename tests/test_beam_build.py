@@ -47,15 +47,19 @@ def assert_same_entry(local: str, beam: str) -> None:
             np.testing.assert_array_equal(joined, values, err_msg=f"{split}/{name}")
 
 
-def build_both(data_dir: str, tmp_path, pipeline_args=()) -> tuple[str, str]:
+def build_both(data_dir: str, tmp_path, pipeline_args=(), config=CONFIG) -> tuple[str, str]:
     local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
-    MovieLens().build(data_dir, CONFIG, local)
-    beam_build(data_dir, CONFIG, beam, pipeline_args=pipeline_args, **SMALL)
+    MovieLens().build(data_dir, config, local)
+    beam_build(data_dir, config, beam, pipeline_args=pipeline_args, **SMALL)
     return local, beam
 
 
-def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path):
-    local, beam = build_both(ml1m_dir, tmp_path)
+@pytest.mark.parametrize("options", [
+    {},
+    pytest.param({"low_rated_history": True, "user_feature": True}, marks=pytest.mark.slow),
+], ids=["default", "low-rated history, user feature"])
+def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path, options):
+    local, beam = build_both(ml1m_dir, tmp_path, config=CONFIG.replace(**options))
     manifest = cache.read(beam)
     assert len(manifest.train["label"].parts) > 3  # several shards, each a user range
     assert_same_entry(local, beam)

@@ -11,7 +11,7 @@ from core.errors import DataError
 from data.datasets import load_splits
 from data.schema import LABEL, USER
 from data.sources.grouplens import detect_format, read_raw
-from data.sources.sequential import HISTORY, build_samples, split_masks
+from data.sources.sequential import HISTORY, LOW_HISTORY, USER_ID, build_samples, split_masks
 
 RATINGS_CSV = """userId,movieId,rating,timestamp
 1,10,5.0,100
@@ -62,6 +62,21 @@ class TestSequentialProtocol:
             (2, 20): (1.0, [], ""),
             (2, 30): (1.0, [20], "Drama"),
         }
+
+    def test_low_rated_history_and_user_id(self, tmp_path):
+        """--low-rated-history: the movies rated below 4 strictly earlier, the
+        history's twin; --user-feature: the user id as a feature column."""
+        raw = read_raw(folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV}))
+        samples = build_samples(raw, max_hist=50, low_rated=True, user_id=True)
+        np.testing.assert_array_equal(samples[USER_ID], samples[USER])
+        low = {(int(u), int(m)): [int(x) for x in h if x]
+               for u, m, h in zip(samples[USER], samples["movieId"], samples[LOW_HISTORY])}
+        # user 1 rated only movie 50 below 4, last: no sample has it; user 2 rated movie 10 at 1.0, first.
+        assert low == {(1, 20): [], (1, 30): [], (1, 40): [], (1, 50): [], (2, 20): [10], (2, 30): [10]}
+        plain = build_samples(raw, max_hist=50)
+        assert LOW_HISTORY not in plain and USER_ID not in plain
+        for name, values in plain.items():  # the options add columns, change none
+            np.testing.assert_array_equal(np.asarray(values), np.asarray(samples[name]), err_msg=name)
 
     def test_history_keeps_the_latest_max_hist_oldest_first(self, tmp_path):
         raw = read_raw(folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV}))

@@ -107,7 +107,7 @@ def test_killed_again_and_again_then_resumed_matches_uninterrupted_run(backend, 
     # Validation figures per epoch are equal; the epoch's mean training loss is summed
     # per stretch between checkpoints, so it may differ in the last bits.
     history = [np.genfromtxt(run / "history.csv", delimiter=",", names=True) for run in (reference, killed)]
-    for column in ("epoch", "valid_auc", "valid_logloss"):
+    for column in ("epoch", "valid_auc", "valid_gauc", "valid_logloss"):
         assert np.array_equal(history[0][column], history[1][column]), column
     np.testing.assert_allclose(history[1]["train_loss"], history[0]["train_loss"], rtol=1e-6)
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (reference, killed)]

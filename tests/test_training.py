@@ -14,7 +14,8 @@ from training.run_dir import read_run
 
 RUN_FILES = {"config.json", "encoders.json", "model.safetensors", "history.csv", "history.png", "metrics.json"}
 PNG = b"\x89PNG\r\n\x1a\n"
-METRIC_KEYS = {"backend", "best_epoch", "valid_auc", "test_auc", "test_logloss", "test_gauc", "train_samples_per_s"}
+METRIC_KEYS = {"backend", "best_epoch", "valid_auc", "valid_gauc", "test_auc", "test_logloss", "test_gauc",
+               "train_samples_per_s"}
 
 
 def one_hot_baseline(splits) -> float:
@@ -44,6 +45,10 @@ def test_training_learns(backend_name, tutorial_splits, tmp_path):
     history = np.genfromtxt(tmp_path / "history.csv", delimiter=",", names=True)
     assert history["train_loss"][1] < history["train_loss"][0]
     assert history["train_loss"][-1] < history["train_loss"][0]
+    # GAUC beside AUC every epoch: the best epoch's row is the kept weights' validation score.
+    best = result["best_epoch"] - 1
+    for key in ("valid_auc", "valid_gauc"):  # GAUC: NaN here (each validation user has one row), in both
+        np.testing.assert_allclose(history[key][best], result[key], rtol=0, atol=1e-12, err_msg=key)
     assert result["valid_auc"] > 0.66 and result["test_auc"] > 0.57
     assert result["test_auc"] > one_hot_baseline(tutorial_splits) + 0.04
     # The saved weights are the best epoch's and reproduce the reported test AUC.

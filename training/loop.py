@@ -195,7 +195,7 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
         row = {"epoch": epoch, "train_loss": loop.loss_sum / max(loop.samples, 1)}
         if has_valid:
             valid = evaluate(backend, splits.valid, config)
-            row.update(valid_auc=valid["auc"], valid_logloss=valid["logloss"])
+            row.update(valid_auc=valid["auc"], valid_gauc=valid["gauc"], valid_logloss=valid["logloss"])
         loop.history.append(row)
         if run.primary:
             run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)

@@ -6,8 +6,8 @@ from training import run_dir
 
 
 def plot_history(path: str, history: list[dict[str, float]], best_epoch: int) -> None:
-    """history.png: train loss and validation logloss (left), validation AUC
-    (right) per epoch, the best epoch (the weights kept) marked."""
+    """history.png: train loss and validation logloss (left), validation AUC and
+    GAUC (right) per epoch, the best epoch (the weights kept) marked."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -18,6 +18,9 @@ def plot_history(path: str, history: list[dict[str, float]], best_epoch: int) ->
     if history and "valid_logloss" in history[0]:
         losses.plot(epochs, [row["valid_logloss"] for row in history], "s-", label="valid logloss")
         aucs.plot(epochs, [row["valid_auc"] for row in history], "o-", color="C2", label="valid AUC")
+        if "valid_gauc" in history[-1]:  # a per-user ranking: what a recommender serves
+            aucs.plot(epochs, [row.get("valid_gauc", float("nan")) for row in history], "s-", color="C3",
+                      label="valid GAUC")
     else:
         aucs.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=aucs.transAxes)
     for axes, name in ((losses, "loss"), (aucs, "AUC")):

@@ -97,7 +97,8 @@ def read_weights(path: str) -> tuple[dict[str, np.ndarray], str]:
 
 def write_history(path: str, rows: list[dict[str, float]]) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["epoch"])
+    # Every column any row has (a run resumed from an older checkpoint gains one), in order of appearance.
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(key for row in rows for key in row)) or ["epoch"])
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, out.getvalue())

@@ -8,7 +8,7 @@ build's cache entry, sharded by user range, its arrays equal bit for bit.
   samples     each shard's ratings gathered by user range (spilled to files,
               their names grouped by shard), then
               the local build's own per-chunk code: duplicates dropped,
-              sorted by (user, timestamp, movie), sequential.samples, the split
+              sorted by (user, timestamp, movie), sequential.samples_of, the split
               (made twice, as the local build makes them: to fit, to encode)
   encoders    fitted on the summed statistics of every shard's training
               rows (encoders.Statistics, merged in shard order)
@@ -84,7 +84,7 @@ class ShardSamples(beam.DoFn):
         if users is not None:
             grouplens.check_users(ratings, users, self.folder)
         raw = grouplens.RawMovieLens(ratings, movies, users, grouplens.detect_format(self.folder), self.folder)
-        samples = sequential.samples(raw, sequential.sorted_ratings(raw), self.config.max_hist)
+        samples = sequential.samples_of(raw, sequential.sorted_ratings(raw), self.config)
         return shard, sequential.split_samples_of(raw, samples, self.config)
 
 
@@ -126,7 +126,8 @@ def pipeline(p: beam.Pipeline, data_dir: str, config: DINConfig, work: str, shar
     if layout is None:
         raise DataError(f"{path}: a quoted header line: the Beam build reads unquoted headers only (use --build local)")
     movies, users = grouplens.read_tables(data_dir)  # checked once here, before any worker starts
-    specs = sequential.features(grouplens.RawMovieLens(pd.DataFrame(), movies, users, grouplens.detect_format(data_dir)))
+    specs = sequential.features(grouplens.RawMovieLens(pd.DataFrame(), movies, users, grouplens.detect_format(data_dir)),
+                                config)
 
     # The parsed ratings and the samples are never handed between stages whole:
     # a runner materialises what two consumers read, so each consumer parses its
@@ -157,7 +158,7 @@ def pipeline(p: beam.Pipeline, data_dir: str, config: DINConfig, work: str, shar
         shards
         | "statistics per shard" >> beam.ParDo(ShardStatistics(data_dir, config, specs))
         | "statistics" >> beam.CombineGlobally(MergeStatistics(specs))
-        | "fit encoders" >> beam.Map(lambda s: s.fit(sequential.ATTENTION_GROUPS, config.min_count,
+        | "fit encoders" >> beam.Map(lambda s: s.fit(sequential.attention_groups(config), config.min_count,
                                                      config.share_embeddings, config.max_len))
     )
     written = (

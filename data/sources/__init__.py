@@ -29,11 +29,13 @@ SOURCES: tuple[Source, ...] = (DatasetFile(), Tutorial(), MovieLens(), Amazon())
 
 
 def detect(data_dir: str, config: DINConfig) -> Source:
-    """The source of a data folder, recognised from its files."""
+    """The source of a data folder, recognised from its files (a DataError where
+    the run's options ask it for what it does not build)."""
     if not os.path.isdir(data_dir):
         raise DataError(f"--data {data_dir}: no such folder")
     for source in SOURCES:
         if source.detect(data_dir, config):
+            source.check(data_dir, config)
             return source
     raise DataError(
         f"{data_dir}: no data found: expected dataset.toml naming your CSVs (or pass --dataset FILE), "

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.config import DINConfig
+from core.config import DINConfig, flag
 from core.errors import DataError
 from data import cache
 from data.splits import Splits
@@ -47,6 +47,9 @@ class Source(Protocol):
         """Writes the same cache entry as `build`, sharded, with an Apache Beam
         pipeline (a DataError where the source has no Beam build)."""
 
+    def check(self, data_dir: str, config: DINConfig) -> None:
+        """A DataError naming the flag when `config` asks for what this source does not build."""
+
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, Columns]:
         """Raw (unencoded) columns: 'train' and 'test' always, 'valid' where the
         source splits it off before encoding."""
@@ -68,12 +71,27 @@ class SourceBase:
     def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
         cache.write(folder, self.load(data_dir, config, progress))
 
+    def check(self, data_dir: str, config: DINConfig) -> None:
+        refuse_sequential_options(data_dir, config, f"{self.name} data")
+
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "
                         "build covers raw MovieLens in the sequential protocol, Amazon, and CSVs through a dataset file")
 
     def titles(self, data_dir: str) -> dict[str, str]:
         return {}
+
+
+# Options only raw MovieLens in the sequential protocol builds (its samples know
+# the ratings below the like threshold, and every test user has training samples).
+SEQUENTIAL_OPTIONS = ("low_rated_history", "user_feature")
+
+
+def refuse_sequential_options(data_dir: str, config: DINConfig, what: str) -> None:
+    for name in SEQUENTIAL_OPTIONS:
+        if getattr(config, name):
+            raise DataError(f"{flag(name)}: {data_dir} is {what}; the option builds raw MovieLens in the sequential "
+                            f"protocol only (drop {flag(name)})")
 
 
 def beam_build(name: str):

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from core.config import DINConfig
 from data import cache
 from data.sources import grouplens, paper_protocol, seed_protocol, sequential
-from data.sources.base import SourceBase, beam_build
+from data.sources.base import SourceBase, beam_build, refuse_sequential_options
 from data.splits import Splits
 
 PROTOCOLS = {"sequential": sequential, "seed": seed_protocol, "paper": paper_protocol}
@@ -37,6 +37,10 @@ class MovieLens(SourceBase):
         # The seeded protocols also draw their splits and negatives from the seed.
         seeded = config.protocol in ("seed", "paper")
         return config.group("data") | ({"seed": config.seed} if seeded else {})
+
+    def check(self, data_dir: str, config: DINConfig) -> None:
+        if config.protocol != "sequential":
+            refuse_sequential_options(data_dir, config, f"MovieLens read by the {config.protocol} protocol")
 
     def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
         return PROTOCOLS[config.protocol].load(data_dir, config)

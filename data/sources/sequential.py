@@ -8,6 +8,9 @@ first becomes a sample with
            each other), oldest first, right-padded
   genres   the candidate movie's genres
   ml-1m: the user's gender, age, occupation and zip code.
+Options: --low-rated-history adds the movies rated below 4 before, as a
+second attention group (histLowRatedMovieIds, the history's twin);
+--user-feature adds the user id as a feature (userId).
 
 Split by time within each user (`split`):
   fraction        the user's last floor(f * n) samples (at least one) -> test,
@@ -36,8 +39,17 @@ from data.sources.history import earlier, run_starts
 from data.splits import ChunkedSplits, Splits
 
 HISTORY = "histHighRatedMovieIds"
+LOW_HISTORY = "histLowRatedMovieIds"  # --low-rated-history
+USER_ID = "userId"  # --user-feature
 DEMOGRAPHICS = ("gender", "age", "occupation", "zipCode")  # ml-1m's users.dat
 ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", HISTORY),)),)
+
+
+def attention_groups(config: DINConfig) -> tuple[AttentionGroup, ...]:
+    """The liked movies; with --low-rated-history the disliked ones too, a second
+    group with the candidate as its query (DIN attends over each behaviour)."""
+    low = (AttentionGroup("group2", (("movieId", LOW_HISTORY),)),) if config.low_rated_history else ()
+    return ATTENTION_GROUPS + low
 
 
 CHUNK_RATINGS = 1 << 19  # the ratings of whole users built at a time: bounds a build's memory
@@ -63,16 +75,19 @@ def user_chunks(user: np.ndarray, size: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
-def build_samples(raw: RawMovieLens, max_hist: int) -> dict[str, np.ndarray]:
+def build_samples(raw: RawMovieLens, max_hist: int, low_rated: bool = False, user_id: bool = False) -> dict[str, np.ndarray]:
     """One row per sample, unsplit, for every user (see samples)."""
-    return samples(raw, sorted_ratings(raw), max_hist)
+    return samples(raw, sorted_ratings(raw), max_hist, low_rated, user_id)
 
 
-def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int) -> dict[str, np.ndarray]:
+def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int, low_rated: bool = False,
+            user_id: bool = False) -> dict[str, np.ndarray]:
     """One row per sample of the (user, timestamp, movie)-sorted `ratings` of
     whole users: raw ids, history [N, max_hist] (0 = none), genres (a
     pd.Categorical: each movie's string), plus `order` (the sample's rank among
-    its user's samples) and `count`."""
+    its user's samples) and `count`. low_rated: LOW_HISTORY [N, max_hist], the
+    movies rated below 4 strictly earlier, as the history holds those rated 4
+    or more; user_id: USER_ID, the user as a feature."""
     user, movie, timestamp = ratings["user"], ratings["movie"], ratings["timestamp"]
     positive = ratings["rating"] >= 4.0
 
@@ -92,9 +107,18 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int) ->
         "order": rank - 1,
         "count": counts - 1,
     }
+    if low_rated:
+        columns[LOW_HISTORY] = earlier(user, timestamp, ~positive, max_hist, movie)
+    if user_id:
+        columns[USER_ID] = user
     if raw.users is not None:
         columns |= demographics(raw, user)
     return {name: values[sample] for name, values in columns.items()}
+
+
+def samples_of(raw: RawMovieLens, ratings: dict[str, np.ndarray], config: DINConfig) -> dict[str, np.ndarray]:
+    """samples with the run's options."""
+    return samples(raw, ratings, config.max_hist, config.low_rated_history, config.user_feature)
 
 
 def movie_genres(raw: RawMovieLens, movie: np.ndarray) -> pd.Categorical:
@@ -134,7 +158,7 @@ def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: st
 
 def split_samples(raw: RawMovieLens, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
     """Raw sample columns per split ('train', 'valid', 'test')."""
-    return split_samples_of(raw, build_samples(raw, config.max_hist), config)
+    return split_samples_of(raw, samples_of(raw, sorted_ratings(raw), config), config)
 
 
 def split_samples_of(raw: RawMovieLens, columns: dict[str, np.ndarray], config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
@@ -149,7 +173,7 @@ def chunks(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATI
     ratings = sorted_ratings(raw)
     for rows in user_chunks(ratings["user"], chunk_ratings):
         chunk = {name: values[rows] for name, values in ratings.items()}
-        yield split_samples_of(raw, samples(raw, chunk, config.max_hist), config)
+        yield split_samples_of(raw, samples_of(raw, chunk, config), config)
         advance(rows.stop - rows.start)
 
 
@@ -157,16 +181,19 @@ def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarr
     return split_samples(read_raw(data_dir), config)
 
 
-def features(raw: RawMovieLens) -> tuple[Feature, ...]:
-    if raw.users is not None:
-        return feature_kinds(("age",), ("gender", "movieId", "occupation", "zipCode"), ("genres", HISTORY))
-    return feature_kinds((), ("movieId",), ("genres", HISTORY))
+def features(raw: RawMovieLens, config: DINConfig) -> tuple[Feature, ...]:
+    numeric, categorical = (("age",), ("gender", "movieId", "occupation", "zipCode")) if raw.users is not None else \
+        ((), ("movieId",))
+    user = (USER_ID,) if config.user_feature else ()
+    low = (LOW_HISTORY,) if config.low_rated_history else ()
+    return feature_kinds(numeric, (*categorical, *user), ("genres", HISTORY, *low))
 
 
 def build(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATINGS, advance=lambda ratings: None) -> ChunkedSplits:
     """The encoded splits, fitted and encoded one chunk of users at a time
     (advance: as in chunks, in both passes)."""
-    built = ChunkedSplits.fit(lambda: chunks(raw, config, chunk_ratings, advance), features(raw), ATTENTION_GROUPS, config)
+    built = ChunkedSplits.fit(lambda: chunks(raw, config, chunk_ratings, advance), features(raw, config),
+                              attention_groups(config), config)
     if not built.rows["train"]:
         raise DataError(f"{raw.folder}: no training samples: every user has too few ratings for the '{config.split}' split")
     return built

@@ -8,6 +8,7 @@ import torch
 from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
+from conftest import sample_dir
 from core.config import DINConfig
 from data.batches import epoch_batches
 from din_jax.model import DIN as FlaxDIN
@@ -147,6 +148,27 @@ def test_all_options_on_seed_data(seed_data_dir):
     pair = Pair(schema, config, DTYPE, mba_scales=mba_scales(schema, splits.train, config.mba_reg))
     batch = pair.batch(splits.train, np.arange(128))
     assert_within(pair.forward(batch, train=True) + pair.gradients(batch))
+
+
+def test_sequential_options_on_ml_latest_small():
+    """--low-rated-history (a second attention group) and --user-feature (the
+    user id as a categorical feature) on real ratings: forward, gradients and
+    ten Adam steps."""
+    from data.sources.movielens import MovieLens
+
+    config = NO_DROPOUT.replace(low_rated_history=True, user_feature=True, max_hist=20)
+    splits = MovieLens().load(sample_dir("ml-latest-small"), config)
+    schema = splits.encoders.schema()
+    assert [g.pairs for g in schema.attention_groups] == [(("movieId", "histHighRatedMovieIds"),),
+                                                         (("movieId", "histLowRatedMovieIds"),)]
+    assert "userId" in [f.name for f in schema.categorical]
+    pair = Pair(schema, config, DTYPE)
+    rows = np.random.default_rng(0).permutation(len(splits.train["label"]))
+    batch = pair.batch(splits.train, rows[:96])
+    assert (batch["histLowRatedMovieIds"] > 0).any(axis=1).mean() > 0.3  # real low-rated histories, not padding
+    assert_within(pair.forward(batch, train=True) + pair.forward(batch, train=False, prefix="eval ")
+                  + pair.gradients(batch))
+    assert_within(pair.train_steps([pair.batch(splits.train, rows[k : k + 32]) for k in range(96, 416, 32)]))
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
