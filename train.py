@@ -60,9 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_config_flags(parser)
     args, extra = parser.parse_known_args(argv)
     args.build = build_options(parser, args, extra)
-    settings = given(args)
+    settings = given(args, preset=False)
     if args.resume:
         fixed = sorted(flag(name) for name in settings if name not in CHANGE_ON_RESUME)
+        fixed += ["--preset"] if getattr(args, "preset", None) else []
         if fixed or args.out:
             parser.error(f"--resume takes every setting from {args.resume}/config.json: drop {', '.join(fixed or ['--out'])}")
     elif args.out is None or not args.backend:

@@ -28,6 +28,14 @@ PAPER_EMBEDDING_STD = 1e-4
 
 GROUPS = ("data", "model", "optimizer", "loop", "placement")
 
+# Named starting points (--preset NAME; flags given beside it override it).
+# "paper": the DIN paper's sizes, its attention MLP 80-40 and final MLP 200-80
+# (the authors' code, github zhougr1993/DeepInterestNetwork) and its
+# embedding width of 12 (the paper's section 6.2).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"embedding_dim": 12, "attention_hidden": (80, 40), "mlp_hidden": (200, 80)},
+}
+
 
 def flag(name: str) -> str:
     """A setting's command-line flag: learning_rate -> --learning-rate."""
@@ -101,6 +109,11 @@ class DINConfig:
     weight_decay: float = setting(0.001, "optimizer", "L2 added to the gradient before Adam (torch.optim.Adam's)")
     mba_reg: float = setting(0.0, "optimizer", "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7; "
                              "the tables then get no weight decay); 0 = off")
+    lr_schedule: str = setting("constant", "optimizer", "the learning rate after warm-up: constant, or a cosine or "
+                               "linear decay to 0 over --decay-steps", choices=("constant", "cosine", "linear"))
+    warmup_steps: int = setting(0, "optimizer", "a linear warm-up from 0 to --learning-rate over the first N steps")
+    decay_steps: int = setting(0, "optimizer", "the decay's length in steps (0: every step of --epochs after the "
+                               "warm-up)")
 
     # Loop.
     batch_size: int = setting(128, "loop", "training batch size")
@@ -151,7 +164,7 @@ class DINConfig:
         for name in ("attention_dropout", "mlp_dropout", "bn_momentum", "adam_b1", "adam_b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise fail(name, "must be in [0, 1)")
-        for name in ("mba_reg", "weight_decay", "max_len", "checkpoint_every"):
+        for name in ("mba_reg", "weight_decay", "max_len", "checkpoint_every", "warmup_steps", "decay_steps"):
             if getattr(self, name) < 0:
                 raise fail(name, "must be >= 0")
         if not 0.0 < self.holdout_fraction < 0.5:

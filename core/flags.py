@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from core.config import GROUPS, DINConfig, flag
+from core.config import GROUPS, PRESETS, DINConfig, flag
 
 GROUP_TITLES = {
     "data": "data (how samples are built)",
@@ -42,13 +42,21 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GR
         if isinstance(default, tuple):
             options["nargs"] = "+"
         group.add_argument(flag(field.name), **options)
+    if "model" in groups:
+        groups["model"].add_argument(
+            "--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+            help="start from named settings, each flag given beside it overriding it: "
+            + "; ".join(f"{name}: " + ", ".join(f"{flag(k)} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
+                                                 for k, v in values.items()) for name, values in PRESETS.items()))
 
 
-def given(args: argparse.Namespace) -> dict:
-    """The DINConfig fields set on the command line (tuples as tuples)."""
+def given(args: argparse.Namespace, preset: bool = True) -> dict:
+    """The DINConfig fields set on the command line (tuples as tuples), over
+    those of --preset (unless preset=False)."""
     fields = {f.name for f in dataclasses.fields(DINConfig)}
-    return {name: tuple(value) if isinstance(value, list) else value
-            for name, value in vars(args).items() if name in fields}
+    explicit = {name: tuple(value) if isinstance(value, list) else value
+                for name, value in vars(args).items() if name in fields}
+    return (PRESETS[args.preset] if preset and getattr(args, "preset", None) else {}) | explicit
 
 
 BUILDS = ("local", "beam")

@@ -21,6 +21,7 @@ from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
 from core.config import DINConfig
+from training import schedule
 from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.model import DIN, Batch, table_path
 
@@ -80,8 +81,23 @@ def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
     """
     return optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=_not_embeddings if config.mba_reg > 0 else None),
-        optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+        optax.adam(learning_rate(config), b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
     )
+
+
+def learning_rate(config: DINConfig) -> float | optax.Schedule:
+    """The rate, or its schedule (training/schedule.py; its count lives in Adam's state, so it resumes)."""
+    rate = config.learning_rate
+    if not schedule.scheduled(config):
+        return rate
+    decay = max(config.decay_steps, 1)
+    after = {"constant": optax.constant_schedule(rate), "cosine": optax.cosine_decay_schedule(rate, decay),
+             "linear": optax.linear_schedule(rate, 0.0, decay)}[config.lr_schedule]
+    if config.warmup_steps:
+        after = optax.join_schedules([optax.linear_schedule(0.0, rate, config.warmup_steps), after], [config.warmup_steps])
+    # Adam's step count is int32: as the default float (float64 under jax_enable_x64), the
+    # schedule's arithmetic keeps the precision of the parameters it scales.
+    return lambda count: after(jnp.asarray(count, jnp.result_type(float)))
 
 
 def create_state(model: DIN, sample: Batch, config: DINConfig, seed: int) -> TrainState:

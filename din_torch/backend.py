@@ -15,7 +15,7 @@ from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
 from din_torch.input import batch_of
 from din_torch.model import DIN
-from din_torch.steps import MiniBatchAwareL2, make_optimizer, train_step
+from din_torch.steps import MiniBatchAwareL2, make_optimizer, make_schedule, train_step
 
 
 def check(config: DINConfig) -> None:
@@ -49,6 +49,7 @@ class TorchBackend:
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config.model).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
+        self.schedule = make_schedule(self.optimizer, config)
         self.regularizer = None if mba_scales is None else MiniBatchAwareL2(schema, mba_scales, self.device)
         self.inputs = schema.inputs
         self.describe = f"torch {torch.__version__} on {self.device} ({torch.get_num_threads()} threads)"
@@ -57,7 +58,7 @@ class TorchBackend:
         losses = []
         for rows in batches:
             batch = batch_of(data, rows, self.inputs + (LABEL,), self.device)
-            losses.append(train_step(self.model, self.optimizer, batch, self.regularizer))
+            losses.append(train_step(self.model, self.optimizer, batch, self.regularizer, self.schedule))
             progress(len(rows))
         # One host sync per call, as in the JAX backend.
         return torch.stack(losses).double().cpu().numpy() if losses else np.zeros(0)  # [batches]
@@ -82,6 +83,7 @@ class TorchBackend:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule else None,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -91,6 +93,8 @@ class TorchBackend:
         state = torch.load(os.path.join(path, "state.pt"), map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"].cpu())
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from core.config import DINConfig
+from training import schedule
 from data.schema import LABEL, FeatureSchema
 from din_torch.model import DIN, Batch
 
@@ -35,6 +36,11 @@ def make_optimizer(model: torch.nn.Module, config: DINConfig, fused: bool = True
         weight_decay=config.weight_decay,
         fused=fused,
     )
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: DINConfig) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The learning-rate schedule (training/schedule.py; None: a constant rate), stepped after each update."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor(config)) if schedule.scheduled(config) else None
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -71,12 +77,15 @@ def objective(model: DIN, batch: Batch, regularizer: MiniBatchAwareL2 | None = N
 
 
 def train_step(
-    model: DIN, optimizer: torch.optim.Optimizer, batch: Batch, regularizer: MiniBatchAwareL2 | None = None
+    model: DIN, optimizer: torch.optim.Optimizer, batch: Batch, regularizer: MiniBatchAwareL2 | None = None,
+    rate: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> torch.Tensor:
-    """One optimiser step in train mode; returns the (detached) batch loss."""
+    """One optimiser step in train mode (then the rate's schedule one step on); returns the (detached) batch loss."""
     model.train()
     loss = objective(model, batch, regularizer)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if rate is not None:
+        rate.step()
     return loss.detach()

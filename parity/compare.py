@@ -180,8 +180,9 @@ class Pair:
         """Adam steps (coupled weight decay) on the same batches; every weight compared after."""
         model = self.torch
         optimizer = torch_steps.make_optimizer(model, self.config)
+        rate = torch_steps.make_schedule(optimizer, self.config)
         for batch in batches:
-            torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer)
+            torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
         state = self.jax_state()
         for batch in batches:
             state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)

@@ -43,3 +43,14 @@ def test_resume_may_change_where_a_run_computes_only(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--resume", "r", "--learning-rate", "0.1"])
     assert f"drop {flag('learning_rate')}" in capsys.readouterr().err
+
+
+def test_a_preset_is_a_starting_point_that_flags_override(capsys):
+    args = train.parse_args(["--backend", "jax", "--out", "x", "--preset", "paper", "--embedding-dim", "32"])
+    config = DINConfig(**train.given(args))
+    assert (config.attention_hidden, config.mlp_hidden, config.embedding_dim) == ((80, 40), (200, 80), 32)
+    assert DINConfig(**train.given(train.parse_args(["--backend", "jax", "--out", "x", "--preset", "paper"]))
+                     ).embedding_dim == 12
+    with pytest.raises(SystemExit):
+        train.parse_args(["--resume", "r", "--preset", "paper"])
+    assert "drop --preset" in capsys.readouterr().err

@@ -16,7 +16,8 @@ import numpy as np
 
 from core.config import DINConfig
 from core.errors import ConfigError
-from data.schema import FeatureSchema
+from data.schema import LABEL, FeatureSchema
+from training import schedule
 from training.regularization import mba_scales
 
 Arrays = dict[str, np.ndarray]
@@ -73,8 +74,13 @@ def check(name: str, config: DINConfig) -> None:
 def make_backend(name: str, schema: FeatureSchema, config: DINConfig, train: Arrays | None = None) -> Backend:
     """The backend `name` for this run; the config says where it computes (mesh,
     sharding, parameter dtype, device). `train`, the encoded training split, is
-    needed with config.mba_reg (its id counts scale the regulariser)."""
+    needed with config.mba_reg (its id counts scale the regulariser) and with
+    a learning-rate decay over the whole run (its rows count the steps)."""
     module = backend_module(name)
+    if config.lr_schedule != "constant" and not config.decay_steps:
+        if train is None:
+            raise ValueError("a decay over the whole run needs the training split to count its steps")
+        config = schedule.resolve(config, len(train[LABEL]))
     scales = None
     if config.mba_reg > 0:
         if train is None:
