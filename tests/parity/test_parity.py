@@ -54,14 +54,16 @@ OPTIONS = {
     "shared-embeddings": dict(share=True),
     "all": dict(attention_norm="softmax", mask_padding=True, dice="paper", init="paper", mba_reg=0.05, share=True),
     "paper-sizes": dict(PRESETS["paper"]),  # --preset paper
-    # Learning-rate schedules (forward and gradients do not see them; the Adam steps do, through 2 + 6 steps).
+}
+# Learning-rate schedules: the Adam steps see them (through 2 + 6 and 3 + 5 steps); forward and gradients do not.
+SCHEDULES = {
     "warmup-cosine": dict(lr_schedule="cosine", warmup_steps=2, decay_steps=6),
     "warmup-linear": dict(lr_schedule="linear", warmup_steps=3, decay_steps=5),
 }
 
 
 def option_pair(name, seed=5, **settings):
-    options = dict(OPTIONS[name])
+    options = dict(OPTIONS.get(name) or SCHEDULES[name])
     share = options.pop("share", False)
     rng = np.random.default_rng(seed)
     schema = random_schema(rng, share=share)
@@ -88,7 +90,7 @@ def test_options_forward_and_gradients(name):
 # weight decay (every other option checks it) and with eps 1e-6, so that 10
 # steps of noise stay below 1e-9; in float32 they are left out, the noise being
 # Adam's eps itself.
-STEP_OPTIONS = sorted(name for name in OPTIONS if X64 or OPTIONS[name].get("init") != "paper")
+STEP_OPTIONS = sorted(name for name in OPTIONS if X64 or OPTIONS[name].get("init") != "paper") + sorted(SCHEDULES)
 ZERO_GRADIENT_BIASES = {"weight_decay": 0.0, "adam_eps": 1e-6}
 # WIDE_LAYERS: the paper's sizes (layers 80 and 200 wide) step on batches of
 # 32, not 9: BatchNorm over 9 rows of 200 features divides by near-zero
@@ -98,7 +100,7 @@ ZERO_GRADIENT_BIASES = {"weight_decay": 0.0, "adam_eps": 1e-6}
 
 @pytest.mark.parametrize("name", STEP_OPTIONS)
 def test_options_ten_adam_steps(name):
-    pair, schema, rng = option_pair(name, **ZERO_GRADIENT_BIASES if OPTIONS[name].get("init") == "paper" else {})
+    pair, schema, rng = option_pair(name, **ZERO_GRADIENT_BIASES if OPTIONS.get(name, {}).get("init") == "paper" else {})
     size = 32 if name == "paper-sizes" else 9  # see WIDE_LAYERS
     rows = pair.train_steps([random_batch(schema, size, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
     assert len(rows) == len(pair.torch.state_dict())  # every parameter and statistic
@@ -165,7 +167,7 @@ def test_sequential_options_on_ml_latest_small():
     ten Adam steps."""
     from data.sources.movielens import MovieLens
 
-    config = NO_DROPOUT.replace(low_rated_history=True, user_feature=True, max_hist=20)
+    config = NO_DROPOUT.replace(low_rated_history=True, user_feature=True, max_hist=10)
     splits = MovieLens().load(sample_dir("ml-latest-small"), config)
     schema = splits.encoders.schema()
     assert [g.pairs for g in schema.attention_groups] == [(("movieId", "histHighRatedMovieIds"),),
