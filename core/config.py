@@ -66,12 +66,16 @@ class DINConfig:
         "sequential", "data", "how raw MovieLens becomes samples: sequential, seed (the tutorial's) or paper (the DIN paper's)",
         choices=("sequential", "seed", "paper"))
     max_hist: int = setting(50, "data", "raw MovieLens and Amazon: a history keeps the user's latest N items")
-    low_rated_history: bool = setting(
-        False, "data", "raw MovieLens, sequential protocol: a second attention group over the movies the user rated "
-        "below 4 before (the latest --max-hist)")
-    user_feature: bool = setting(
-        False, "data", "raw MovieLens, sequential protocol: the user id as a feature (test users are seen in "
-        "training; ids in fewer than --min-count training samples share the unknown id)")
+    # None: the protocol's choice (on for raw MovieLens in the sequential
+    # protocol, which the quality study in docs/model.md chose them for; off
+    # where a source has no such feature); True asks for it (refused where
+    # there is none), False turns it off.
+    low_rated_history: bool | None = setting(
+        None, "data", "raw MovieLens, sequential protocol: a second attention group over the movies the user rated "
+        "below 4 before (the latest --max-hist); on there by default")
+    user_feature: bool | None = setting(
+        None, "data", "raw MovieLens, sequential protocol: the user id as a feature (test users are seen in "
+        "training; ids in fewer than --min-count training samples share the unknown id); on there by default")
     holdout_fraction: float = setting(0.1, "data", "raw MovieLens: the share of each user's samples held out for test")
     split: str = setting("fraction", "data", "raw MovieLens: hold out each user's latest fraction, or only the last sample",
                          choices=("fraction", "leave-last-out"))
@@ -199,6 +203,7 @@ class DINConfig:
             raise ConfigError(f"{source}: expected a JSON object of settings")
         if set(raw) <= set(GROUPS) and all(isinstance(v, dict) for v in raw.values()):
             raw = {name: value for group in raw.values() for name, value in group.items()}
+        raw = {**BEFORE_THEY_EXISTED, **raw}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -208,6 +213,10 @@ class DINConfig:
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}") from None
 
+
+# What a config.json written before a setting existed meant by its absence
+# (where the setting's default is not that).
+BEFORE_THEY_EXISTED = {"low_rated_history": False, "user_feature": False}
 
 # Settings a resumed run may change: where it computes, not what.
 CHANGE_ON_RESUME = frozenset(f.name for f in dataclasses.fields(DINConfig) if f.metadata["on_resume"])

@@ -35,6 +35,10 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GR
         if field.type == "bool":
             group.add_argument(flag(field.name), action="store_true", default=argparse.SUPPRESS, help=meta["help"])
             continue
+        if field.type == "bool | None":  # --name / --no-name; absent: the protocol's choice
+            group.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=meta["help"])
+            continue
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         options = {"type": {"int": int, "float": float, "str": str}.get(field.type, int), "choices": meta["choices"],
                    "metavar": meta["metavar"], "default": argparse.SUPPRESS,

@@ -109,7 +109,13 @@ class TestSequentialProtocol:
         splits = load_splits(path, DINConfig(min_count=1, split="leave-last-out"))
         schema = splits.encoders.schema()
         assert schema.numeric == ("age",)
-        assert [f.name for f in schema.categorical] == ["gender", "movieId", "occupation", "zipCode"]
+        assert [f.name for f in schema.categorical] == ["gender", "movieId", "occupation", "zipCode", "userId"]
+        assert [g.pairs for g in schema.attention_groups] == [(("movieId", "histHighRatedMovieIds"),),
+                                                             (("movieId", "histLowRatedMovieIds"),)]  # on by default
+        plain = load_splits(path, DINConfig(min_count=1, split="leave-last-out", user_feature=False,
+                                            low_rated_history=False)).encoders.schema()
+        assert [f.name for f in plain.categorical] == ["gender", "movieId", "occupation", "zipCode"]
+        assert len(plain.attention_groups) == 1
         # Three samples per user: last -> test, the one before -> valid, the first -> train.
         assert splits.test[LABEL].tolist() == [0.0, 1.0] and splits.valid[LABEL].tolist() == [1.0, 0.0]
         assert splits.train[LABEL].tolist() == [0.0, 1.0]
@@ -264,7 +270,8 @@ def test_seed_protocol_reads_as_the_tutorial_split_it_writes(ml1m_dir, tutorial_
 def test_sequential_protocol_on_a_movielens_1m_folder(ml1m_dir, tmp_path):
     splits = load_splits(ml1m_dir, DINConfig(), str(tmp_path / "cache"))
     schema = splits.encoders.schema()
-    assert schema.numeric == ("age",) and {f.name for f in schema.categorical} == {"gender", "movieId", "occupation", "zipCode"}
+    assert schema.numeric == ("age",)
+    assert {f.name for f in schema.categorical} == {"gender", "movieId", "occupation", "zipCode", "userId"}
     for name in ("train", "valid", "test"):
         assert len(np.unique(getattr(splits, name)[USER])) == 3000
 

@@ -83,13 +83,14 @@ class SourceBase:
 
 
 # Options only raw MovieLens in the sequential protocol builds (its samples know
-# the ratings below the like threshold, and every test user has training samples).
+# the ratings below the like threshold, and every test user has training
+# samples): on there unless turned off; asked for elsewhere, refused.
 SEQUENTIAL_OPTIONS = ("low_rated_history", "user_feature")
 
 
 def refuse_sequential_options(data_dir: str, config: DINConfig, what: str) -> None:
     for name in SEQUENTIAL_OPTIONS:
-        if getattr(config, name):
+        if getattr(config, name) is True:
             raise DataError(f"{flag(name)}: {data_dir} is {what}; the option builds raw MovieLens in the sequential "
                             f"protocol only (drop {flag(name)})")
 

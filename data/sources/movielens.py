@@ -36,7 +36,8 @@ class MovieLens(SourceBase):
     def options(self, config: DINConfig) -> dict:
         # The seeded protocols also draw their splits and negatives from the seed.
         seeded = config.protocol in ("seed", "paper")
-        return config.group("data") | ({"seed": config.seed} if seeded else {})
+        data = sequential.options(config) if config.protocol == "sequential" else config.group("data")
+        return data | ({"seed": config.seed} if seeded else {})
 
     def check(self, data_dir: str, config: DINConfig) -> None:
         if config.protocol != "sequential":

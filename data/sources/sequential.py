@@ -8,9 +8,9 @@ first becomes a sample with
            each other), oldest first, right-padded
   genres   the candidate movie's genres
   ml-1m: the user's gender, age, occupation and zip code.
-Options: --low-rated-history adds the movies rated below 4 before, as a
-second attention group (histLowRatedMovieIds, the history's twin);
---user-feature adds the user id as a feature (userId).
+Two features beyond the tutorial's, on unless turned off (--no-low-rated-history,
+--no-user-feature): the movies rated below 4 before, as a second attention
+group (histLowRatedMovieIds, the history's twin), and the user id (userId).
 
 Split by time within each user (`split`):
   fraction        the user's last floor(f * n) samples (at least one) -> test,
@@ -45,10 +45,20 @@ DEMOGRAPHICS = ("gender", "age", "occupation", "zipCode")  # ml-1m's users.dat
 ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", HISTORY),)),)
 
 
+def on(option: bool | None) -> bool:
+    """A sequential-protocol option: None (not set) is on, as the quality study chose."""
+    return option is not False
+
+
+def options(config: DINConfig) -> dict:
+    """The data settings with the protocol's options resolved (the cache key: not set = on)."""
+    return config.group("data") | {name: on(getattr(config, name)) for name in ("low_rated_history", "user_feature")}
+
+
 def attention_groups(config: DINConfig) -> tuple[AttentionGroup, ...]:
     """The liked movies; with --low-rated-history the disliked ones too, a second
     group with the candidate as its query (DIN attends over each behaviour)."""
-    low = (AttentionGroup("group2", (("movieId", LOW_HISTORY),)),) if config.low_rated_history else ()
+    low = (AttentionGroup("group2", (("movieId", LOW_HISTORY),)),) if on(config.low_rated_history) else ()
     return ATTENTION_GROUPS + low
 
 
@@ -118,7 +128,7 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int, lo
 
 def samples_of(raw: RawMovieLens, ratings: dict[str, np.ndarray], config: DINConfig) -> dict[str, np.ndarray]:
     """samples with the run's options."""
-    return samples(raw, ratings, config.max_hist, config.low_rated_history, config.user_feature)
+    return samples(raw, ratings, config.max_hist, on(config.low_rated_history), on(config.user_feature))
 
 
 def movie_genres(raw: RawMovieLens, movie: np.ndarray) -> pd.Categorical:
@@ -184,8 +194,8 @@ def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarr
 def features(raw: RawMovieLens, config: DINConfig) -> tuple[Feature, ...]:
     numeric, categorical = (("age",), ("gender", "movieId", "occupation", "zipCode")) if raw.users is not None else \
         ((), ("movieId",))
-    user = (USER_ID,) if config.user_feature else ()
-    low = (LOW_HISTORY,) if config.low_rated_history else ()
+    user = (USER_ID,) if on(config.user_feature) else ()
+    low = (LOW_HISTORY,) if on(config.low_rated_history) else ()
     return feature_kinds(numeric, (*categorical, *user), ("genres", HISTORY, *low))
 
 
