@@ -2,6 +2,7 @@
 from its metadata, ModelConfig is the model group, and the resume set is one."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -54,3 +55,15 @@ def test_a_preset_is_a_starting_point_that_flags_override(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--resume", "r", "--preset", "paper"])
     assert "drop --preset" in capsys.readouterr().err
+
+
+def test_a_config_written_before_a_setting_existed_keeps_its_old_meaning():
+    """The sequential protocol's user id and low-rated history are on unless
+    turned off (None); a config.json from before they existed meant off."""
+    assert DINConfig().user_feature is None and DINConfig().low_rated_history is None
+    old = json.loads(DINConfig().to_json())
+    for name in ("user_feature", "low_rated_history"):
+        del old["data"][name]
+    config = DINConfig.from_json(json.dumps(old))
+    assert config.user_feature is False and config.low_rated_history is False
+    assert DINConfig.from_json(DINConfig().to_json()) == DINConfig()  # written now: round trip
