@@ -65,7 +65,7 @@ def parse_setting(item: str) -> tuple[str, object]:
     if name not in fields or not value:
         raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
     default = getattr(DINConfig(), name)
-    if isinstance(default, bool):
+    if isinstance(default, bool) or fields[name].type == "bool | None":
         return name, value.lower() in ("1", "true", "yes")
     if isinstance(default, tuple):
         return name, tuple(int(v) for v in value.split(","))
