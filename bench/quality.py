@@ -156,8 +156,8 @@ def main() -> None:
             changes["mba_reg"] = args.mba_reg
         train(name, changes)
     if args.combine and "default" in results:
-        chosen = [name for name in results if name not in ("default", "all") and valid_gain(results, name)[0] >
-                  2 * valid_gain(results, name)[1]]
+        gains = {name: valid_gain(results, name) for name in results if name not in ("default", "all")}
+        chosen = [name for name, (mean, se) in gains.items() if mean > 2 * se]
         if len(chosen) > 1:
             train("+".join(chosen), {k: v for name in chosen for k, v in GRID[name].items()})
         print(f"options whose validation gain exceeds two standard errors: {', '.join(chosen) or 'none'}")

@@ -77,10 +77,7 @@ def make_backend(name: str, schema: FeatureSchema, config: DINConfig, train: Arr
     needed with config.mba_reg (its id counts scale the regulariser) and with
     a learning-rate decay over the whole run (its rows count the steps)."""
     module = backend_module(name)
-    if config.lr_schedule != "constant" and not config.decay_steps:
-        if train is None:
-            raise ValueError("a decay over the whole run needs the training split to count its steps")
-        config = schedule.resolve(config, len(train[LABEL]))
+    config = schedule.resolve(config, None if train is None else len(train[LABEL]))
     scales = None
     if config.mba_reg > 0:
         if train is None:

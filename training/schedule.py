@@ -18,11 +18,13 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return full + (rest > 1)
 
 
-def resolve(config: DINConfig, n_train: int) -> DINConfig:
+def resolve(config: DINConfig, n_train: int | None) -> DINConfig:
     """decay_steps 0 -> every step of the run after the warm-up (`--epochs` epochs of
     `n_train` rows), so that a decay ends at the last epoch's last step."""
     if config.lr_schedule == "constant" or config.decay_steps:
         return config
+    if n_train is None:
+        raise ValueError("a decay over the whole run needs the training split to count its steps")
     total = config.epochs * steps_per_epoch(n_train, config.batch_size)
     return config.replace(decay_steps=max(total - config.warmup_steps, 1))
 

@@ -219,7 +219,8 @@ def user_samples(user: np.ndarray, item: np.ndarray, time: np.ndarray, order: np
     user, item = user[sort].astype(np.int64), item[sort]
     start = run_starts(user)
     position = np.arange(len(user)) - start  # [R]
-    counts = np.bincount(user - user.min())[user - user.min()] if len(user) else user  # the user's number of reviews
+    _, inverse, sizes = np.unique(user, return_inverse=True, return_counts=True)
+    counts = sizes[inverse]  # the user's number of reviews
     # History = the user's items at positions < i (time ties included: the
     # authors take the list prefix), so each position is its own "timestamp".
     history = earlier(user, position, np.ones(len(user), bool), max_hist, item)  # [R, H]

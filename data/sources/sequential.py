@@ -34,6 +34,7 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.features import Feature, features as feature_kinds
 from data.schema import LABEL, USER, AttentionGroup
+from data.sources.base import SEQUENTIAL_OPTIONS
 from data.sources.grouplens import RawMovieLens, read_raw
 from data.sources.history import earlier, run_starts
 from data.splits import ChunkedSplits, Splits
@@ -52,7 +53,7 @@ def on(option: bool | None) -> bool:
 
 def options(config: DINConfig) -> dict:
     """The data settings with the protocol's options resolved (the cache key: not set = on)."""
-    return config.group("data") | {name: on(getattr(config, name)) for name in ("low_rated_history", "user_feature")}
+    return config.group("data") | {name: on(getattr(config, name)) for name in SEQUENTIAL_OPTIONS}
 
 
 def attention_groups(config: DINConfig) -> tuple[AttentionGroup, ...]:
