@@ -171,6 +171,8 @@ class DINConfig:
         for name in ("mba_reg", "weight_decay", "max_len", "checkpoint_every", "warmup_steps", "decay_steps"):
             if getattr(self, name) < 0:
                 raise fail(name, "must be >= 0")
+        if self.decay_steps and self.lr_schedule == "constant":
+            raise fail("decay_steps", "decays nothing with --lr-schedule constant: add --lr-schedule cosine or linear")
         if not 0.0 < self.holdout_fraction < 0.5:
             raise fail("holdout_fraction", "must be in (0, 0.5)")
         if self.max_hist < 1:

@@ -100,6 +100,7 @@ TRAIN_CASES = [
     ("mesh too big", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--mesh", "data=64"],
      ["--mesh data=64", "needs 64 devices"]),
     ("torch bfloat16", lambda t, d: torch_run(t, d, "--dtype", "bfloat16"), ["--dtype bfloat16", "torch"]),
+    ("decay without a schedule", lambda t, d: torch_run(t, d, "--decay-steps", "10"), ["--decay-steps", "--lr-schedule"]),
     ("low-rated history of the tutorial split", lambda t, d: torch_run(t, d, "--low-rated-history"),
      ["--low-rated-history", "tutorial data", "sequential protocol only"]),
     ("out is a file", lambda t, d: torch_run(t, d) + ["--out", write(t / "f", **{"x": "x"}) + "/x"], ["--out", "is a file"]),
