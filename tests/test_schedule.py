@@ -19,7 +19,8 @@ def test_jax_schedule_is_the_formula_and_torch_steps_it(kind, warmup):
     from din_jax.steps import learning_rate
     from din_torch.steps import make_schedule
 
-    config = DINConfig(lr_schedule=kind, warmup_steps=warmup, decay_steps=10, learning_rate=0.01)
+    config = DINConfig(lr_schedule=kind, warmup_steps=warmup, decay_steps=0 if kind == "constant" else 10,
+                       learning_rate=0.01)
     factor = schedule.factor(config)
     expected = [0.01 * factor(step) for step in range(20)]
     assert expected[0] == (0.0 if warmup else 0.01) and max(expected) == pytest.approx(0.01)
