@@ -11,9 +11,10 @@ users, items and long-tailed history lengths (tests/synthetic_amazon.py, at
 --electronics-scale of the real 192,403 users) into DIR once and reads it in
 the authors' protocol with histories of up to 100 items.
 
-For batch sizes 128 and 1024 it measures, alternating JAX, torch (fused
-Adam, the reference's default) and torch with the for-each Adam (A B C A B C)
-so that machine noise hits all alike:
+For batch sizes 128 and 1024 it measures, alternating JAX (its default split
+attention input), JAX with the concatenated input (`jax_concat`: the
+formulation torch computes), torch (fused Adam, the reference's default) and
+torch with the for-each Adam (A B C D A B C D) so that machine noise hits all alike:
   * training samples/s (train-mode steps over the training split tiled to
     about --rows rows, so that one timing is long enough to trust);
   * evaluation samples/s (eval-mode logits over the same rows);
@@ -154,10 +155,11 @@ def main() -> None:
                      "repeats": args.repeats, "tile": tile, "machine": limits, "batch_sizes": {}}
     for size in args.batch_sizes:
         cfg = config.replace(batch_size=size, eval_batch_size=size)
-        backends = {"jax": JaxBackend(schema, cfg), "torch": TorchBackend(schema, cfg), "torch_foreach": TorchBackend(schema, cfg)}
+        backends = {"jax": JaxBackend(schema, cfg), "jax_concat": JaxBackend(schema, cfg.replace(attention_input="concat")),
+                    "torch": TorchBackend(schema, cfg), "torch_foreach": TorchBackend(schema, cfg)}
         # The same model with torch's default (for-each) Adam instead of the fused one.
         backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
-        costs = {"jax": roofline.jax_step_costs(backends["jax"], train, size)}
+        costs = {name: roofline.jax_step_costs(backends[name], train, size) for name in ("jax", "jax_concat")}
         torch_flops = roofline.torch_step_flops(backends["torch"], train, size)
         costs["torch"] = costs["torch_foreach"] = {mode: {"flops": flops} for mode, flops in torch_flops.items()}
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
@@ -202,6 +204,8 @@ def main() -> None:
         ratios[f"jax_over_torch_eval_b{size}"] = row["jax"]["eval"] / row["torch"]["eval"]
         ratios[f"jax_over_torch_epoch_b{size}"] = row["torch"]["epoch_s"] / row["jax"]["epoch_s"]
         ratios[f"jax_over_torch_foreach_adam_train_b{size}"] = row["jax"]["train"] / row["torch_foreach"]["train"]
+        ratios[f"jax_split_over_concat_train_b{size}"] = row["jax"]["train"] / row["jax_concat"]["train"]
+        ratios[f"jax_split_over_concat_eval_b{size}"] = row["jax"]["eval"] / row["jax_concat"]["eval"]
     if b128 and tutorial_s:
         ratios["jax_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["jax"]["epoch_s"]
         ratios["torch_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["torch"]["epoch_s"]
@@ -210,7 +214,7 @@ def main() -> None:
     print(f"\n{'batch':>5} {'backend':>13} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}"
           f" {'train kFLOP/sample':>19} {'train KB/sample':>16} {'GFLOP/s':>8} {'of matmul':>10} {'of bandwidth':>13}")
     for size, row in results["batch_sizes"].items():
-        for name in ("jax", "torch", "torch_foreach"):
+        for name in ("jax", "jax_concat", "torch", "torch_foreach"):
             r = row[name]
             cost, limit = r["cost_per_sample"]["train"], r["limit"]["train"]
             kb = f"{cost['bytes'] / 1e3:>16.0f}" if "bytes" in cost else f"{'-':>16}"

@@ -95,6 +95,10 @@ class DINConfig:
     attention_norm: str = setting(
         "sigmoid", "model", "softmax: masked softmax over the history (the paper) instead of the tutorial's scaled sigmoid",
         choices=("sigmoid", "softmax"))
+    attention_input: str = setting(
+        "split", "model", "JAX's attention first layer: split (a query term once per example plus key terms per position, "
+        "exact, no [T, 4D] input) or concat (Dense on [q, k, q - k, q * k], as the torch reference computes it)",
+        choices=("split", "concat"))
     mask_padding: bool = setting(False, "model", "max-pooling and the attention's BatchNorm/Dice statistics ignore "
                                  "padded positions")
     dice: str = setting("tutorial", "model", "paper: Dice's BatchNorm has no affine parameters",
@@ -239,6 +243,7 @@ class ModelConfig:
     dice_eps: float
     bn_momentum: float
     attention_norm: str
+    attention_input: str
     mask_padding: bool
     dice: str
     init: str

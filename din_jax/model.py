@@ -145,6 +145,38 @@ class Dice(nn.Module):
         return (alpha * (1 - p) * x + p * x).astype(x.dtype)
 
 
+class PairDense(nn.Module):
+    """The attention's first layer, Dense([q, k, q - k, q * k]) for one query
+    q [D] and keys [T, D], computed without the [T, 4D] input: with the kernel's
+    four [D, H] blocks W_q, W_k, W_d, W_p,
+
+        [q, k, q - k, q * k] W + b = (q (W_q + W_d) + b) + k ((W_k - W_d) + diag(q) W_p)
+
+    a query term once per example and one [D, H] matrix per example applied to
+    every key: a quarter of the products per key, and no [T, 4D] array in
+    memory. The same parameters as nn.Dense(4D -> H) (name, shape,
+    initialisation), so weights convert to and from torch's Linear unchanged;
+    the torch reference computes the concatenated form (config.attention_input
+    "concat" does here too), and the parity suite compares the two."""
+
+    features: int
+    kernel_init: Any
+    bias_init: Any
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, query: jax.Array, keys: jax.Array) -> jax.Array:  # [D], [T, D] -> [T, H]
+        dim = keys.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (4 * dim, self.features), self.param_dtype)  # [4D, H]
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)  # [H]
+        query, keys, kernel, bias = nn.dtypes.promote_dtype(query, keys, kernel, bias, dtype=self.dtype)
+        w_q, w_k, w_d, w_p = jnp.split(kernel, 4)  # each [D, H]
+        query_term = query @ (w_q + w_d) + bias  # [H]
+        per_key = (w_k - w_d) + query[:, None] * w_p  # [D, H]
+        return keys @ per_key + query_term  # [T, H]
+
+
 class MLP(nn.Module):
     """Layers of Dense -> BatchNorm -> activation (Dice or PReLU) -> Dropout."""
 
@@ -157,15 +189,18 @@ class MLP(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        """x [N, in] -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
+    def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array], train: bool, mask: jax.Array | None = None
+                 ) -> jax.Array:
+        """x [N, in], or (query [D], keys [N, D]) for the attention's [q, k, q - k, q * k]
+        input (PairDense) -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
         config = self.config
         for i, features in enumerate(self.hidden):
-            dense = nn.Dense(
+            kind = PairDense if isinstance(x, tuple) else nn.Dense
+            dense = kind(
                 features, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f"dense_{i}",
             )
-            x = dense(x)
+            x = dense(*x) if isinstance(x, tuple) else dense(x)
             batchnorm = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, param_dtype=self.param_dtype,
                                   name=f"batchnorm_{i}")
             x = batchnorm(x, train, mask)
@@ -219,8 +254,6 @@ class AttentionUnit(nn.Module):
         are left out of the BatchNorm statistics.
         """
         steps, dim = keys.shape
-        queries = jnp.broadcast_to(query, (steps, dim))  # [T, D]
-        x = jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)  # [T, 4D]
         config = self.config
         real = jnp.arange(steps) < length  # [T]
         mask = None if row_mask is None else jnp.broadcast_to(row_mask, (steps,))  # [T]
@@ -228,6 +261,11 @@ class AttentionUnit(nn.Module):
             mask = real if mask is None else mask * real
         mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, self.dtype, self.param_dtype,
                   name="mlp")
+        if config.attention_input == "split":
+            x = (query, keys)  # the first layer is PairDense: no [T, 4D] input
+        else:
+            queries = jnp.broadcast_to(query, (steps, dim))  # [T, D]
+            x = jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)  # [T, 4D]
         hidden = mlp(x, self.train, mask)  # [T, H]
         fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
                       param_dtype=self.param_dtype, name="fc")

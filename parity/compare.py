@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import torch
 
 from core.config import DINConfig
@@ -191,6 +192,53 @@ class Pair:
         self.variables = self.flax_variables(torch_state)  # Continue from torch's weights.
         return [diff(f"after {len(batches)} steps: {k}", torch_state[k], final[k], self.tol["steps"], self.tol["steps_rtol"])
                 for k in sorted(final)]
+
+
+    def synced_steps(self, batches: list[dict]) -> list[Diff]:
+        """Adam steps each taken by both frameworks from torch's state (weights,
+        running statistics, Adam's step count and moments); every weight and
+        moment compared after each step, the worst step per tensor returned.
+
+        A float32 trajectory compared only at its end holds while JAX rounds as
+        torch does: a PReLU input within rounding of 0 takes the other slope in
+        one framework, and Adam carries that into every later step (docs/parity.md).
+        From a shared state, each step's rounding is one step's.
+        """
+        model = self.torch
+        optimizer = torch_steps.make_optimizer(model, self.config)
+        rate = torch_steps.make_schedule(optimizer, self.config)
+        named = dict(model.named_parameters())
+        worst: dict[str, Diff] = {}
+        for batch in batches:
+            variables = self.flax_variables(model.state_dict())
+            state = self.jax_state().replace(params=variables["params"], batch_stats=variables["batch_stats"])
+            moments = [optimizer.state[p] for p in named.values()]
+            if moments[0]:  # after torch's first step: its count and moments
+                count = int(moments[0]["step"])
+                state = state.replace(step=count, opt_state=optax.tree_utils.tree_set(
+                    state.opt_state, count=jnp.asarray(count, jnp.int32),
+                    mu=self.adam_moment(optimizer, "exp_avg"), nu=self.adam_moment(optimizer, "exp_avg_sq")))
+            torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
+            state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
+            final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
+            final.update({f"{k} (Adam {m})": v for m in ("mu", "nu") for k, v in flax_to_torch(
+                {"params": optax.tree_utils.tree_get(state.opt_state, m)}).items()})
+            reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            reference.update({f"{k} (Adam {m})": optimizer.state[p][key] for k, p in named.items()
+                              for m, key in (("mu", "exp_avg"), ("nu", "exp_avg_sq"))})
+            for name, value in final.items():
+                row = diff(f"{len(batches)} steps, each from torch's state: {name}", reference[name], value,
+                           self.tol["steps"], self.tol["steps_rtol"])
+                if name not in worst or row.max_abs / row.allowed > worst[name].max_abs / worst[name].allowed:
+                    worst[name] = row
+        self.variables = self.flax_variables(model.state_dict())
+        return [worst[k] for k in sorted(worst)]
+
+    def adam_moment(self, optimizer: torch.optim.Adam, key: str) -> dict:
+        """torch Adam's per-parameter `key` (exp_avg, exp_avg_sq) as a Flax params tree."""
+        moments = {name: optimizer.state[p][key] for name, p in self.torch.named_parameters()}
+        template = {"params": self.variables["params"]}
+        return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(moments, template))["params"]
 
 
 @functools.lru_cache(maxsize=None)

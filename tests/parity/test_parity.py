@@ -126,11 +126,13 @@ def flipped_momentum_in_one_batchnorm(original):
     return make
 
 
+@pytest.mark.parametrize("comparison", ["trajectory", "synced"])
 @pytest.mark.parametrize("mutation", ["no weight decay on final", "flipped BatchNorm momentum"])
-def test_the_step_comparison_catches_a_mutated_jax_step(mutation, monkeypatch):
-    """The ten-step comparison fails on a JAX step with a realistic bug (and
-    passes on the real one, test_options_ten_adam_steps): the tolerances are
-    tight enough to prove something, in float32 and float64 alike."""
+def test_the_step_comparison_catches_a_mutated_jax_step(mutation, comparison, monkeypatch):
+    """Both step comparisons (one trajectory per framework; each step from
+    torch's state) fail on a JAX step with a realistic bug (and pass on the
+    real one, test_options_ten_adam_steps, test_hundred_synced_adam_steps):
+    the tolerances are tight enough to prove something, in float32 and float64 alike."""
     from din_jax import model as jax_model
     from din_jax import steps as jax_steps
 
@@ -142,8 +144,9 @@ def test_the_step_comparison_catches_a_mutated_jax_step(mutation, monkeypatch):
     rng = np.random.default_rng(seed)
     schema = random_schema(rng)
     pair = Pair(schema, NO_DROPOUT, DTYPE, seed=seed)
-    rows = pair.train_steps([random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
-    caught = {r.name.split(": ", 1)[1] for r in rows if not r.ok}
+    batches = [random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)]
+    rows = pair.train_steps(batches) if comparison == "trajectory" else pair.synced_steps(batches)
+    caught = {r.name.split(": ", 1)[1].split(" (Adam")[0] for r in rows if not r.ok}  # a weight or its moments
     if mutation == "no weight decay on final":
         assert {"final.weight", "final.bias"} <= caught, caught
     else:
@@ -239,18 +242,40 @@ class Optimised:
         return self.compiled[key](*args)
 
 
-def test_hundred_adam_steps_tutorial_layout(tutorial_splits, monkeypatch):
+def hundred_batches(splits, pair: Pair) -> list[dict]:
+    n = len(splits.train["label"])
+    batches = [b for epoch in range(1, 8) for b in epoch_batches(n, 128, 0, epoch)][:100]
+    assert len(batches) == 100
+    return [pair.batch(splits.train, rows) for rows in batches]
+
+
+@pytest.mark.parametrize("attention_input", ["split", "concat"] if X64 else ["concat"])
+def test_hundred_adam_steps_tutorial_layout(tutorial_splits, attention_input, monkeypatch):
+    """One trajectory of 100 steps in each framework, compared at its end. In
+    float32 only for the concatenated input, which rounds as torch does: the
+    split one (the default) takes each of the 100 steps from torch's state
+    (test_hundred_synced_adam_steps), since a PReLU input within rounding of 0
+    sends a free float32 trajectory elsewhere (docs/parity.md). float64 runs both."""
     from din_jax import steps as jax_steps
     from parity import compare
 
     if not X64:  # float64 holds at any optimisation level (the child process compiles at -O0)
         monkeypatch.setattr(compare, "_train_step", Optimised(jax_steps.train_step))
+    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT.replace(attention_input=attention_input), DTYPE)
+    assert_within(pair.train_steps(hundred_batches(tutorial_splits, pair)))
+
+
+@float32_only  # float64 compares the whole trajectory (test_hundred_adam_steps_tutorial_layout)
+def test_hundred_synced_adam_steps(tutorial_splits, monkeypatch):
+    from din_jax import steps as jax_steps
+    from parity import compare
+
+    monkeypatch.setattr(compare, "_train_step", Optimised(jax_steps.train_step))
     pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    n = len(tutorial_splits.train["label"])
-    batches = [b for epoch in range(1, 8) for b in epoch_batches(n, 128, 0, epoch)][:100]
-    prepared = [pair.batch(tutorial_splits.train, rows) for rows in batches]
-    assert len(prepared) == 100
-    assert_within(pair.train_steps(prepared))
+    assert pair.config.attention_input == "split"
+    rows = pair.synced_steps(hundred_batches(tutorial_splits, pair))
+    assert sum("(Adam mu)" in r.name for r in rows) == len(list(pair.torch.parameters()))
+    assert_within(rows)
 
 
 @float32_only
