@@ -15,7 +15,9 @@ validation gain exceeds two standard errors. Everything is chosen on
 validation; the test columns are reported, never used to choose. A
 configuration the data cannot build (a sequential-protocol option on the
 tutorial's split) is reported and skipped. Results are also written to
-OUT_ROOT/quality.json.
+OUT_ROOT/quality.json; --reuse reads the runs OUT_ROOT already holds with the
+same configuration, so a study resumes, or grows by configurations, without
+training them again.
 """
 
 from __future__ import annotations
@@ -72,6 +74,17 @@ def parse_setting(item: str) -> tuple[str, object]:
     return name, type(default)(value)
 
 
+def finished(out: str, config: DINConfig) -> dict | None:
+    """A finished run's metrics.json, if `out` holds one trained with `config` (--reuse)."""
+    try:
+        with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+            same = DINConfig.from_json(f.read()) == config
+        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+            return json.load(f) if same else None
+    except FileNotFoundError:
+        return None
+
+
 def standard_error(values) -> float:
     values = np.asarray(values, dtype=float)
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
@@ -122,6 +135,9 @@ def main() -> None:
     )
     parser.add_argument("--out-root", default="runs/quality")
     parser.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the results of runs OUT_ROOT already holds with the same configuration instead of "
+                             "training them again (a study resumed, or extended by configurations)")
     parser.add_argument("--combine", action="store_true",
                         help="then train the options whose validation gain exceeds two standard errors, together")
     args = parser.parse_args()
@@ -143,9 +159,11 @@ def main() -> None:
                 print(f"{name}: skipped ({error})", flush=True)
                 return
             splits = splits_cache[key]
-            backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
             out = os.path.join(args.out_root, f"{args.backend}-{name}-{seed}")
-            result = fit(backend, splits, config, out, progress=args.progress, data_dir=args.data)
+            result = finished(out, config) if args.reuse else None
+            if result is None:
+                backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
+                result = fit(backend, splits, config, out, progress=args.progress, data_dir=args.data)
             results.setdefault(name, []).append(result)
             print(f"{name} seed {seed}: valid AUC {result['valid_auc']:.4f}, test AUC {result['test_auc']:.4f}, "
                   f"test GAUC {result['test_gauc']:.4f}, best epoch {result['best_epoch']}", flush=True)
