@@ -24,7 +24,7 @@ def flat(tree) -> dict:
     return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-@pytest.mark.parametrize("seed, share, mask_padding", [(0, False, False), (1, False, True), (2, True, False), (3, True, True)])
+@pytest.mark.parametrize("seed, share, mask_padding", [(0, False, True), (3, True, False)])
 def test_split_input_equals_concatenated_input(seed, share, mask_padding):
     rng = np.random.default_rng(seed)
     schema = random_schema(rng, groups=2, share=share)
