@@ -34,9 +34,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.config import PRESETS, DINConfig  # noqa: E402
-from core.errors import DataError  # noqa: E402
+from core.errors import DataError, RunError  # noqa: E402
 from data.datasets import load_splits  # noqa: E402
 from training import fit, make_backend  # noqa: E402
+from training.run_dir import read_run  # noqa: E402
 
 # The grid: name -> DINConfig changes. "all" turns every option on.
 OPTIONS = {
@@ -77,12 +78,13 @@ def parse_setting(item: str) -> tuple[str, object]:
 def finished(out: str, config: DINConfig) -> dict | None:
     """A finished run's metrics.json, if `out` holds one trained with `config` (--reuse)."""
     try:
-        with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
-            same = DINConfig.from_json(f.read()) == config
-        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
-            return json.load(f) if same else None
-    except FileNotFoundError:
+        trained_with = read_run(out)[0]  # the one definition of a finished run directory
+    except RunError:
         return None
+    if trained_with != config:
+        return None
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def standard_error(values) -> float:

@@ -209,12 +209,12 @@ class Pair:
         rate = torch_steps.make_schedule(optimizer, self.config)
         named = dict(model.named_parameters())
         worst: dict[str, Diff] = {}
+        first = next(iter(named.values()))
         for batch in batches:
-            variables = self.flax_variables(model.state_dict())
-            state = self.jax_state().replace(params=variables["params"], batch_stats=variables["batch_stats"])
-            moments = [optimizer.state[p] for p in named.values()]
-            if moments[0]:  # after torch's first step: its count and moments
-                count = int(moments[0]["step"])
+            self.variables = self.flax_variables(model.state_dict())
+            state = self.jax_state()
+            if optimizer.state[first]:  # after torch's first step: its count and moments
+                count = int(optimizer.state[first]["step"])
                 state = state.replace(step=count, opt_state=optax.tree_utils.tree_set(
                     state.opt_state, count=jnp.asarray(count, jnp.int32),
                     mu=self.adam_moment(optimizer, "exp_avg"), nu=self.adam_moment(optimizer, "exp_avg_sq")))

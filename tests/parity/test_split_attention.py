@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
+from flax.traverse_util import flatten_dict
 
 from core.config import DINConfig
 from din_jax import steps as jax_steps
@@ -18,10 +20,6 @@ from parity.synthetic import random_batch, random_schema
 
 DTYPE = "float64" if jax.config.jax_enable_x64 else "float32"
 TOL = TOLERANCES[DTYPE]
-
-
-def flat(tree) -> dict:
-    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 @pytest.mark.parametrize("seed, share, mask_padding", [(0, False, True), (3, True, False)])
@@ -46,16 +44,17 @@ def test_split_input_equals_concatenated_input(seed, share, mask_padding):
         for name, model in (("split", split), ("concat", concat)):
             if train:
                 (logits, inter), new = model.apply(variables, batch, train=True, mutable=["batch_stats"])
-                outputs[name] = {"logits": logits, **flat(inter), **flat(new)}
+                outputs[name] = {"logits": logits, **flatten_dict(inter, sep="/"), **flatten_dict(new, sep="/")}
             else:
                 logits, inter = model.apply(variables, batch, train=False)
-                outputs[name] = {"logits": logits, **flat(inter)}
+                outputs[name] = {"logits": logits, **flatten_dict(inter, sep="/")}
         assert any("attention_weights" in k for k in outputs["concat"]) and outputs["split"].keys() == outputs["concat"].keys()
         rows += [diff(f"{'train' if train else 'eval'} {k}", outputs["concat"][k], outputs["split"][k], TOL["forward"])
                  for k in outputs["concat"]]
 
     def grads(model):
-        return flat(jax.grad(lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch)[0])(variables["params"]))
+        grad = jax.grad(lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch)[0])
+        return flatten_dict(nn.unbox(grad(variables["params"])), sep="/")  # the tables come boxed (logical axes)
 
     split_grads, concat_grads = grads(split), grads(concat)
     assert any("dense_0/kernel" in k and "attention" in k for k in concat_grads)
