@@ -106,6 +106,9 @@ class Pair:
             self.torch.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in torch_state.items()})
             self.torch.to(TORCH_DTYPES[dtype])
         self.flax = jax_model.DIN(schema, config, param_dtype=jnp.dtype(dtype))
+        # The Flax variables' tree and shapes, traced once: synced_steps converts torch's state every step.
+        sample = jax_model.example_batch(schema, float_dtype=dtype)
+        self.template = jax.eval_shape(functools.partial(self.flax.init, train=False), jax.random.key(0), sample)
         self.variables = self.flax_variables(self.torch.state_dict())
         self.torch_regularizer = None if mba_scales is None else torch_steps.MiniBatchAwareL2(schema, mba_scales)
         self.jax_regularizer = None
@@ -123,9 +126,7 @@ class Pair:
         )
 
     def flax_variables(self, state_dict: dict) -> dict:
-        sample = jax_model.example_batch(self.schema, float_dtype=self.dtype)
-        template = jax.eval_shape(functools.partial(self.flax.init, train=False), jax.random.key(0), sample)
-        return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state_dict, template))
+        return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state_dict, self.template))
 
     def batch(self, data: dict, rows: np.ndarray) -> dict:
         """Rows of an encoded split as model inputs: numeric features in the pair's dtype."""

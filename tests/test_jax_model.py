@@ -1,3 +1,4 @@
+import functools
 import math
 
 import jax
@@ -143,7 +144,7 @@ def test_forward_gives_one_logit_per_example(size):
     schema = random_schema(np.random.default_rng(1))
     model = DIN(schema, CONFIG)
     batch = random_batch(schema, size, np.random.default_rng(2))
-    variables = model.init(jax.random.key(0), batch)
+    variables = jax.jit(model.init)(jax.random.key(0), batch)  # jitted: one compilation, not one per operation
     logits, intermediates = jax.jit(model.apply)(variables, batch)
     assert logits.shape == (size,)
     assert intermediates["mlp_input"].shape == (size, schema.mlp_input_dim(CONFIG.embedding_dim))
@@ -153,7 +154,7 @@ def test_training_on_a_batch_of_one_is_an_error():
     schema = random_schema(np.random.default_rng(1))
     model = DIN(schema, CONFIG)
     batch = random_batch(schema, 1, np.random.default_rng(2))
-    variables = model.init(jax.random.key(0), batch)
+    variables = jax.jit(model.init)(jax.random.key(0), batch)
     with pytest.raises(ValueError, match="batch of one"):
         model.apply(variables, batch, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
 
@@ -213,10 +214,9 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_state_and_loss_in_float32(tutor
     backend = JaxBackend(schema, config)
     reference = JaxBackend(schema, config.replace(dtype="float32"))  # same seed: the same initial weights
     batch = {k: jnp.asarray(v[:64]) for k, v in tutorial_splits.train.items() if k != "user_id"}
-    (logits, inter), _ = backend.model.apply(
-        {"params": backend.state.params, "batch_stats": backend.state.batch_stats}, batch, train=True,
-        mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)},
-    )
+    apply = jax.jit(functools.partial(backend.model.apply, train=True, mutable=["batch_stats"]))  # one compilation
+    (logits, inter), _ = apply({"params": backend.state.params, "batch_stats": backend.state.batch_stats}, batch,
+                               rngs={"dropout": jax.random.key(0)})
     assert inter["mlp_input"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
     t_logits = reference.predict(tutorial_splits.test, 1024)
     b_logits = backend.predict(tutorial_splits.test, 1024)

@@ -100,17 +100,19 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
 
 
 @pytest.mark.optimised  # bit for bit across two programs: at -O1, in tests/test_optimised.py
-def test_streamed_input_trains_exactly_as_device_resident(csv_release_dir, tmp_path):
+def test_streamed_input_trains_exactly_as_device_resident(ml1m_dir, tmp_path):
     """From a built cache entry (memory-mapped .npy files), JAX's streamed input
     (host gather, a block ahead) gives bit for bit the losses, weights and
-    predictions of the device-resident input; torch trains from the same arrays."""
+    predictions of the device-resident input; torch trains from the same arrays.
+    The shapes are test_beam_build's optimised test's: the child process compiles
+    each program once for both."""
     from data.batches import epoch_batches
     from data.datasets import load_splits
 
-    config = DINConfig(batch_size=64, eval_batch_size=128, steps_per_call=4)
-    splits = load_splits(csv_release_dir, config, str(tmp_path / "cache"))
+    config = DINConfig(protocol="sequential", max_hist=6, batch_size=128, steps_per_call=3)
+    splits = load_splits(ml1m_dir, config, str(tmp_path / "cache"))
     assert isinstance(splits.train["label"], np.memmap)
-    batches = epoch_batches(len(splits.train["label"]), config.batch_size, config.seed, 1)[:10]  # 2.5 blocks
+    batches = epoch_batches(len(splits.train["label"]), config.batch_size, config.seed, 1)[:10]  # 3 blocks and a third
     results = {}
     for mode in ("device", "stream"):
         backend = make_backend("jax", splits.encoders.schema(), config.replace(input=mode))

@@ -126,13 +126,15 @@ def flipped_momentum_in_one_batchnorm(original):
     return make
 
 
-@pytest.mark.parametrize("comparison", ["trajectory"] if X64 else ["trajectory", "synced"])  # synced: a float32 test
+@float32_only  # float64's tolerance is below float32's: what float32 catches, float64 catches
+@pytest.mark.parametrize("comparison", ["trajectory", "synced"])
 @pytest.mark.parametrize("mutation", ["no weight decay on final", "flipped BatchNorm momentum"])
 def test_the_step_comparison_catches_a_mutated_jax_step(mutation, comparison, monkeypatch):
     """Both step comparisons (one trajectory per framework; each step from
     torch's state) fail on a JAX step with a realistic bug (and pass on the
     real one, test_options_ten_adam_steps, test_hundred_synced_adam_steps):
-    the tolerances are tight enough to prove something, in float32 and float64 alike."""
+    the tolerances are tight enough to prove something. A bug moves the weights
+    by as much in either dtype, so float32's looser tolerance is the test."""
     from din_jax import model as jax_model
     from din_jax import steps as jax_steps
 

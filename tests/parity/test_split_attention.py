@@ -5,6 +5,8 @@ logits, attention weights, running statistics and gradients. In float32 here,
 float64 (1e-12) in tests/test_parity_float64.py's child process; histories
 from empty to full, several attention groups, shared tables, --mask-padding."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,33 +33,34 @@ def test_split_input_equals_concatenated_input(seed, share, mask_padding):
     split = DIN(schema, config, param_dtype=jnp.dtype(DTYPE))
     concat = DIN(schema, config.replace(attention_input="concat"), param_dtype=jnp.dtype(DTYPE))
     assert split.config.attention_input == "split"
-    variables = split.init(jax.random.key(seed), batch, train=False)
+    variables = jax.jit(functools.partial(split.init, train=False))(jax.random.key(seed), batch)
     same_tree = jax.eval_shape(lambda: concat.init(jax.random.key(seed), batch, train=False))
     assert jax.tree_util.tree_structure(same_tree) == jax.tree_util.tree_structure(variables)
     # Running statistics away from 0 and 1, so that eval mode normalises with something.
-    _, updates = split.apply(variables, batch, train=True, mutable=["batch_stats"])
+    _, updates = jax.jit(functools.partial(split.apply, train=True, mutable=["batch_stats"]))(variables, batch)
     variables = {"params": variables["params"], **updates}
 
-    rows = []
-    for train in (False, True):
-        outputs = {}
-        for name, model in (("split", split), ("concat", concat)):
-            if train:
-                (logits, inter), new = model.apply(variables, batch, train=True, mutable=["batch_stats"])
-                outputs[name] = {"logits": logits, **flatten_dict(inter, sep="/"), **flatten_dict(new, sep="/")}
-            else:
-                logits, inter = model.apply(variables, batch, train=False)
-                outputs[name] = {"logits": logits, **flatten_dict(inter, sep="/")}
-        assert any("attention_weights" in k for k in outputs["concat"]) and outputs["split"].keys() == outputs["concat"].keys()
-        rows += [diff(f"{'train' if train else 'eval'} {k}", outputs["concat"][k], outputs["split"][k], TOL["forward"])
-                 for k in outputs["concat"]]
-
-    def grads(model):
-        grad = jax.grad(lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch)[0])
-        return flatten_dict(nn.unbox(grad(variables["params"])), sep="/")  # the tables come boxed (logical axes)
-
-    split_grads, concat_grads = grads(split), grads(concat)
-    assert any("dense_0/kernel" in k and "attention" in k for k in concat_grads)
-    rows += [diff(f"grad {k}", concat_grads[k], split_grads[k], TOL["grad"]) for k in concat_grads]
+    outputs = {name: flatten_dict(nn.unbox(everything(model)(variables, batch)), sep="/")
+               for name, model in (("split", split), ("concat", concat))}
+    assert any("attention_weights" in k for k in outputs["concat"]) and outputs["split"].keys() == outputs["concat"].keys()
+    assert any(k.startswith("grad/") and "attention" in k and "dense_0/kernel" in k for k in outputs["concat"])
+    rows = [diff(k, outputs["concat"][k], outputs["split"][k], TOL["grad" if k.startswith("grad/") else "forward"])
+            for k in outputs["concat"]]
     bad = [r for r in rows if not r.ok]
     assert not bad, bad
+
+
+def everything(model):
+    """One jitted program per model (a compilation each, not one per operation):
+    eval-mode logits and intermediates; train-mode logits, intermediates and
+    new running statistics; the gradient of the training objective."""
+
+    @jax.jit
+    def run(variables, batch):
+        logits, inter = model.apply(variables, batch, train=False)
+        (t_logits, t_inter), new = model.apply(variables, batch, train=True, mutable=["batch_stats"])
+        loss = lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch)[0]  # noqa: E731
+        return {"eval": {"logits": logits, **inter}, "train": {"logits": t_logits, **t_inter, **new},
+                "grad": jax.grad(loss)(variables["params"])}  # the tables come boxed (logical axes): unboxed after
+
+    return run
