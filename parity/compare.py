@@ -106,6 +106,7 @@ class Pair:
             self.torch.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in torch_state.items()})
             self.torch.to(TORCH_DTYPES[dtype])
         self.flax = jax_model.DIN(schema, config, param_dtype=jnp.dtype(dtype))
+        self.tx = jax_steps.make_optimizer(config)
         # The Flax variables' tree and shapes, traced once: synced_steps converts torch's state every step.
         sample = jax_model.example_batch(schema, float_dtype=dtype)
         self.template = jax.eval_shape(functools.partial(self.flax.init, train=False), jax.random.key(0), sample)
@@ -121,7 +122,7 @@ class Pair:
             apply_fn=self.flax.apply,
             params=self.variables["params"],
             batch_stats=self.variables["batch_stats"],
-            tx=jax_steps.make_optimizer(self.config),  # one per configuration: the jitted step is reused
+            tx=self.tx,  # one object per pair: the jitted step is traced once, not once per state
             rng=jax.random.key(0),
         )
 
