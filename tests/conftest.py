@@ -43,11 +43,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 OPTIMISED = os.environ.get("DIN_TEST_OPTIMISED") == "1"
 
 
+# The child-process tests, longest first (each takes one to four minutes): run
+# first, they are shared out between the workers while the short tests fill
+# in around them, instead of one starting last and leaving a worker idle.
+# (pyproject.toml: --maxschedchunk 1 hands out tests one at a time.)
+LONGEST_FIRST = ("tests/test_parity_float64.py", "tests/test_multidevice.py", "tests/test_resume.py",
+                 "tests/test_optimised.py", "tests/test_multihost.py")
+
+
 def pytest_collection_modifyitems(config, items):
     marked = [item for item in items if ("optimised" in item.keywords) != OPTIMISED]
     if marked:
         config.hook.pytest_deselected(items=marked)
         items[:] = [item for item in items if item not in marked]
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
 
 
 def child_xla_flags(devices: int | None = None) -> str:
