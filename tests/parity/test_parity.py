@@ -251,6 +251,7 @@ def hundred_batches(splits, pair: Pair) -> list[dict]:
     return [pair.batch(splits.train, rows) for rows in batches]
 
 
+@pytest.mark.slow  # a hundred steps in each framework: the full suite's, not the edit-test loop's
 def test_hundred_adam_steps_tutorial_layout(tutorial_splits, monkeypatch):
     """One trajectory of 100 steps in each framework, compared at its end. In
     float32 only for the concatenated input, which rounds as torch does: the
@@ -269,6 +270,7 @@ def test_hundred_adam_steps_tutorial_layout(tutorial_splits, monkeypatch):
     assert_within(pair.train_steps(hundred_batches(tutorial_splits, pair)))
 
 
+@pytest.mark.slow
 @float32_only  # float64 compares the whole trajectory (test_hundred_adam_steps_tutorial_layout)
 def test_hundred_synced_adam_steps(tutorial_splits, monkeypatch):
     from din_jax import steps as jax_steps
