@@ -41,6 +41,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # (the streamed and the device-resident input paths), a property of optimised
 # machine code: tests/test_optimised.py runs them in a child process at -O1.
 OPTIMISED = os.environ.get("DIN_TEST_OPTIMISED") == "1"
+# Their one training configuration (with the synthetic ML-1M folder): the -O1
+# child compiles each of its programs once for all of them.
+OPTIMISED_SETTINGS = dict(protocol="sequential", max_hist=6, batch_size=128, steps_per_call=3)
 
 
 # The child-process tests, longest first (each takes one to four minutes): run

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import sample_dir
+from conftest import OPTIMISED_SETTINGS, sample_dir
 from core.config import DINConfig
 from core.errors import DataError
 from data import cache
@@ -118,7 +118,7 @@ def test_jax_trains_the_same_bits_from_either_entry(ml1m_dir, tmp_path):
     batches = epoch_batches(len(local.train["label"]), 128, 0, 1)[:6]
     weights = []
     for splits, mode in ((local, "device"), (sharded, "stream")):  # the device path's copy: the ShardedColumn test
-        config = CONFIG.replace(batch_size=128, input=mode, steps_per_call=3)
+        config = CONFIG.replace(**OPTIMISED_SETTINGS, input=mode)
         backend = make_backend("jax", splits.encoders.schema(), config)
         backend.train_batches(splits.train, batches, lambda n: None)
         weights.append(backend.weights())

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import train
+from conftest import OPTIMISED_SETTINGS
 from core.config import DINConfig
 from training import fit, make_backend
 from training.run_dir import read_run
@@ -103,13 +104,11 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
 def test_streamed_input_trains_exactly_as_device_resident(ml1m_dir, tmp_path):
     """From a built cache entry (memory-mapped .npy files), JAX's streamed input
     (host gather, a block ahead) gives bit for bit the losses, weights and
-    predictions of the device-resident input; torch trains from the same arrays.
-    The shapes are test_beam_build's optimised test's: the child process compiles
-    each program once for both."""
+    predictions of the device-resident input; torch trains from the same arrays."""
     from data.batches import epoch_batches
     from data.datasets import load_splits
 
-    config = DINConfig(protocol="sequential", max_hist=6, batch_size=128, steps_per_call=3)
+    config = DINConfig(**OPTIMISED_SETTINGS)
     splits = load_splits(ml1m_dir, config, str(tmp_path / "cache"))
     assert isinstance(splits.train["label"], np.memmap)
     batches = epoch_batches(len(splits.train["label"]), config.batch_size, config.seed, 1)[:10]  # 3 blocks and a third
