@@ -13,6 +13,7 @@ Only the chosen framework is imported.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ import sys
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
 from core.flags import add_build_flags, add_config_flags, build_options, flag, given
-from data.datasets import detect, load_splits
+from data.datasets import detect, load_splits, with_defaults
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs
 from training.backend import BACKENDS, backend_module, check
@@ -120,6 +121,14 @@ def run(args: argparse.Namespace) -> None:
             args.written = outputs.staged(args.out)
             logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
     data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+    if not args.resume:  # the data's own defaults where no flag chose (the paper's sizes on raw MovieLens)
+        config, before = with_defaults(data_dir, config, settings), config
+        check(args.backend, config)
+        if config != before:
+            changed = [f"{flag(f.name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
+                       for f in dataclasses.fields(config) if (value := getattr(config, f.name)) != getattr(before, f.name)]
+            logging.getLogger("din").info("this data's defaults (a flag or --preset tutorial overrides them): %s",
+                                          ", ".join(changed))
     splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     out = args.resume or getattr(args, "written", None) or args.out

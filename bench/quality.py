@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.config import PRESETS, DINConfig  # noqa: E402
 from core.errors import DataError, RunError  # noqa: E402
-from data.datasets import load_splits  # noqa: E402
+from data.datasets import load_splits, with_defaults  # noqa: E402
 from training import fit, make_backend  # noqa: E402
 from training.run_dir import read_run  # noqa: E402
 
@@ -53,7 +53,8 @@ OPTIONS = {
 MORE = {
     "low-rated-history": dict(low_rated_history=True),
     "user-feature": dict(user_feature=True),
-    "paper-sizes": dict(PRESETS["paper"]),
+    "paper-sizes": dict(PRESETS["paper"]),  # raw MovieLens' default in the sequential protocol
+    "tutorial-sizes": dict(PRESETS["tutorial"]),  # DINConfig's default
     "wide": dict(embedding_dim=32, attention_hidden=(64, 32), mlp_hidden=(128, 64)),  # between the two
     "warmup-cosine": dict(lr_schedule="cosine", warmup_steps=500),
     "lr-0.001": dict(learning_rate=0.001),
@@ -151,10 +152,12 @@ def main() -> None:
 
     def train(name: str, changes: dict) -> None:
         for seed in range(args.seeds):
-            config = DINConfig(epochs=args.epochs, seed=seed, **common, **changes)
+            chosen = {**common, **changes}
             # Splits depend on the seed (validation users) and on the data settings.
-            key = (seed, tuple(sorted(config.group("data").items())))
             try:
+                # The data's own defaults where nothing was chosen, as train.py does.
+                config = with_defaults(args.data, DINConfig(epochs=args.epochs, seed=seed, **chosen), chosen)
+                key = (seed, tuple(sorted(config.group("data").items())))
                 if key not in splits_cache:
                     splits_cache[key] = load_splits(args.data, config)
             except DataError as error:

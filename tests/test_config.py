@@ -7,9 +7,11 @@ import json
 import pytest
 
 import train
-from core.config import CHANGE_ON_RESUME, DINConfig, ModelConfig
+from conftest import train_run
+from core.config import CHANGE_ON_RESUME, PRESETS, DINConfig, ModelConfig
 from core.errors import ConfigError
 from core.flags import flag
+from data.datasets import with_defaults
 
 
 def test_every_setting_is_a_flag_with_its_help_and_default():
@@ -55,6 +57,46 @@ def test_a_preset_is_a_starting_point_that_flags_override(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--resume", "r", "--preset", "paper"])
     assert "drop --preset" in capsys.readouterr().err
+
+
+def sizes(config: DINConfig) -> tuple:
+    return config.embedding_dim, config.attention_hidden, config.mlp_hidden
+
+
+PAPER, TUTORIAL = (12, (80, 40), (200, 80)), (16, (16, 8), (32, 16))
+
+
+def test_the_tutorial_preset_is_the_default_sizes():
+    assert sizes(DINConfig()) == sizes(DINConfig(**PRESETS["tutorial"])) == TUTORIAL
+    assert sizes(DINConfig(**PRESETS["paper"])) == PAPER
+
+
+def test_raw_movielens_in_the_sequential_protocol_trains_with_the_papers_sizes_unless_told(ml1m_dir, tutorial_dir):
+    """The quality study chose the paper's sizes there (and only there): a flag
+    or --preset tutorial still wins, and other protocols and sources keep
+    DINConfig's."""
+
+    def resolved(folder: str, *flags: str) -> tuple:
+        settings = train.given(train.parse_args(["--backend", "jax", "--out", "x", *flags]))
+        return sizes(with_defaults(folder, DINConfig(**settings), settings))
+
+    assert resolved(ml1m_dir) == PAPER
+    assert resolved(ml1m_dir, "--preset", "tutorial") == TUTORIAL
+    assert resolved(ml1m_dir, "--embedding-dim", "8") == (8, (80, 40), (200, 80))
+    assert resolved(ml1m_dir, "--mlp-hidden", "32", "16") == (12, (80, 40), (32, 16))
+    assert resolved(ml1m_dir, "--protocol", "seed") == TUTORIAL
+    assert resolved(tutorial_dir) == TUTORIAL
+
+
+def test_a_run_records_the_sizes_it_took_from_its_data(ml1m_dir, tmp_path, caplog):
+    """config.json holds what the run trained with, so resume, predict and export
+    rebuild the same model whatever the defaults become."""
+    with caplog.at_level("INFO", logger="din"):
+        run = train_run(ml1m_dir, tmp_path / "run", "--max-hist", "6")
+    with open(f"{run}/config.json", encoding="utf-8") as f:
+        assert sizes(DINConfig.from_json(f.read())) == PAPER
+    assert "this data's defaults (a flag or --preset tutorial overrides them): --embedding-dim 12, " \
+           "--attention-hidden 80 40, --mlp-hidden 200 80" in caplog.text
 
 
 def test_a_config_written_before_a_setting_existed_keeps_its_old_meaning():

@@ -50,6 +50,10 @@ class Source(Protocol):
     def check(self, data_dir: str, config: DINConfig) -> None:
         """A DataError naming the flag when `config` asks for what this source does not build."""
 
+    def defaults(self, config: DINConfig) -> dict:
+        """Settings this source trains with unless a flag says otherwise, where a
+        study chose them over DINConfig's defaults for its data."""
+
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, Columns]:
         """Raw (unencoded) columns: 'train' and 'test' always, 'valid' where the
         source splits it off before encoding."""
@@ -67,6 +71,9 @@ class SourceBase:
 
     def options(self, config: DINConfig) -> dict:
         return config.group("data")
+
+    def defaults(self, config: DINConfig) -> dict:
+        return {}
 
     def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
         cache.write(folder, self.load(data_dir, config, progress))

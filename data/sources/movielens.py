@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from core.config import DINConfig
+from core.config import PRESETS, DINConfig
 from data import cache
 from data.sources import grouplens, paper_protocol, seed_protocol, sequential
 from data.sources.base import SourceBase, beam_build, refuse_sequential_options
@@ -38,6 +38,11 @@ class MovieLens(SourceBase):
         seeded = config.protocol in ("seed", "paper")
         data = sequential.options(config) if config.protocol == "sequential" else config.group("data")
         return data | ({"seed": config.seed} if seeded else {})
+
+    def defaults(self, config: DINConfig) -> dict:
+        # The paper's sizes gain on ml-latest-small's sequential protocol and
+        # not on the tutorial's split (the README's quality study).
+        return dict(PRESETS["paper"]) if config.protocol == "sequential" else {}
 
     def check(self, data_dir: str, config: DINConfig) -> None:
         if config.protocol != "sequential":
