@@ -1,13 +1,15 @@
 """Side-by-side speed of the JAX and torch backends, in one process, interleaved,
 with what each step costs and what this machine can do beside it.
 
-    python bench/throughput.py [--data DIR] [--dataset FILE] [--max-hist N] [--repeats 5] [--json FILE]
+    python bench/throughput.py [--data DIR] [--dataset FILE] [--max-hist N] [--preset NAME] [--repeats 5] [--json FILE]
     python bench/throughput.py --electronics DIR     # an Electronics-shaped Amazon release (synthetic)
 
 --data takes any folder the trainer reads (default: the tutorial's split,
 T = 10); raw MovieLens builds its sequential protocol (T = 50) into the cache
-once. --electronics writes a synthetic Amazon release with Electronics'
-users, items and long-tailed history lengths (tests/synthetic_amazon.py, at
+once. The model has the sizes train.py gives that data (the paper's on raw
+MovieLens in the sequential protocol) unless --preset says. --electronics
+writes a synthetic Amazon release with Electronics' users, items and
+long-tailed history lengths (tests/synthetic_amazon.py, at
 --electronics-scale of the real 192,403 users) into DIR once and reads it in
 the authors' protocol with histories of up to 100 items.
 
@@ -47,10 +49,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from core.config import DINConfig  # noqa: E402
+from core.config import PRESETS, DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
-from data.datasets import load_splits  # noqa: E402
+from data.datasets import load_splits, with_defaults  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
 from din_torch.backend import TorchBackend  # noqa: E402
 from din_torch.steps import make_optimizer, train_step  # noqa: E402
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rows", type=int, default=40_000, help="rows per timed pass (the training split, tiled)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="model sizes (default: the data's, as train.py's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -132,7 +135,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = electronics_release(args.electronics, args.electronics_scale) if args.electronics else args.data
     max_hist = args.max_hist or (100 if args.electronics else DINConfig().max_hist)
-    config = DINConfig(dataset=args.dataset, max_hist=max_hist)
+    chosen = dict(dataset=args.dataset, max_hist=max_hist) | (PRESETS[args.preset] if args.preset else {})
+    config = with_defaults(data, DINConfig(**chosen), chosen)  # the sizes train.py would train with
     splits = load_splits(data, config, args.cache_dir)
     schema = splits.encoders.schema()
     train = {k: np.asarray(v) for k, v in splits.train.items() if k != USER}
@@ -146,11 +150,13 @@ def main() -> None:
     print(f"host: {host}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"jax {jax.__version__} on {jax.devices()}", flush=True)
     print(f"data: {data}; histories {history}, real positions {real} on average", flush=True)
+    sizes = {name: getattr(config, name) for name in PRESETS["paper"]}
+    print("model: " + ", ".join(f"{name} {value}" for name, value in sizes.items()), flush=True)
     print(f"rows: {n} training rows (tiled x{tile}: {n_tiled}); medians of {args.repeats} interleaved repeats", flush=True)
     limits = roofline.machine()
     print("machine: " + ", ".join(f"{k} {v:.1f}" for k, v in limits.items()), flush=True)
 
-    results: dict = {"host": host, "data": data, "history": history, "real_positions": real,
+    results: dict = {"host": host, "data": data, "history": history, "real_positions": real, "model": sizes,
                      "torch_threads": torch.get_num_threads(), "jax_devices": [str(d) for d in jax.devices()],
                      "repeats": args.repeats, "tile": tile, "machine": limits, "batch_sizes": {}}
     for size in args.batch_sizes:
