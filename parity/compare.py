@@ -8,6 +8,7 @@ gradient or its value after N optimiser steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
@@ -196,23 +197,30 @@ class Pair:
                 for k in sorted(final)]
 
 
-    def synced_steps(self, batches: list[dict]) -> list[Diff]:
+    def synced_steps(self, batches: list[dict]) -> tuple[list[Diff], list[int]]:
         """Adam steps each taken by both frameworks from torch's state (weights,
         running statistics, Adam's step count and moments); every weight and
-        moment compared after each step, the worst step per tensor returned.
+        moment compared after each step, the worst step per tensor returned,
+        with the steps left out of the comparison: those at a PReLU kink.
 
         A float32 trajectory compared only at its end holds while JAX rounds as
         torch does: a PReLU input within rounding of 0 takes the other slope in
         one framework, and Adam carries that into every later step (docs/parity.md).
-        From a shared state, each step's rounding is one step's.
+        From a shared state, each step's rounding is one step's; but a step
+        where one of torch's PReLU inputs lies within the forward tolerance of
+        0 may take the other slope in JAX, and that row's gradient is then
+        another valid one, a quarter off: such a step is taken and not compared.
+        Which steps those are is decided by torch's inputs alone, so nothing
+        JAX computes can leave a step out.
         """
         model = self.torch
         optimizer = torch_steps.make_optimizer(model, self.config)
         rate = torch_steps.make_schedule(optimizer, self.config)
         named = dict(model.named_parameters())
         worst: dict[str, Diff] = {}
+        kinks: list[int] = []
         first = next(iter(named.values()))
-        for batch in batches:
+        for step, batch in enumerate(batches):
             self.variables = self.flax_variables(model.state_dict())
             state = self.jax_state()
             if optimizer.state[first]:  # after torch's first step: its count and moments
@@ -220,8 +228,12 @@ class Pair:
                 state = state.replace(step=count, opt_state=optax.tree_utils.tree_set(
                     state.opt_state, count=jnp.asarray(count, jnp.int32),
                     mu=self.adam_moment(optimizer, "exp_avg"), nu=self.adam_moment(optimizer, "exp_avg_sq")))
-            torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
+            with prelu_inputs(model) as inputs:
+                torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
             state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
+            if min(float(x.abs().min()) for x in inputs) < self.tol["forward"]:
+                kinks.append(step)
+                continue
             final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
             final.update({f"{k} (Adam {m})": v for m in ("mu", "nu") for k, v in flax_to_torch(
                 {"params": optax.tree_utils.tree_get(state.opt_state, m)}).items()})
@@ -234,13 +246,26 @@ class Pair:
                 if name not in worst or row.max_abs / row.allowed > worst[name].max_abs / worst[name].allowed:
                     worst[name] = row
         self.variables = self.flax_variables(model.state_dict())
-        return [worst[k] for k in sorted(worst)]
+        return [worst[k] for k in sorted(worst)], kinks
 
     def adam_moment(self, optimizer: torch.optim.Adam, key: str) -> dict:
         """torch Adam's per-parameter `key` (exp_avg, exp_avg_sq) as a Flax params tree."""
         moments = {name: optimizer.state[p][key] for name, p in self.torch.named_parameters()}
         template = {"params": self.variables["params"]}
         return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(moments, template))["params"]
+
+
+@contextlib.contextmanager
+def prelu_inputs(model: torch.nn.Module):
+    """Collects the input of every PReLU of `model` run inside the block."""
+    inputs: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach()))
+             for m in model.modules() if isinstance(m, torch.nn.PReLU)]
+    try:
+        yield inputs
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @functools.lru_cache(maxsize=None)

@@ -147,7 +147,7 @@ def test_the_step_comparison_catches_a_mutated_jax_step(mutation, comparison, mo
     schema = random_schema(rng)
     pair = Pair(schema, NO_DROPOUT, DTYPE, seed=seed)
     batches = [random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)]
-    rows = pair.train_steps(batches) if comparison == "trajectory" else pair.synced_steps(batches)
+    rows = pair.train_steps(batches) if comparison == "trajectory" else pair.synced_steps(batches)[0]
     caught = {r.name.split(": ", 1)[1].split(" (Adam")[0] for r in rows if not r.ok}  # a weight or its moments
     if mutation == "no weight decay on final":
         assert {"final.weight", "final.bias"} <= caught, caught
@@ -279,9 +279,13 @@ def test_hundred_synced_adam_steps(tutorial_splits, monkeypatch):
     monkeypatch.setattr(compare, "_train_step", Optimised(jax_steps.train_step))
     pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
     assert pair.config.attention_input == "split"
-    rows = pair.synced_steps(hundred_batches(tutorial_splits, pair))
+    rows, kinks = pair.synced_steps(hundred_batches(tutorial_splits, pair))
     assert sum("(Adam mu)" in r.name for r in rows) == len(list(pair.torch.parameters()))
     assert_within(rows)
+    # Steps at a PReLU kink (one of the 4,096 inputs a step within 1e-5 of 0 in
+    # torch) are taken, not compared: 4 of the 100 here, one of which (step 3,
+    # an input at 1.2e-7) JAX's -O1 step sends to the other slope on an AMD EPYC.
+    assert len(kinks) <= 10, kinks
 
 
 @float32_only
