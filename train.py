@@ -21,7 +21,7 @@ import sys
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
 from core.flags import add_build_flags, add_config_flags, build_options, flag, given
-from data.datasets import detect, load_splits, with_defaults
+from data.datasets import load_splits, with_defaults
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs
 from training.backend import BACKENDS, backend_module, check
@@ -112,29 +112,38 @@ def run(args: argparse.Namespace) -> None:
         check(args.backend, config)  # settings the backend cannot run, before anything is read or written
         distribute(args)
         data_dir = args.data
-        if data_dir is not None:
-            detect(data_dir, config)  # the folder and its dataset file are readable: checked before --out is touched
+        if data_dir is not None:  # the folder and its dataset file are read before --out is touched
+            config = data_defaults(args.backend, data_dir, config, settings)
         replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
                                        protect={"--data": data_dir, "--dataset": config.dataset or None,
                                                 "the cache": args.cache_dir or default_cache_dir()})
         if replace:  # the old run stays whole until the new one has finished
             args.written = outputs.staged(args.out)
             logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
-    data_dir = data_dir or fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
-    if not args.resume:  # the data's own defaults where no flag chose (the paper's sizes on raw MovieLens)
-        config, before = with_defaults(data_dir, config, settings), config
-        check(args.backend, config)
-        if config != before:
-            changed = [f"{flag(f.name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
-                       for f in dataclasses.fields(config) if (value := getattr(config, f.name)) != getattr(before, f.name)]
-            logging.getLogger("din").info("this data's defaults (a flag or --preset tutorial overrides them): %s",
-                                          ", ".join(changed))
+    if data_dir is None:  # MovieLens-1M, downloaded once
+        data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+        if not args.resume:  # a resumed run trains with the sizes its config.json holds
+            config = data_defaults(args.backend, data_dir, config, settings)
     splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     out = args.resume or getattr(args, "written", None) or args.out
     fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
     if out != (args.resume or args.out) and backend.primary:
         outputs.swap_in(out, args.out)
+
+
+def data_defaults(backend: str, data_dir: str, config: DINConfig, settings: dict) -> DINConfig:
+    """`config` with the data's own defaults where no flag chose (the paper's
+    sizes on raw MovieLens), logged in flag form; detecting the source checks
+    that the folder and its dataset file are readable."""
+    chosen = with_defaults(data_dir, config, settings)
+    check(backend, chosen)
+    changed = [f"{flag(f.name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
+               for f in dataclasses.fields(chosen) if (value := getattr(chosen, f.name)) != getattr(config, f.name)]
+    if changed:
+        logging.getLogger("din").info("this data's defaults (a flag or --preset tutorial overrides them): %s",
+                                      ", ".join(changed))
+    return chosen
 
 
 def distribute(args: argparse.Namespace) -> None:
