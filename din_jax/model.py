@@ -20,7 +20,7 @@ that axis, so they are the statistics of all B * T rows, as in torch.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,14 @@ def wide(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+class Moments(NamedTuple):
+    """Train-mode batch statistics of [N, H] rows: mean [H], biased variance [H], total row weight []."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+
 class BatchNorm(nn.Module):
     """torch.nn.BatchNorm1d over axis 0 of [N, H] (and over `axis_name` if set).
 
@@ -91,10 +99,16 @@ class BatchNorm(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None, moments: Moments | None = None,
+                 with_moments: bool = False) -> Any:
         """x [N, H] -> [N, H]; mask [N] (1 = real row, 0 = ignored) weights the statistics.
 
         Statistics and the normalisation run in at least float32 (x may be bfloat16).
+        `moments`: x's train-mode batch statistics, when the caller knows them.
+        with_moments: returns (out, out's Moments), None in eval mode. A
+        normalised x's statistics are known exactly without a pass over it, so
+        Dice after BatchNorm (the attention MLP) skips two reductions over
+        [N, H] forward and their backward.
         """
         features, dtype = x.shape[-1], x.dtype
         x = x.astype(wide(dtype))
@@ -104,11 +118,14 @@ class BatchNorm(nn.Module):
         tracked = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
 
         if train:
-            weight = (jnp.ones(x.shape[0], x.dtype) if mask is None else mask.astype(x.dtype))[:, None]  # [N, 1]
-            count = self._sum(jnp.sum(weight))
-            # max(., 1): a mask may leave 0 or 1 rows, which must not give NaN.
-            mean = self._sum(jnp.sum(weight * x, axis=0)) / jnp.maximum(count, 1)  # [H]
-            var = self._sum(jnp.sum(weight * jnp.square(x - mean), axis=0)) / jnp.maximum(count, 1)  # [H], biased
+            if moments is not None:
+                mean, var, count = moments
+            else:  # two-pass sums reduced with psum: a vmapped caller gets the statistics of all its rows
+                weight = (jnp.ones(x.shape[0], x.dtype) if mask is None else mask.astype(x.dtype))[:, None]  # [N, 1]
+                count = self._sum(jnp.sum(weight))
+                # max(., 1): a mask may leave 0 or 1 rows, which must not give NaN.
+                mean = self._sum(jnp.sum(weight * x, axis=0)) / jnp.maximum(count, 1)  # [H]
+                var = self._sum(jnp.sum(weight * jnp.square(x - mean), axis=0)) / jnp.maximum(count, 1)  # [H], biased
             if not self.is_initializing():
                 m = self.momentum
                 running_mean.value = (1 - m) * running_mean.value + m * mean
@@ -117,11 +134,15 @@ class BatchNorm(nn.Module):
         else:
             mean, var = running_mean.value, running_var.value
         out = (x - mean) / jnp.sqrt(var + self.eps)
-        if not self.affine:  # the paper's Dice: no weight and bias
-            return out.astype(dtype)
-        scale = self.param("scale", batchnorm_scale_init, (features,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-        return (out * scale + bias).astype(dtype)
+        # out's own weighted batch moments: mean 0, variance var / (var + eps), then scaled and shifted.
+        out_moments = Moments(jnp.zeros_like(mean), var / (var + self.eps), count) if train else None
+        if self.affine:  # the paper's Dice has no weight and bias
+            scale = self.param("scale", batchnorm_scale_init, (features,), self.param_dtype)
+            bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+            out = out * scale + bias
+            if train:
+                out_moments = Moments(bias.astype(x.dtype), jnp.square(scale.astype(x.dtype)) * out_moments.var, count)
+        return (out.astype(dtype), out_moments) if with_moments else out.astype(dtype)
 
     def _sum(self, value: jax.Array) -> jax.Array:
         return value if self.axis_name is None else jax.lax.psum(value, self.axis_name)
@@ -129,7 +150,9 @@ class BatchNorm(nn.Module):
 
 class Dice(nn.Module):
     """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x));
-    affine=False is the paper's form (a BatchNorm with no weight and bias)."""
+    affine=False is the paper's form (a BatchNorm with no weight and bias).
+    After a BatchNorm (every layer of the attention MLP) x's batch statistics
+    are that BatchNorm's output moments, passed in rather than recomputed."""
 
     eps: float
     momentum: float
@@ -138,9 +161,11 @@ class Dice(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:  # [N, H]
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None,
+                 moments: Moments | None = None) -> jax.Array:  # [N, H]
+        """moments: x's train-mode batch statistics, when known (BatchNorm's with_moments)."""
         batchnorm = BatchNorm(self.eps, self.momentum, self.axis_name, self.affine, self.param_dtype, name="batchnorm")
-        p = nn.sigmoid(batchnorm(x, train, mask))
+        p = nn.sigmoid(batchnorm(x, train, mask, moments))
         alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
         return (alpha * (1 - p) * x + p * x).astype(x.dtype)
 
@@ -203,11 +228,11 @@ class MLP(nn.Module):
             x = dense(*x) if isinstance(x, tuple) else dense(x)
             batchnorm = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, param_dtype=self.param_dtype,
                                   name=f"batchnorm_{i}")
-            x = batchnorm(x, train, mask)
+            x, moments = batchnorm(x, train, mask, with_moments=True)
             if self.activation == "dice":
                 dice = Dice(config.dice_eps, config.bn_momentum, self.axis_name, config.dice == "tutorial",
                             self.param_dtype, name=f"activation_{i}")
-                x = dice(x, train, mask)
+                x = dice(x, train, mask, moments)
             elif self.activation == "prelu":
                 x = nn.PReLU(param_dtype=self.param_dtype, negative_slope_init=0.25, name=f"activation_{i}")(x)
             else:

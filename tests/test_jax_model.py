@@ -83,6 +83,30 @@ class TestBatchNormAndDice:
         for key in ("mean", "var"):
             np.testing.assert_allclose(s_masked["batch_stats"][key], s_short["batch_stats"][key], rtol=1e-6)
 
+    @pytest.mark.parametrize("affine", [True, False])
+    def test_moments_of_the_output_are_its_weighted_statistics(self, affine):
+        """The Moments BatchNorm returns for Dice equal a pass over its output,
+        and Dice given them computes what it computes without them."""
+        rng = np.random.default_rng(3)
+        x = rng.normal(2.0, 3.0, (9, 4))
+        mask = np.array([1, 0, 1, 1, 0, 1, 1, 1, 1], np.float64)
+        module = BatchNorm(1e-5, 0.1, affine=affine)
+        variables = module.init(jax.random.key(0), x, False)
+        if affine:  # away from the initial scale 1 and bias 0
+            variables["params"] = {"scale": jnp.asarray([0.5, 2.0, -1.5, 1.0]), "bias": jnp.asarray([1.0, -2.0, 0.0, 3.0])}
+        (y, moments), _ = module.apply(variables, x, True, mask, with_moments=True, mutable=["batch_stats"])
+        y, real = np.asarray(y, np.float64), mask > 0
+        np.testing.assert_allclose(moments.mean, y[real].mean(0), atol=1e-5)
+        np.testing.assert_allclose(moments.var, y[real].var(0), rtol=1e-5)
+        assert float(moments.count) == real.sum()
+
+        dice = Dice(1e-8, 0.1)
+        dice_variables = dice.init(jax.random.key(1), y, False)
+        given = dice.apply(dice_variables, y, True, mask, moments, mutable=["batch_stats"])
+        computed = dice.apply(dice_variables, y, True, mask, mutable=["batch_stats"])
+        for a, b in zip(jax.tree_util.tree_leaves(given), jax.tree_util.tree_leaves(computed)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
 
 def test_attention_hand_computed_example_batch_of_one():
     unit = BatchedAttentionUnit(NO_DROPOUT, False)
