@@ -134,15 +134,17 @@ class BatchNorm(nn.Module):
         else:
             mean, var = running_mean.value, running_var.value
         out = (x - mean) / jnp.sqrt(var + self.eps)
-        # out's own weighted batch moments: mean 0, variance var / (var + eps), then scaled and shifted.
-        out_moments = Moments(jnp.zeros_like(mean), var / (var + self.eps), count) if train else None
+        shift, gain = jnp.zeros_like(mean), jnp.ones_like(mean)
         if self.affine:  # the paper's Dice has no weight and bias
             scale = self.param("scale", batchnorm_scale_init, (features,), self.param_dtype)
             bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
             out = out * scale + bias
-            if train:
-                out_moments = Moments(bias.astype(x.dtype), jnp.square(scale.astype(x.dtype)) * out_moments.var, count)
-        return (out.astype(dtype), out_moments) if with_moments else out.astype(dtype)
+            shift, gain = bias.astype(x.dtype), scale.astype(x.dtype)
+        if not with_moments:
+            return out.astype(dtype)
+        # out's own weighted batch moments, exactly: mean = bias, variance = scale^2 var / (var + eps).
+        out_moments = Moments(shift, jnp.square(gain) * (var / (var + self.eps)), count) if train else None
+        return out.astype(dtype), out_moments
 
     def _sum(self, value: jax.Array) -> jax.Array:
         return value if self.axis_name is None else jax.lax.psum(value, self.axis_name)

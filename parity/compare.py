@@ -231,7 +231,7 @@ class Pair:
             with prelu_inputs(model) as inputs:
                 torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
             state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
-            if min(float(x.abs().min()) for x in inputs) < self.tol["forward"]:
+            if any(bool((x.abs() < self.tol["forward"]).any()) for x in inputs):
                 kinks.append(step)
                 continue
             final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})

@@ -282,7 +282,7 @@ def test_hundred_synced_adam_steps(tutorial_splits, monkeypatch):
     rows, kinks = pair.synced_steps(hundred_batches(tutorial_splits, pair))
     assert sum("(Adam mu)" in r.name for r in rows) == len(list(pair.torch.parameters()))
     assert_within(rows)
-    # Steps at a PReLU kink (one of the 4,096 inputs a step within 1e-5 of 0 in
+    # Steps at a PReLU kink (one of the 6,144 inputs a step within 1e-5 of 0 in
     # torch) are taken, not compared: 4 of the 100 here, one of which (step 3,
     # an input at 1.2e-7) JAX's -O1 step sends to the other slope on an AMD EPYC.
     assert len(kinks) <= 10, kinks
