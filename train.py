@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 
+from core import packing
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
 from core.flags import add_build_flags, add_config_flags, build_options, flag, given
@@ -125,7 +126,13 @@ def run(args: argparse.Namespace) -> None:
         if not args.resume:  # a resumed run trains with the sizes its config.json holds
             config = data_defaults(args.backend, data_dir, config, settings)
     splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
-    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
+    schema = splits.encoders.schema()
+    if args.backend == "jax" and not config.history_share:  # recorded in config.json, for scoring and resuming
+        config = packing.resolve(config, schema, splits.train)
+        logging.getLogger("din").info("attention rows for %.1f%% of each batch's history positions (--history-share "
+                                      "%g, from the training split's lengths)", 100 * config.history_share,
+                                      config.history_share)
+    backend = make_backend(args.backend, schema, config, splits.train)
     out = args.resume or getattr(args, "written", None) or args.out
     fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
     if out != (args.resume or args.out) and backend.primary:

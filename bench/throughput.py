@@ -1,7 +1,8 @@
 """Side-by-side speed of the JAX and torch backends, in one process, interleaved,
 with what each step costs and what this machine can do beside it.
 
-    python bench/throughput.py [--data DIR] [--dataset FILE] [--max-hist N] [--preset NAME] [--repeats 5] [--json FILE]
+    python bench/throughput.py [--data DIR] [--dataset FILE] [--max-hist N] [--preset NAME] [--set FIELD=VALUE ...]
+                               [--repeats 5] [--json FILE]
     python bench/throughput.py --electronics DIR     # an Electronics-shaped Amazon release (synthetic)
 
 --data takes any folder the trainer reads (default: the tutorial's split,
@@ -13,12 +14,14 @@ long-tailed history lengths (tests/synthetic_amazon.py, at
 --electronics-scale of the real 192,403 users) into DIR once and reads it in
 the authors' protocol with histories of up to 100 items.
 
-For batch sizes 128 and 1024 it measures, alternating JAX (its default split
-attention input), JAX with the concatenated input (`jax_concat`: the
-formulation torch computes), torch (fused Adam, the reference's default) and
-torch with the for-each Adam (A B C D A B C D) so that machine noise hits all alike:
+For batch sizes 128 and 1024 it measures, alternating JAX (its attention rows
+provisioned from the training split's lengths, as train.py does), JAX with
+every history position a row (`jax_padded`: history_share 1, the padded
+computation), torch (fused Adam, the reference's default) and torch with the
+for-each Adam (A B C D A B C D) so that machine noise hits all alike:
   * training samples/s (train-mode steps over the training split tiled to
-    about --rows rows, so that one timing is long enough to trust);
+    about --rows rows, so that one timing is long enough to trust, or a
+    random sample of --rows of its rows when it has more than twice that);
   * evaluation samples/s (eval-mode logits over the same rows);
   * the wall time of one whole epoch on the real split, batching included;
 and, once, JAX's first-call time (compilation + one block of steps), the
@@ -49,6 +52,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from core import packing  # noqa: E402
 from core.config import PRESETS, DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
@@ -58,6 +62,7 @@ from din_torch.backend import TorchBackend  # noqa: E402
 from din_torch.steps import make_optimizer, train_step  # noqa: E402
 
 import roofline  # noqa: E402  (bench/roofline.py)
+from quality import parse_setting  # noqa: E402  (bench/quality.py)
 
 ELECTRONICS = {"users": 192_403, "items": 63_001, "reviews": 1_689_188}  # the 5-core release
 
@@ -128,6 +133,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=40_000, help="rows per timed pass (the training split, tiled)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--preset", choices=sorted(PRESETS), help="model sizes (default: the data's, as train.py's)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="DINConfig changes, e.g. mask_padding=true attention_dropout=0")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -136,10 +143,14 @@ def main() -> None:
     data = electronics_release(args.electronics, args.electronics_scale) if args.electronics else args.data
     max_hist = args.max_hist or (100 if args.electronics else DINConfig().max_hist)
     chosen = dict(dataset=args.dataset, max_hist=max_hist) | (PRESETS[args.preset] if args.preset else {})
+    chosen |= dict(map(parse_setting, args.set))
     config = with_defaults(data, DINConfig(**chosen), chosen)  # the sizes train.py would train with
     splits = load_splits(data, config, args.cache_dir)
     schema = splits.encoders.schema()
     train = {k: np.asarray(v) for k, v in splits.train.items() if k != USER}
+    if len(train[LABEL]) > 2 * args.rows:  # a random sample of rows, lengths as in the whole split
+        keep = np.sort(np.random.default_rng(0).choice(len(train[LABEL]), args.rows, replace=False))
+        train = {k: v[keep] for k, v in train.items()}
     n = len(train[LABEL])
     tile = max(1, round(args.rows / n))
     tiled = {k: np.concatenate([v] * tile) for k, v in train.items()}
@@ -150,7 +161,7 @@ def main() -> None:
     print(f"host: {host}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"jax {jax.__version__} on {jax.devices()}", flush=True)
     print(f"data: {data}; histories {history}, real positions {real} on average", flush=True)
-    sizes = {name: getattr(config, name) for name in PRESETS["paper"]}
+    sizes = {name: getattr(config, name) for name in PRESETS["paper"]} | dict(map(parse_setting, args.set))
     print("model: " + ", ".join(f"{name} {value}" for name, value in sizes.items()), flush=True)
     print(f"rows: {n} training rows (tiled x{tile}: {n_tiled}); medians of {args.repeats} interleaved repeats", flush=True)
     limits = roofline.machine()
@@ -161,11 +172,14 @@ def main() -> None:
                      "repeats": args.repeats, "tile": tile, "machine": limits, "batch_sizes": {}}
     for size in args.batch_sizes:
         cfg = config.replace(batch_size=size, eval_batch_size=size)
-        backends = {"jax": JaxBackend(schema, cfg), "jax_concat": JaxBackend(schema, cfg.replace(attention_input="concat")),
+        # JAX's attention rows as train.py provisions them (from the training split's
+        # lengths), and every position a row (history_share 1: the padded computation).
+        packed = packing.resolve(cfg, schema, train)
+        backends = {"jax": JaxBackend(schema, packed), "jax_padded": JaxBackend(schema, cfg.replace(history_share=1.0)),
                     "torch": TorchBackend(schema, cfg), "torch_foreach": TorchBackend(schema, cfg)}
         # The same model with torch's default (for-each) Adam instead of the fused one.
         backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
-        costs = {name: roofline.jax_step_costs(backends[name], train, size) for name in ("jax", "jax_concat")}
+        costs = {name: roofline.jax_step_costs(backends[name], train, size) for name in ("jax", "jax_padded")}
         torch_flops = roofline.torch_step_flops(backends["torch"], train, size)
         costs["torch"] = costs["torch_foreach"] = {mode: {"flops": flops} for mode, flops in torch_flops.items()}
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
@@ -190,6 +204,7 @@ def main() -> None:
             row[name]["limit"] = {mode: roofline.fractions(row[name][mode], costs[name][mode], limits)
                                   for mode in ("train", "eval")}
         row["jax"]["first_call_s"] = compile_s
+        row["jax"]["history_share"] = packed.history_share
         results["batch_sizes"][str(size)] = row
         print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s", flush=True)
 
@@ -210,8 +225,8 @@ def main() -> None:
         ratios[f"jax_over_torch_eval_b{size}"] = row["jax"]["eval"] / row["torch"]["eval"]
         ratios[f"jax_over_torch_epoch_b{size}"] = row["torch"]["epoch_s"] / row["jax"]["epoch_s"]
         ratios[f"jax_over_torch_foreach_adam_train_b{size}"] = row["jax"]["train"] / row["torch_foreach"]["train"]
-        ratios[f"jax_split_over_concat_train_b{size}"] = row["jax"]["train"] / row["jax_concat"]["train"]
-        ratios[f"jax_split_over_concat_eval_b{size}"] = row["jax"]["eval"] / row["jax_concat"]["eval"]
+        ratios[f"jax_packed_over_padded_train_b{size}"] = row["jax"]["train"] / row["jax_padded"]["train"]
+        ratios[f"jax_packed_over_padded_eval_b{size}"] = row["jax"]["eval"] / row["jax_padded"]["eval"]
     if b128 and tutorial_s:
         ratios["jax_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["jax"]["epoch_s"]
         ratios["torch_epoch_speedup_over_tutorial_loader_b128"] = tutorial_s / b128["torch"]["epoch_s"]
@@ -220,7 +235,7 @@ def main() -> None:
     print(f"\n{'batch':>5} {'backend':>13} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}"
           f" {'train kFLOP/sample':>19} {'train KB/sample':>16} {'GFLOP/s':>8} {'of matmul':>10} {'of bandwidth':>13}")
     for size, row in results["batch_sizes"].items():
-        for name in ("jax", "jax_concat", "torch", "torch_foreach"):
+        for name in ("jax", "jax_padded", "torch", "torch_foreach"):
             r = row[name]
             cost, limit = r["cost_per_sample"]["train"], r["limit"]["train"]
             kb = f"{cost['bytes'] / 1e3:>16.0f}" if "bytes" in cost else f"{'-':>16}"

@@ -103,6 +103,10 @@ class DINConfig:
         "split", "model", "JAX's attention first layer: split (a query term once per example plus key terms per position, "
         "exact, no [T, 4D] input) or concat (Dense on [q, k, q - k, q * k], as the torch reference computes it)",
         choices=("split", "concat"))
+    history_share: float = setting(
+        0.0, "model", "jax: the attention's rows are provisioned for this share of a batch's history positions "
+        "(real ones packed, the padding one row per example; a batch with more takes every position, with the "
+        "same result); 0: from the training split's lengths (core/packing.py)")
     mask_padding: bool = setting(False, "model", "max-pooling and the attention's BatchNorm/Dice statistics ignore "
                                  "padded positions")
     dice: str = setting("tutorial", "model", "paper: Dice's BatchNorm has no affine parameters",
@@ -185,6 +189,8 @@ class DINConfig:
             raise fail("holdout_fraction", "must be in (0, 0.5)")
         if self.max_hist < 1:
             raise fail("max_hist", "must be >= 1")
+        if not 0.0 <= self.history_share <= 1.0:
+            raise fail("history_share", "must be in [0, 1]")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise fail("valid_fraction", "must be in [0, 1)")
 
@@ -248,6 +254,7 @@ class ModelConfig:
     bn_momentum: float
     attention_norm: str
     attention_input: str
+    history_share: float
     mask_padding: bool
     dice: str
     init: str

@@ -17,6 +17,7 @@ from flax import linen as nn, traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
+from core import packing
 from core.config import DINConfig, flag
 from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
@@ -101,13 +102,18 @@ class JaxBackend:
             self.regularizer = MiniBatchAwareL2(scales, {table: schema.columns_of(table) for table in scales})
         self.steps_per_call, self.batch_size = config.steps_per_call, config.batch_size
         # Two input paths, each with its train and eval function (din_jax/input.py).
+        # `packing` (static): "checked" for a block whose batches fit the attention's
+        # packed rows (checked on the host, core/packing.py), else "off".
         self._train_steps = jax.jit(
-            train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
+            train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
+            static_argnames="packing",
         )
         self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh))
         self._train_steps_on = jax.jit(
-            train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh))
+            train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
+            static_argnames="packing",
         )
+        self.history_share, self.unpacked_blocks = config.history_share, 0
         self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh))
         self.input = Inputs(self.mesh, config.input)
         self.input_path = None  # the training split's, once chosen
@@ -133,22 +139,42 @@ class JaxBackend:
         if streamed:
             def load(block):  # in a background thread, a block ahead
                 rows, row_mask = block
-                return self.input.gathered(data, rows, names), self.input.rows(row_mask), int(row_mask.sum())
+                return (self.input.gathered(data, rows, names), self.input.rows(row_mask), int(row_mask.sum()),
+                        self._packing(data, rows, row_mask))
 
-            for batches_on_device, mask, count in prefetched(load, blocks(batches, self.steps_per_call, self.batch_size)):
-                self.state, block_losses = self._train_steps_on(self.state, batches_on_device, mask, self.regularizer)
+            for batches_on_device, mask, count, packing in prefetched(
+                load, blocks(batches, self.steps_per_call, self.batch_size)
+            ):
+                self.state, block_losses = self._train_steps_on(self.state, batches_on_device, mask, self.regularizer,
+                                                                packing=packing)
                 losses.append(block_losses)  # [K]
                 progress(count)
         else:
             device_data = self.input.resident(data, names)
             for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
                 rows_global, mask_global = self.input.rows(rows), self.input.rows(row_mask)
-                self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global, self.regularizer)
+                self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global,
+                                                             self.regularizer, packing=self._packing(data, rows, row_mask))
                 losses.append(block_losses)  # [K]
                 progress(int(row_mask.sum()))
+        if self.unpacked_blocks:
+            log.info("%d block(s) of batches had more history positions than the attention's packed rows "
+                     "(--history-share %g) and ran on every position", self.unpacked_blocks, self.history_share)
+            self.unpacked_blocks = 0
         # One host sync per call: the losses stay on the device until here.
         # The losses are replicated, so every process reads its own copy.
         return np.asarray(jnp.concatenate(losses), np.float64)[: len(batches)]  # [batches]
+
+    def _packing(self, data: Arrays, rows: np.ndarray, row_mask: np.ndarray) -> str:
+        """"checked" when every step of the block [K, B] fits the attention's
+        packed rows, "off" (every position, the same result) otherwise. The
+        same on every process: each reads the block's histories whole."""
+        running = rows[row_mask.any(axis=1)]  # an all-masked step is skipped
+        histories = {h: data[h][running] for g in self.schema.attention_groups for h in g.histories}
+        if packing.fits(self.schema, self.history_share, histories):
+            return "checked"
+        self.unpacked_blocks += 1
+        return "off"
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         n = len(data[self.inputs[0]])

@@ -12,9 +12,9 @@ Classes and submodule names mirror the torch reference (Embeddings, Dice,
 MLP, AttentionUnit, DIN; flax names a list entry `dense_0` where torch says
 `dense.0`), so `inference/convert.py` is a short table of renames.
 
-The attention unit is written for ONE example and vmapped over the batch
-(`nn.vmap`, axis name 'batch'); its BatchNorm statistics are reduced across
-that axis, so they are the statistics of all B * T rows, as in torch.
+The attention unit computes what the padded [B, T] computation does (torch's)
+over only the rows it depends on: real history positions packed, and one
+row per example standing for its padded positions (AttentionUnit).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from core.config import PAPER_EMBEDDING_STD, DINConfig
+from core.packing import packed_capacity
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 
 Batch = dict[str, jax.Array]
-BATCH_AXIS = "batch"
 # config.dtype -> the computation's dtype (None: the parameters')
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
@@ -173,18 +173,20 @@ class Dice(nn.Module):
 
 
 class PairDense(nn.Module):
-    """The attention's first layer, Dense([q, k, q - k, q * k]) for one query
-    q [D] and keys [T, D], computed without the [T, 4D] input: with the kernel's
+    """The attention's first layer, Dense([q, k, q - k, q * k]) for queries
+    q [B, D] and keys, computed without the [.., 4D] input: with the kernel's
     four [D, H] blocks W_q, W_k, W_d, W_p,
 
-        [q, k, q - k, q * k] W + b = (q (W_q + W_d) + b) + k ((W_k - W_d) + diag(q) W_p)
+        [q, k, q - k, q * k] W + b = (q (W_q + W_d) + b) + k (W_k - W_d) + (q * k) W_p
 
-    a query term once per example and one [D, H] matrix per example applied to
-    every key: a quarter of the products per key, and no [T, 4D] array in
-    memory. The same parameters as nn.Dense(4D -> H) (name, shape,
-    initialisation), so weights convert to and from torch's Linear unchanged;
-    the torch reference computes the concatenated form (config.attention_input
-    "concat" does here too), and the parity suite compares the two."""
+    a query term once per example, and per key either one [D, H] matrix per
+    example, (W_k - W_d) + diag(q) W_p, applied to its [T, D] keys (keys
+    [B, T, D]), or the two key products of packed rows (keys [N, D] of the
+    examples `example` [N]). The same parameters as nn.Dense(4D -> H) (name,
+    shape, initialisation), so weights convert to and from torch's Linear
+    unchanged; the torch reference computes the concatenated form
+    (config.attention_input "concat" does here too), and the parity suite
+    compares the two."""
 
     features: int
     kernel_init: Any
@@ -193,15 +195,19 @@ class PairDense(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, query: jax.Array, keys: jax.Array) -> jax.Array:  # [D], [T, D] -> [T, H]
+    def __call__(self, query: jax.Array, keys: jax.Array, example: jax.Array | None = None) -> jax.Array:
+        """[B, D], [B, T, D] -> [B, T, H]; or [B, D], [N, D], example [N] -> [N, H]."""
         dim = keys.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (4 * dim, self.features), self.param_dtype)  # [4D, H]
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)  # [H]
         query, keys, kernel, bias = nn.dtypes.promote_dtype(query, keys, kernel, bias, dtype=self.dtype)
         w_q, w_k, w_d, w_p = jnp.split(kernel, 4)  # each [D, H]
-        query_term = query @ (w_q + w_d) + bias  # [H]
-        per_key = (w_k - w_d) + query[:, None] * w_p  # [D, H]
-        return keys @ per_key + query_term  # [T, H]
+        query_term = query @ (w_q + w_d) + bias  # [B, H]
+        if example is None:
+            per_key = (w_k - w_d) + query[:, :, None] * w_p  # [B, D, H]
+            return jnp.einsum("btd,bdh->bth", keys, per_key) + query_term[:, None, :]  # [B, T, H]
+        queries = jnp.take(query, example, axis=0)  # [N, D]
+        return jnp.take(query_term, example, axis=0) + keys @ (w_k - w_d) + (queries * keys) @ w_p  # [N, H]
 
 
 class MLP(nn.Module):
@@ -216,10 +222,11 @@ class MLP(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array], train: bool, mask: jax.Array | None = None
+    def __call__(self, x: jax.Array | tuple[jax.Array, ...], train: bool, mask: jax.Array | None = None
                  ) -> jax.Array:
-        """x [N, in], or (query [D], keys [N, D]) for the attention's [q, k, q - k, q * k]
-        input (PairDense) -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
+        """x [N, in] (or [B, T, in]: B * T rows), or PairDense's arguments (query,
+        keys[, example]) for the attention's [q, k, q - k, q * k] input ->
+        [N, hidden[-1]]; mask [N] weighs the rows in the BatchNorm statistics."""
         config = self.config
         for i, features in enumerate(self.hidden):
             kind = PairDense if isinstance(x, tuple) else nn.Dense
@@ -228,6 +235,7 @@ class MLP(nn.Module):
                 param_dtype=self.param_dtype, name=f"dense_{i}",
             )
             x = dense(*x) if isinstance(x, tuple) else dense(x)
+            x = x.reshape(-1, features)  # a [B, T, H] first layer's output is B * T rows
             batchnorm = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, param_dtype=self.param_dtype,
                                   name=f"batchnorm_{i}")
             x, moments = batchnorm(x, train, mask, with_moments=True)
@@ -244,76 +252,147 @@ class MLP(nn.Module):
 
 
 def masked_softmax(scores: jax.Array, real: jax.Array) -> jax.Array:
-    """Softmax of scores [T] over the positions where real [T] is True.
+    """Softmax of scores [B, T] over the positions where real [B, T] is True.
 
     Padded positions weigh exactly 0 and an all-padding history gets all-zero
     weights (not NaN); the same float operations as the torch model's.
     """
-    top = jnp.max(jnp.where(real, scores, -jnp.inf))
+    top = jnp.max(jnp.where(real, scores, -jnp.inf), axis=-1, keepdims=True)
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     # exp only ever sees real scores, so no inf reaches the gradient.
     exp = jnp.where(real, jnp.exp(jnp.where(real, scores - top, 0.0)), 0.0)
-    return exp / jnp.maximum(jnp.sum(exp), 1.0)  # the sum is >= 1 unless all padding
+    return exp / jnp.maximum(jnp.sum(exp, axis=-1, keepdims=True), 1.0)  # the sum is >= 1 unless all padding
+
+
+# How AttentionUnit may pack (see its docstring).
+PACKINGS = ("auto", "checked", "off")
 
 
 class AttentionUnit(nn.Module):
-    """Attention pooling of ONE example's history; vmap it over the batch.
+    """Attention pooling of a batch's histories: the candidate is the query,
+    each history position a key, an MLP scores each (query, key) pair.
 
-    Inside a `nn.vmap` with axis name 'batch', the MLP's BatchNorm statistics
-    cover all B * T rows (padded ones included, as the tutorial does), or the
-    real positions only (config.mask_padding). Scores scaled by 1 / sqrt(D)
-    become weights by a sigmoid (tutorial) or a softmax over the real
-    positions (config.attention_norm); padded positions weigh exactly 0.
+    The MLP runs over ROWS, and only the rows the result depends on. A padded
+    position weighs exactly 0, so it matters only through the BatchNorm/Dice
+    statistics of training without config.mask_padding (the tutorial's);
+    there every padded key is the zero vector, each layer's input at a padded
+    position is one vector per example, and one row weighted by the example's
+    padding count gives the same statistics. The rows are packed into
+    packed_capacity(B, T, config.history_share) slots (core/packing.py):
+      eval, or mask_padding       real positions only
+      train, padding in the statistics, no attention dropout
+                                  real positions + one padding row per example
+      train, padding in the statistics, attention dropout
+                                  every position (each padded row draws its
+                                  own dropout mask, so no two are equal)
+    Every position is a row too with history_share 1, `packing` "off", or a
+    symbolic batch dimension (jax.export). All paths equal the padded
+    computation: tests/parity/test_attention_paths.py.
+
+    `packing` "auto": a batch with more live positions than slots runs on
+    every position (lax.cond), so results never depend on the share. "checked":
+    the caller has checked that the batch fits (core.packing.fits, on the
+    host), and no fallback is compiled: a gradient through lax.cond keeps the
+    residuals of both branches, the full-size one's as large as the padded
+    computation's, and so costs what packing saves.
+
+    Scores scaled by 1 / sqrt(D) become weights by a sigmoid (tutorial) or a
+    softmax over the real positions (config.attention_norm); padded positions
+    weigh exactly 0.
     """
 
     config: DINConfig
     train: bool = False
+    packing: str = "auto"
     dtype: Any = None  # the computation's (None: the parameters')
     param_dtype: Any = jnp.float32
 
-    @nn.compact
+    def setup(self) -> None:
+        config = self.config
+        self.mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, None, self.dtype,
+                       self.param_dtype)
+        self.fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
+                           param_dtype=self.param_dtype)
+
     def __call__(
         self, query: jax.Array, keys: jax.Array, length: jax.Array, row_mask: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        """query [D], keys [T, D], length [], row_mask [] -> (interest [D], weights [T]).
+        """query [B, D], keys [B, T, D], length [B], row_mask [B] -> (interest [B, D], weights [B, T]).
 
         row_mask 0 marks a padding example (filling a short batch): its rows
         are left out of the BatchNorm statistics.
         """
-        steps, dim = keys.shape
+        if self.packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {PACKINGS}, got {self.packing!r}")
+        batch, steps, dim = keys.shape
         config = self.config
-        real = jnp.arange(steps) < length  # [T]
-        mask = None if row_mask is None else jnp.broadcast_to(row_mask, (steps,))  # [T]
-        if config.mask_padding:
-            mask = real if mask is None else mask * real
-        mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, BATCH_AXIS, self.dtype, self.param_dtype,
-                  name="mlp")
-        if config.attention_input == "split":
-            x = (query, keys)  # the first layer is PairDense: no [T, 4D] input
+        real = jnp.arange(steps) < length[:, None]  # [B, T]
+        example_weight = jnp.ones(batch, wide(keys.dtype)) if row_mask is None else row_mask.astype(wide(keys.dtype))
+        padding_rows = self.train and not config.mask_padding  # padded positions are BatchNorm rows
+        every = self.packing == "off" or config.history_share >= 1 or (padding_rows and config.attention_dropout > 0)
+        # A symbolic batch dimension (jax.export's) has no static number of packed rows.
+        if every or not isinstance(batch, int) or self.is_initializing():
+            scores = self._every_position(query, keys, real, example_weight)
         else:
-            queries = jnp.broadcast_to(query, (steps, dim))  # [T, D]
-            x = jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)  # [T, 4D]
-        hidden = mlp(x, self.train, mask)  # [T, H]
-        fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
-                      param_dtype=self.param_dtype, name="fc")
-        scores = fc(hidden)[:, 0].astype(wide(keys.dtype)) / math.sqrt(dim)  # [T], normalised in >= float32
+            # The positions that are rows; with padding in the statistics, a
+            # position past the length with a non-zero key (a pair group's
+            # longer history) is one too, the zero-key rest its example's padding row.
+            live = real | jnp.any(keys != 0, axis=-1) if padding_rows else real  # [B, T]
+            capacity = packed_capacity(batch, steps, config.history_share)
+
+            def packed(unit, query, keys, live, example_weight):
+                return unit._packed(query, keys, live, example_weight, capacity, padding_rows)
+
+            def every_position(unit, query, keys, live, example_weight):
+                return unit._every_position(query, keys, real, example_weight)
+
+            args = (query, keys, live, example_weight)
+            if capacity < batch * steps and self.packing == "auto":  # every position only for a batch that overflows
+                scores = nn.cond(jnp.sum(live) <= capacity, packed, every_position, self, *args)
+            else:
+                scores = packed(self, *args)
+        scores = scores.astype(wide(keys.dtype)) / math.sqrt(dim)  # [B, T], normalised in >= float32
         if config.attention_norm == "softmax":
             weights = masked_softmax(scores, real)
         else:
-            weights = nn.sigmoid(jnp.where(real, scores, -jnp.inf))  # [T], 0 where padded
-        return (weights @ keys.astype(weights.dtype)).astype(keys.dtype), weights  # [D], [T]
+            weights = nn.sigmoid(jnp.where(real, scores, -jnp.inf))  # [B, T], 0 where padded
+        interest = jnp.einsum("bt,btd->bd", weights, keys.astype(weights.dtype))
+        return interest.astype(keys.dtype), weights  # [B, D], [B, T]
 
+    def _mlp_input(self, query: jax.Array, keys: jax.Array, example: jax.Array | None = None) -> Any:
+        """The first layer's input: (query, keys[, example]) for PairDense, or the [.., 4D] concatenation."""
+        if self.config.attention_input == "split":
+            return (query, keys) if example is None else (query, keys, example)
+        queries = jnp.broadcast_to(query[:, None, :], keys.shape) if example is None else jnp.take(query, example, axis=0)
+        return jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1)  # [B, T, 4D] or [N, 4D]
 
-# One example's unit mapped over the batch: parameters and running statistics
-# are shared (variable_axes None), dropout masks differ per example.
-BatchedAttentionUnit = nn.vmap(
-    AttentionUnit,
-    in_axes=0,
-    out_axes=0,
-    variable_axes={"params": None, "batch_stats": None},
-    split_rngs={"params": False, "dropout": True},
-    axis_name=BATCH_AXIS,
-)
+    def _every_position(self, query, keys, real, example_weight) -> jax.Array:
+        """Scores [B, T], every position a row (the padded computation)."""
+        batch, steps, _ = keys.shape
+        weight = jnp.broadcast_to(example_weight[:, None], (batch, steps))  # [B, T]
+        if self.config.mask_padding:
+            weight = weight * real
+        hidden = self.mlp(self._mlp_input(query, keys), self.train, weight.reshape(-1))  # [B * T, H]
+        return self.fc(hidden).reshape(batch, steps)
+
+    def _packed(self, query, keys, live, example_weight, capacity: int, padding_rows: bool) -> jax.Array:
+        """Scores [B, T] of the live [B, T] positions (0 elsewhere), packed into `capacity` rows
+        (>= live.sum()); padding_rows: plus one zero-key row per example,
+        weighing its number of zero-key positions in the statistics."""
+        batch, steps, dim = keys.shape
+        flat = live.reshape(-1)  # [B * T]
+        (index,) = jnp.nonzero(flat, size=capacity, fill_value=batch * steps)  # [C]; unused slots past the end
+        example = jnp.minimum(index // steps, batch - 1)  # [C]
+        rows = jnp.take(keys.reshape(-1, dim), index, axis=0, mode="clip")  # [C, D]
+        weight = (jnp.arange(capacity) < jnp.sum(flat)) * example_weight[example]  # [C], 0 in unused slots
+        if padding_rows:
+            padding = (steps - jnp.sum(live, axis=1)) * example_weight  # [B]
+            rows = jnp.concatenate([rows, jnp.zeros((batch, dim), rows.dtype)])  # [C + B, D]
+            example = jnp.concatenate([example, jnp.arange(batch)])
+            weight = jnp.concatenate([weight, padding])
+        hidden = self.mlp(self._mlp_input(query, rows, example), self.train, weight)  # [N, H]
+        scores = self.fc(hidden)[:capacity, 0]  # [C]
+        return jnp.zeros(batch * steps, scores.dtype).at[index].set(scores, mode="drop").reshape(batch, steps)
 
 
 # Logical axes of an embedding table [V, E]; din_jax/mesh.py maps them to mesh axes.
@@ -379,12 +458,14 @@ class DIN(nn.Module):
     table_rows_multiple: int = 1  # pad every table's rows to a multiple (sharded tables)
 
     @nn.compact
-    def __call__(self, batch: Batch, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def __call__(self, batch: Batch, train: bool = False, packing: str = "auto") -> tuple[jax.Array, dict[str, jax.Array]]:
         """batch: feature name -> [B] or [B, T] array. Returns (logits [B], intermediates).
 
         An optional batch[ROW_MASK] [B] (1 real, 0 padding) keeps the rows that
         fill a short batch out of every BatchNorm statistic, so a padded batch
         trains exactly like the short one (one compiled shape per run).
+        packing: how the attention packs its rows (AttentionUnit): "auto",
+        "checked" (the caller has checked core.packing.fits) or "off".
         """
         schema, config = self.schema, self.config
         row_mask = batch.get(ROW_MASK)
@@ -399,7 +480,7 @@ class DIN(nn.Module):
         intermediates: dict[str, jax.Array] = {}
         for group in schema.attention_groups:
             query, keys, length = self._group_inputs(group, batch, embeddings)
-            unit = BatchedAttentionUnit(config, train, dtype, param_dtype, name=f"attention_{group.name}")
+            unit = AttentionUnit(config, train, packing, dtype, param_dtype, name=f"attention_{group.name}")
             interest, weights = unit(query, keys, length, row_mask)  # [B, D], [B, T]
             inputs.append(interest)
             intermediates[f"attention_weights/{group.name}"] = weights

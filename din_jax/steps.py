@@ -139,12 +139,14 @@ def loss_fn(logits: jax.Array, labels: jax.Array, row_mask: jax.Array | None = N
 
 def objective(
     apply_fn: Callable, params: Any, batch_stats: Any, batch: Batch, rngs: dict | None = None,
-    regularizer: MiniBatchAwareL2 | None = None,
+    regularizer: MiniBatchAwareL2 | None = None, packing: str = "auto",
 ) -> tuple[jax.Array, Any]:
     """The training loss at `params` (train mode): mean BCE over the real rows,
-    plus the mini-batch aware L2 when on. Returns (loss, new batch_stats)."""
+    plus the mini-batch aware L2 when on. Returns (loss, new batch_stats).
+    packing: the attention's (din_jax.model.AttentionUnit)."""
     (logits, _), updates = apply_fn(
-        {"params": params, "batch_stats": batch_stats}, batch, train=True, rngs=rngs, mutable=["batch_stats"]
+        {"params": params, "batch_stats": batch_stats}, batch, train=True, packing=packing, rngs=rngs,
+        mutable=["batch_stats"],
     )
     loss = loss_fn(logits, batch[LABEL], batch.get(ROW_MASK))
     if regularizer is not None:
@@ -153,21 +155,25 @@ def objective(
 
 
 def train_step(
-    state: TrainState, batch: Batch, regularizer: MiniBatchAwareL2 | None = None
+    state: TrainState, batch: Batch, regularizer: MiniBatchAwareL2 | None = None, packing: str = "auto"
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimiser step in train mode (batch statistics, dropout)."""
+    """One optimiser step in train mode (batch statistics, dropout). packing
+    "checked": the caller has checked that the batch's history positions fit
+    the attention's packed rows (core.packing.fits); "off": every position."""
     rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
     loss_and_stats = functools.partial(
-        objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch, rngs=rngs, regularizer=regularizer
+        objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch, rngs=rngs, regularizer=regularizer,
+        packing=packing,
     )
     (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     return state, {"loss": loss}
 
 
-def eval_step(state: TrainState, batch: Batch) -> jax.Array:
+def eval_step(state: TrainState, batch: Batch, packing: str = "auto") -> jax.Array:
     """Eval-mode logits [B] (running statistics, no dropout)."""
-    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False,
+                               packing=packing)
     return logits
 
 
@@ -175,7 +181,7 @@ def _gather(data: Batch, rows: jax.Array) -> Batch:
     return {name: values[rows] for name, values in data.items()}  # each [B, ...]
 
 
-def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: MiniBatchAwareL2 | None):
+def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: MiniBatchAwareL2 | None, packing: str):
     """lax.scan of train_step over `steps` (leading axis K); batch_of(step) ->
     (batch, row_mask [B]). A step whose rows are all masked is skipped, so every
     block of an epoch has the same shape. Returns (state, losses [K])."""
@@ -187,7 +193,7 @@ def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: 
         batch = batch | {ROW_MASK: mask}
 
         def run(state):
-            state, metrics = train_step(state, batch, regularizer)
+            state, metrics = train_step(state, batch, regularizer, packing)
             return state, metrics["loss"].astype(loss_dtype)
 
         def skip(state):
@@ -199,23 +205,26 @@ def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: 
 
 
 def train_steps(
-    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
+    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None,
+    packing: str = "auto",
 ) -> tuple[TrainState, jax.Array]:
     """Runs up to K train steps on device-resident `data` in one dispatch.
 
     rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
     padded with masked rows). `regularizer`, a constant of the run, is closed
-    over by the scan, not carried. Returns the losses [K].
+    over by the scan, not carried; `packing` is train_step's (static). Returns
+    the losses [K].
     """
-    return _scan_steps(state, (rows, row_mask), lambda step: (_gather(data, step[0]), step[1]), regularizer)
+    return _scan_steps(state, (rows, row_mask), lambda step: (_gather(data, step[0]), step[1]), regularizer, packing)
 
 
 def train_steps_on(
-    state: TrainState, batches: Batch, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None
+    state: TrainState, batches: Batch, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None,
+    packing: str = "auto",
 ) -> tuple[TrainState, jax.Array]:
     """train_steps on a block of batches gathered on the host (streamed input):
     batches {name: [K, B, ...]}, row_mask [K, B]. Returns the losses [K]."""
-    return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer)
+    return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer, packing)
 
 
 def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:

@@ -10,7 +10,7 @@ from core.config import DINConfig
 from data.batches import epoch_batches
 from data.schema import LABEL, ROW_MASK
 from din_jax.backend import JaxBackend
-from din_jax.model import DIN, MLP, AttentionUnit, BatchedAttentionUnit, BatchNorm, Dice
+from din_jax.model import DIN, MLP, AttentionUnit, BatchNorm, Dice
 from din_jax.steps import create_state, loss_fn
 from parity.synthetic import random_batch, random_schema
 
@@ -109,7 +109,7 @@ class TestBatchNormAndDice:
 
 
 def test_attention_hand_computed_example_batch_of_one():
-    unit = BatchedAttentionUnit(NO_DROPOUT, False)
+    unit = AttentionUnit(NO_DROPOUT, False)
     query, keys, length = jnp.zeros((1, 2)), jnp.asarray([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]]), jnp.asarray([2])
     variables = unit.init(jax.random.key(0), query, keys, length)
     variables["params"]["fc"]["kernel"] = jnp.zeros_like(variables["params"]["fc"]["kernel"])
@@ -122,7 +122,7 @@ def test_attention_hand_computed_example_batch_of_one():
 
 
 def plain_batched_attention(variables, query, keys, length, config, train):
-    """The tutorial's batched formulation: one MLP over [B*T, 4D] rows, no vmap."""
+    """The tutorial's batched formulation: one MLP over [B*T, 4D] rows, nothing packed."""
     batch, steps, dim = keys.shape
     queries = jnp.broadcast_to(query[:, None, :], keys.shape)
     x = jnp.concatenate([queries, keys, queries - keys, queries * keys], axis=-1).reshape(batch * steps, 4 * dim)
@@ -136,12 +136,12 @@ def plain_batched_attention(variables, query, keys, length, config, train):
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_vmapped_attention_equals_plain_batched_attention(train):
+def test_attention_equals_plain_batched_attention(train):
     rng = np.random.default_rng(3)
     query = rng.normal(size=(6, 4)).astype(np.float32)
     keys = rng.normal(size=(6, 5, 4)).astype(np.float32)
     length = np.array([5, 0, 3, 1, 5, 2])
-    unit = BatchedAttentionUnit(NO_DROPOUT, train)
+    unit = AttentionUnit(NO_DROPOUT, train)
     variables = unit.init(jax.random.key(1), query, keys, length)
     (interest, weights), updates = unit.apply(variables, query, keys, length, mutable=["batch_stats"])
     plain_interest, plain_weights, plain_stats = plain_batched_attention(variables, query, keys, length, NO_DROPOUT, train)
@@ -155,7 +155,7 @@ def test_no_gradient_flows_into_padded_keys():
     rng = np.random.default_rng(4)
     query, keys = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 5, 4)).astype(np.float32)
     length = np.array([2, 5, 0])
-    unit = BatchedAttentionUnit(NO_DROPOUT, False)
+    unit = AttentionUnit(NO_DROPOUT, False)
     variables = unit.init(jax.random.key(2), query, keys, length)
     grad = jax.grad(lambda k: unit.apply(variables, query, k, length)[0].sum())(keys)
     padded = np.arange(5)[None, :] >= length[:, None]

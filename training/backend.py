@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from core import packing
 from core.config import DINConfig
 from core.errors import ConfigError
 from data.schema import LABEL, FeatureSchema
@@ -78,6 +79,8 @@ def make_backend(name: str, schema: FeatureSchema, config: DINConfig, train: Arr
     a learning-rate decay over the whole run (its rows count the steps)."""
     module = backend_module(name)
     config = schedule.resolve(config, None if train is None else len(train[LABEL]))
+    if name == "jax" and train is not None:
+        config = packing.resolve(config, schema, train)
     scales = None
     if config.mba_reg > 0:
         if train is None:

@@ -1,12 +1,15 @@
 """The fast training path (device-resident data, scanned blocks, masked padding
-of the short batch, skipped filler steps) against the plain one: one jitted
-train_step per batch, each batch gathered on the host at its own size."""
+of the short batch, skipped filler steps, the attention's packed rows where a
+block fits them and every position where it does not) against the plain one:
+one jitted train_step per batch, each batch gathered on the host at its own
+size."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from core import packing
 from core.config import DINConfig
 from data.batches import epoch_batches, take
 from din_jax.backend import JaxBackend
@@ -22,7 +25,14 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
     schema = random_schema(rng)
     config = DINConfig(attention_dropout=0.0, mlp_dropout=0.0, batch_size=32)
     data = random_batch(schema, 150, rng)  # 4 full batches of 32 and one of 22
-    fast = JaxBackend(schema, config.replace(steps_per_call=3, param_dtype=DTYPE))
+    # Packed rows for the 70th percentile of a batch's live share: some blocks fit, some take every position.
+    group = schema.attention_groups[0]
+    live = packing.live_counts(group, data) / data[group.histories[0]].shape[1]  # [rows]
+    share = np.quantile([live[rows].mean() for e in (1, 2, 3) for rows in epoch_batches(150, 32, 0, e)], 0.7)
+    fast = JaxBackend(schema, config.replace(steps_per_call=3, param_dtype=DTYPE, history_share=round(share, 3)))
+    choices = []
+    choose = fast._packing
+    fast._packing = lambda *args: choices.append(choose(*args)) or choices[-1]
     state = jax.tree_util.tree_map(jnp.copy, fast.state)  # a copy: the fast path donates its state's buffers
     step = jax.jit(train_step)
     for epoch in (1, 2, 3):
@@ -31,6 +41,7 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
         for rows in batches:
             state, _ = step(state, {k: jnp.asarray(v) for k, v in take(data, rows).items()})
     assert int(fast.state.step) == int(state.step) == 15
+    assert sorted(set(choices)) == ["checked", "off"], choices
     tolerance = TOLERANCES[DTYPE]
     plain_weights = flatten_dict({"params": state.params, "batch_stats": state.batch_stats}, sep="/")  # as weights() names them
     rows = [diff(name, plain_weights[name], value, tolerance["steps"], tolerance["steps_rtol"])
