@@ -130,8 +130,9 @@ def run(args: argparse.Namespace) -> None:
     if args.backend == "jax" and not config.history_share:  # recorded in config.json, for scoring and resuming
         config = packing.resolve(config, schema, splits.train)
         logging.getLogger("din").info("attention rows for %.1f%% of each batch's history positions (--history-share "
-                                      "%g, from the training split's lengths)", 100 * config.history_share,
-                                      config.history_share)
+                                      "%g: %s)", 100 * config.history_share, config.history_share,
+                                      "from the training split's lengths" if packing.pays(config, schema)
+                                      else "every position, packed rows do not pay at these widths")
     backend = make_backend(args.backend, schema, config, splits.train)
     out = args.resume or getattr(args, "written", None) or args.out
     fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))

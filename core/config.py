@@ -106,7 +106,8 @@ class DINConfig:
     history_share: float = setting(
         0.0, "model", "jax: the attention's rows are provisioned for this share of a batch's history positions "
         "(real ones packed, the padding one row per example; a batch with more takes every position, with the "
-        "same result); 0: from the training split's lengths (core/packing.py)")
+        "same result); 0: from the training split's lengths, or 1 (every position) where the attention MLP is "
+        "too narrow for packing to pay (core/packing.py)")
     mask_padding: bool = setting(False, "model", "max-pooling and the attention's BatchNorm/Dice statistics ignore "
                                  "padded positions")
     dice: str = setting("tutorial", "model", "paper: Dice's BatchNorm has no affine parameters",

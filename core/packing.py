@@ -48,19 +48,38 @@ def live_counts(group: AttentionGroup, batch: Mapping[str, np.ndarray]) -> np.nd
 def fits(schema: FeatureSchema, share: float, batches: Mapping[str, np.ndarray]) -> bool:
     """Whether every batch of `batches` ({name: [K, B, ...]}) has at most
     packed_capacity(B, T, share) live positions in every attention group."""
+    return counts_fit(schema, share, {g.name: live_counts(g, batches) for g in schema.attention_groups})
+
+
+def counts_fit(schema: FeatureSchema, share: float, counts: Mapping[str, np.ndarray]) -> bool:
+    """fits() from live_counts already taken: {group: [K, B]}."""
+    steps = {f.name: f.max_len for f in schema.sequence}
     for group in schema.attention_groups:
-        _, size, steps = np.shape(batches[group.histories[0]])
-        if live_counts(group, batches).sum(axis=1).max(initial=0) > packed_capacity(size, steps, share):
+        per_row = counts[group.name]  # [K, B]
+        if per_row.sum(axis=1).max(initial=0) > packed_capacity(per_row.shape[1], steps[group.histories[0]], share):
             return False
     return True
+
+
+def pays(config: DINConfig, schema: FeatureSchema) -> bool:
+    """Whether packed rows can be faster than every position: a packed row
+    costs its gathers (key and query, D wide each) and its scatter back, a
+    saved row the attention MLP's passes over its widths. Measured
+    (docs/performance.md): the paper's 80-40 MLP on keys of 24 gains, the
+    tutorial's 16-8 on keys of 32 loses even at 55% padding."""
+    widest_key = max(len(g.histories) for g in schema.attention_groups) * config.embedding_dim  # D
+    return sum(config.attention_hidden) > 2 * widest_key
 
 
 def resolve(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.ndarray]) -> DINConfig:
     """history_share 0 -> from the training split: per attention group, the
     mean live share of a row plus MARGIN standard errors of a batch of
-    config.batch_size rows' mean, the largest over groups (at most 1)."""
+    config.batch_size rows' mean, the largest over groups (at most 1); 1
+    (every position) where packing does not pay."""
     if config.history_share or not schema.attention_groups:
         return config
+    if not pays(config, schema):
+        return config.replace(history_share=1.0)
     share = 0.0
     for group in schema.attention_groups:
         steps = np.shape(train[group.histories[0]])[-1]

@@ -108,13 +108,14 @@ class JaxBackend:
             train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
             static_argnames="packing",
         )
-        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh))
+        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh), static_argnames="packing")
         self._train_steps_on = jax.jit(
             train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
             static_argnames="packing",
         )
         self.history_share, self.unpacked_blocks = config.history_share, 0
-        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh))
+        self._counted: dict[int, tuple] = {}  # per split: (its first history array, live counts)
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh), static_argnames="packing")
         self.input = Inputs(self.mesh, config.input)
         self.input_path = None  # the training split's, once chosen
         devices = jax.devices()
@@ -165,29 +166,56 @@ class JaxBackend:
         # The losses are replicated, so every process reads its own copy.
         return np.asarray(jnp.concatenate(losses), np.float64)[: len(batches)]  # [batches]
 
-    def _packing(self, data: Arrays, rows: np.ndarray, row_mask: np.ndarray) -> str:
+    def _packing(self, data: Arrays, rows: np.ndarray, row_mask: np.ndarray, train: bool = True) -> str:
         """"checked" when every step of the block [K, B] fits the attention's
-        packed rows, "off" (every position, the same result) otherwise. The
-        same on every process: each reads the block's histories whole."""
+        packed rows, "off" (every position, the same result) otherwise or
+        where the attention computes every position anyway. The same on every
+        process: each reads the block's histories whole."""
+        model = self.model.config
+        packs = self.history_share < 1 and (not train or model.mask_padding or model.attention_dropout == 0)
+        if not packs or not self.schema.attention_groups:
+            return "off"
         running = rows[row_mask.any(axis=1)]  # an all-masked step is skipped
-        histories = {h: data[h][running] for g in self.schema.attention_groups for h in g.histories}
-        if packing.fits(self.schema, self.history_share, histories):
+        counts = self._live_counts(data)
+        if counts is None:  # a streamed split: this block's histories only
+            histories = {h: data[h][running] for g in self.schema.attention_groups for h in g.histories}
+            counts = {g.name: packing.live_counts(g, histories) for g in self.schema.attention_groups}
+        else:
+            counts = {name: per_row[running] for name, per_row in counts.items()}
+        if packing.counts_fit(self.schema, self.history_share, counts):
             return "checked"
-        self.unpacked_blocks += 1
+        self.unpacked_blocks += train
         return "off"
+
+    def _live_counts(self, data: Arrays) -> dict[str, np.ndarray] | None:
+        """Each row's live positions per attention group, counted once per
+        device-resident split (None for a streamed one)."""
+        first = data[self.schema.attention_groups[0].histories[0]]
+        if id(first) not in self._counted:  # the array is kept, so its id is not reused
+            counts = None if self.streams(data) else {g.name: packing.live_counts(g, data)
+                                                      for g in self.schema.attention_groups}
+            self._counted[id(first)] = (first, counts)
+        return self._counted[id(first)][1]
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         n = len(data[self.inputs[0]])
         # Every batch is padded to `batch_size` (eval mode is row-independent),
         # so evaluation compiles once whatever the split's size.
         padded = lambda rows: np.pad(rows, (0, batch_size - len(rows)), mode="edge").astype(np.int32)  # noqa: E731
+        # Each batch's packing is chosen on the host, as in training: a lax.cond on
+        # the device would cost a fitting batch more than packing saves.
+        packing_of = lambda rows: self._packing(data, rows[None], np.ones((1, len(rows))), train=False)  # noqa: E731
         if self.streams(data):
-            load = lambda rows: self.input.gathered(data, padded(rows), self.inputs)  # noqa: E731
-            out = [self._eval_step(self.state, batch) for batch in prefetched(load, eval_batches(n, batch_size))]
+            def load(rows):
+                rows = padded(rows)
+                return self.input.gathered(data, rows, self.inputs), packing_of(rows)
+
+            out = [self._eval_step(self.state, batch, packing=packing)
+                   for batch, packing in prefetched(load, eval_batches(n, batch_size))]
         else:
             device_data = self.input.resident(data, self.inputs)
-            out = [self._eval_logits(self.state, device_data, self.input.rows(padded(rows)))
-                   for rows in eval_batches(n, batch_size)]
+            out = [self._eval_logits(self.state, device_data, self.input.rows(rows), packing=packing_of(rows))
+                   for rows in map(padded, eval_batches(n, batch_size))]
         # One gather from every device (and host) per evaluation.
         return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]
 

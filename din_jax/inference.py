@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from core import packing
 from core.config import DINConfig
 from data.schema import FeatureSchema
 from din_jax.model import COMPUTE_DTYPES, DIN, example_batch
@@ -60,15 +61,18 @@ class Predictor:
         self.model = make_model(schema, config)
         _check_fits(variables, variable_shapes(schema, config))
         self.variables = jax.tree_util.tree_map(_stored, variables)
-        self._forward = jax.jit(self.forward)
+        self.history_share = config.history_share
+        self._forward = jax.jit(self.forward, static_argnames="packing")
 
-    def forward(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logits, intermediates = self.model.apply(self.variables, batch, train=False)
+    def forward(self, batch: dict[str, jax.Array], packing: str = "auto") -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits, intermediates = self.model.apply(self.variables, batch, train=False, packing=packing)
         weights = {g.name: intermediates[f"attention_weights/{g.name}"] for g in self.schema.attention_groups}
         return logits, weights  # [B], {group: [B, T]}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        logits, weights = self._forward({name: batch[name] for name in self.inputs})
+        # The attention's packed rows when the batch fits them (checked here, core/packing.py), else every position.
+        fits = packing.fits(self.schema, self.history_share, {name: np.asarray(batch[name])[None] for name in self.inputs})
+        logits, weights = self._forward({name: batch[name] for name in self.inputs}, packing="checked" if fits else "off")
         return np.asarray(logits, np.float32), {g: np.asarray(w, np.float32) for g, w in weights.items()}
 
     def export(self) -> jax_export.Exported:

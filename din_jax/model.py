@@ -292,9 +292,11 @@ class AttentionUnit(nn.Module):
     `packing` "auto": a batch with more live positions than slots runs on
     every position (lax.cond), so results never depend on the share. "checked":
     the caller has checked that the batch fits (core.packing.fits, on the
-    host), and no fallback is compiled: a gradient through lax.cond keeps the
-    residuals of both branches, the full-size one's as large as the padded
-    computation's, and so costs what packing saves.
+    host: the backend and the Predictor do), and no fallback is compiled: a
+    gradient through lax.cond keeps the residuals of both branches, the
+    every-position one's as large as the padded computation's, and so costs
+    what packing saves; in eval mode the conditional still costs a small
+    batch more than packing saves.
 
     Scores scaled by 1 / sqrt(D) become weights by a sigmoid (tutorial) or a
     softmax over the real positions (config.attention_norm); padded positions

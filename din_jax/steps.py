@@ -227,5 +227,5 @@ def train_steps_on(
     return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer, packing)
 
 
-def eval_logits(state: TrainState, data: Batch, rows: jax.Array) -> jax.Array:
-    return eval_step(state, _gather(data, rows))  # [B]
+def eval_logits(state: TrainState, data: Batch, rows: jax.Array, packing: str = "auto") -> jax.Array:
+    return eval_step(state, _gather(data, rows), packing)  # [B]

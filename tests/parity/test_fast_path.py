@@ -2,7 +2,8 @@
 of the short batch, skipped filler steps, the attention's packed rows where a
 block fits them and every position where it does not) against the plain one:
 one jitted train_step per batch, each batch gathered on the host at its own
-size."""
+size; and evaluation, which chooses packed rows or every position per batch,
+against every position."""
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +30,19 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
     group = schema.attention_groups[0]
     live = packing.live_counts(group, data) / data[group.histories[0]].shape[1]  # [rows]
     share = np.quantile([live[rows].mean() for e in (1, 2, 3) for rows in epoch_batches(150, 32, 0, e)], 0.7)
-    fast = JaxBackend(schema, config.replace(steps_per_call=3, param_dtype=DTYPE, history_share=round(share, 3)))
+    fast_config = config.replace(steps_per_call=3, param_dtype=DTYPE, history_share=round(share, 3))
+    fast = JaxBackend(schema, fast_config)
     choices = []
     choose = fast._packing
-    fast._packing = lambda *args: choices.append(choose(*args)) or choices[-1]
+    fast._packing = lambda *args, **kwargs: choices.append(choose(*args, **kwargs)) or choices[-1]
+    # The streamed input path checks each block's histories as it gathers them.
+    streamed = JaxBackend(schema, fast_config.replace(input="stream"))
     state = jax.tree_util.tree_map(jnp.copy, fast.state)  # a copy: the fast path donates its state's buffers
     step = jax.jit(train_step)
     for epoch in (1, 2, 3):
         batches = epoch_batches(150, 32, 0, epoch)
         fast.train_batches(data, batches, lambda n: None)
+        streamed.train_batches(data, batches, lambda n: None)
         for rows in batches:
             state, _ = step(state, {k: jnp.asarray(v) for k, v in take(data, rows).items()})
     assert int(fast.state.step) == int(state.step) == 15
@@ -49,3 +54,15 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
     assert rows and len(rows) == len(plain_weights)
     bad = [r for r in rows if not r.ok]
     assert not bad, bad
+
+    same = [diff(name, value, streamed.weights()[name], tolerance["steps"], tolerance["steps_rtol"])
+            for name, value in fast.weights().items()]
+    assert all(r.ok for r in same), [r for r in same if not r.ok]
+
+    # Evaluation chooses per batch on the host too; every position (history_share 1) gives the same logits.
+    choices.clear()
+    every = JaxBackend(schema, config.replace(param_dtype=DTYPE, history_share=1.0))
+    every.load_weights(fast.weights())
+    logits = diff("eval logits", every.predict(data, 8), fast.predict(data, 8), tolerance["forward"])
+    assert logits.ok, logits
+    assert sorted(set(choices)) == ["checked", "off"], choices
