@@ -33,6 +33,15 @@ def packed_capacity(batch: int, steps: int, share: float) -> int:
     return min(batch * steps, -(-math.ceil(share * batch * steps) // 8) * 8)
 
 
+def packs(config: DINConfig, train: bool) -> bool:
+    """Whether the attention packs its rows in this mode: not with
+    history_share 1, nor in training with padding in the statistics and
+    attention dropout on (each padded row draws its own mask, so no row can
+    stand for the others)."""
+    padding_rows = train and not config.mask_padding
+    return config.history_share < 1 and not (padding_rows and config.attention_dropout > 0)
+
+
 def live_counts(group: AttentionGroup, batch: Mapping[str, np.ndarray]) -> np.ndarray:
     """The group's live positions in each row ([..., T] ids -> [...]): those
     before the group's length (the shortest of its histories' id counts) or
@@ -45,10 +54,15 @@ def live_counts(group: AttentionGroup, batch: Mapping[str, np.ndarray]) -> np.nd
     return live.sum(axis=-1)
 
 
+def all_live_counts(schema: FeatureSchema, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """live_counts of every attention group: {group: [...]}."""
+    return {g.name: live_counts(g, batch) for g in schema.attention_groups}
+
+
 def fits(schema: FeatureSchema, share: float, batches: Mapping[str, np.ndarray]) -> bool:
     """Whether every batch of `batches` ({name: [K, B, ...]}) has at most
     packed_capacity(B, T, share) live positions in every attention group."""
-    return counts_fit(schema, share, {g.name: live_counts(g, batches) for g in schema.attention_groups})
+    return counts_fit(schema, share, all_live_counts(schema, batches))
 
 
 def counts_fit(schema: FeatureSchema, share: float, counts: Mapping[str, np.ndarray]) -> bool:

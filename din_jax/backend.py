@@ -113,7 +113,7 @@ class JaxBackend:
             train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
             static_argnames="packing",
         )
-        self.history_share, self.unpacked_blocks = config.history_share, 0
+        self.unpacked_blocks = 0
         self._counted: dict[int, tuple] = {}  # per split: (its first history array, live counts)
         self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh), static_argnames="packing")
         self.input = Inputs(self.mesh, config.input)
@@ -160,7 +160,8 @@ class JaxBackend:
                 progress(int(row_mask.sum()))
         if self.unpacked_blocks:
             log.info("%d block(s) of batches had more history positions than the attention's packed rows "
-                     "(--history-share %g) and ran on every position", self.unpacked_blocks, self.history_share)
+                     "(--history-share %g) and ran on every position", self.unpacked_blocks,
+                     self.model.config.history_share)
             self.unpacked_blocks = 0
         # One host sync per call: the losses stay on the device until here.
         # The losses are replicated, so every process reads its own copy.
@@ -171,18 +172,16 @@ class JaxBackend:
         packed rows, "off" (every position, the same result) otherwise or
         where the attention computes every position anyway. The same on every
         process: each reads the block's histories whole."""
-        model = self.model.config
-        packs = self.history_share < 1 and (not train or model.mask_padding or model.attention_dropout == 0)
-        if not packs or not self.schema.attention_groups:
+        if not packing.packs(self.model.config, train) or not self.schema.attention_groups:
             return "off"
         running = rows[row_mask.any(axis=1)]  # an all-masked step is skipped
         counts = self._live_counts(data)
         if counts is None:  # a streamed split: this block's histories only
             histories = {h: data[h][running] for g in self.schema.attention_groups for h in g.histories}
-            counts = {g.name: packing.live_counts(g, histories) for g in self.schema.attention_groups}
+            counts = packing.all_live_counts(self.schema, histories)
         else:
             counts = {name: per_row[running] for name, per_row in counts.items()}
-        if packing.counts_fit(self.schema, self.history_share, counts):
+        if packing.counts_fit(self.schema, self.model.config.history_share, counts):
             return "checked"
         self.unpacked_blocks += train
         return "off"
@@ -192,8 +191,7 @@ class JaxBackend:
         device-resident split (None for a streamed one)."""
         first = data[self.schema.attention_groups[0].histories[0]]
         if id(first) not in self._counted:  # the array is kept, so its id is not reused
-            counts = None if self.streams(data) else {g.name: packing.live_counts(g, data)
-                                                      for g in self.schema.attention_groups}
+            counts = None if self.streams(data) else packing.all_live_counts(self.schema, data)
             self._counted[id(first)] = (first, counts)
         return self._counted[id(first)][1]
 

@@ -61,7 +61,6 @@ class Predictor:
         self.model = make_model(schema, config)
         _check_fits(variables, variable_shapes(schema, config))
         self.variables = jax.tree_util.tree_map(_stored, variables)
-        self.history_share = config.history_share
         self._forward = jax.jit(self.forward, static_argnames="packing")
 
     def forward(self, batch: dict[str, jax.Array], packing: str = "auto") -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -71,7 +70,9 @@ class Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         # The attention's packed rows when the batch fits them (checked here, core/packing.py), else every position.
-        fits = packing.fits(self.schema, self.history_share, {name: np.asarray(batch[name])[None] for name in self.inputs})
+        config = self.model.config
+        fits = packing.packs(config, train=False) and packing.fits(
+            self.schema, config.history_share, {name: np.asarray(batch[name])[None] for name in self.inputs})
         logits, weights = self._forward({name: batch[name] for name in self.inputs}, packing="checked" if fits else "off")
         return np.asarray(logits, np.float32), {g: np.asarray(w, np.float32) for g, w in weights.items()}
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from core.config import PAPER_EMBEDDING_STD, DINConfig
-from core.packing import packed_capacity
+from core.packing import packed_capacity, packs
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 
 Batch = dict[str, jax.Array]
@@ -83,18 +83,17 @@ class Moments(NamedTuple):
 
 
 class BatchNorm(nn.Module):
-    """torch.nn.BatchNorm1d over axis 0 of [N, H] (and over `axis_name` if set).
+    """torch.nn.BatchNorm1d over axis 0 of [N, H].
 
     Train mode normalises with the biased batch variance and updates the
     running statistics with torch's momentum convention (new = (1 - m) * old
     + m * batch) and the UNBIASED batch variance, which flax's BatchNorm does
-    not do. Statistics are two-pass sums reduced with psum, so a vmapped
-    caller gets exactly the statistics of all its rows.
+    not do. Statistics are two-pass sums weighted by the row mask; a weight
+    may count several equal rows (the attention's padding row).
     """
 
     eps: float
     momentum: float
-    axis_name: str | None = None
     affine: bool = True
     param_dtype: Any = jnp.float32
 
@@ -120,12 +119,12 @@ class BatchNorm(nn.Module):
         if train:
             if moments is not None:
                 mean, var, count = moments
-            else:  # two-pass sums reduced with psum: a vmapped caller gets the statistics of all its rows
+            else:  # two-pass weighted sums
                 weight = (jnp.ones(x.shape[0], x.dtype) if mask is None else mask.astype(x.dtype))[:, None]  # [N, 1]
-                count = self._sum(jnp.sum(weight))
+                count = jnp.sum(weight)
                 # max(., 1): a mask may leave 0 or 1 rows, which must not give NaN.
-                mean = self._sum(jnp.sum(weight * x, axis=0)) / jnp.maximum(count, 1)  # [H]
-                var = self._sum(jnp.sum(weight * jnp.square(x - mean), axis=0)) / jnp.maximum(count, 1)  # [H], biased
+                mean = jnp.sum(weight * x, axis=0) / jnp.maximum(count, 1)  # [H]
+                var = jnp.sum(weight * jnp.square(x - mean), axis=0) / jnp.maximum(count, 1)  # [H], biased
             if not self.is_initializing():
                 m = self.momentum
                 running_mean.value = (1 - m) * running_mean.value + m * mean
@@ -146,9 +145,6 @@ class BatchNorm(nn.Module):
         out_moments = Moments(shift, jnp.square(gain) * (var / (var + self.eps)), count) if train else None
         return out.astype(dtype), out_moments
 
-    def _sum(self, value: jax.Array) -> jax.Array:
-        return value if self.axis_name is None else jax.lax.psum(value, self.axis_name)
-
 
 class Dice(nn.Module):
     """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x));
@@ -158,7 +154,6 @@ class Dice(nn.Module):
 
     eps: float
     momentum: float
-    axis_name: str | None = None
     affine: bool = True
     param_dtype: Any = jnp.float32
 
@@ -166,7 +161,7 @@ class Dice(nn.Module):
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None,
                  moments: Moments | None = None) -> jax.Array:  # [N, H]
         """moments: x's train-mode batch statistics, when known (BatchNorm's with_moments)."""
-        batchnorm = BatchNorm(self.eps, self.momentum, self.axis_name, self.affine, self.param_dtype, name="batchnorm")
+        batchnorm = BatchNorm(self.eps, self.momentum, self.affine, self.param_dtype, name="batchnorm")
         p = nn.sigmoid(batchnorm(x, train, mask, moments))
         alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
         return (alpha * (1 - p) * x + p * x).astype(x.dtype)
@@ -217,7 +212,6 @@ class MLP(nn.Module):
     activation: str
     dropout: float
     config: DINConfig
-    axis_name: str | None = None
     dtype: Any = None  # the computation's (None: the parameters')
     param_dtype: Any = jnp.float32
 
@@ -236,11 +230,11 @@ class MLP(nn.Module):
             )
             x = dense(*x) if isinstance(x, tuple) else dense(x)
             x = x.reshape(-1, features)  # a [B, T, H] first layer's output is B * T rows
-            batchnorm = BatchNorm(config.bn_eps, config.bn_momentum, self.axis_name, param_dtype=self.param_dtype,
+            batchnorm = BatchNorm(config.bn_eps, config.bn_momentum, param_dtype=self.param_dtype,
                                   name=f"batchnorm_{i}")
             x, moments = batchnorm(x, train, mask, with_moments=True)
             if self.activation == "dice":
-                dice = Dice(config.dice_eps, config.bn_momentum, self.axis_name, config.dice == "tutorial",
+                dice = Dice(config.dice_eps, config.bn_momentum, config.dice == "tutorial",
                             self.param_dtype, name=f"activation_{i}")
                 x = dice(x, train, mask, moments)
             elif self.activation == "prelu":
@@ -311,7 +305,7 @@ class AttentionUnit(nn.Module):
 
     def setup(self) -> None:
         config = self.config
-        self.mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, None, self.dtype,
+        self.mlp = MLP(config.attention_hidden, "dice", config.attention_dropout, config, self.dtype,
                        self.param_dtype)
         self.fc = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
                            param_dtype=self.param_dtype)
@@ -331,7 +325,7 @@ class AttentionUnit(nn.Module):
         real = jnp.arange(steps) < length[:, None]  # [B, T]
         example_weight = jnp.ones(batch, wide(keys.dtype)) if row_mask is None else row_mask.astype(wide(keys.dtype))
         padding_rows = self.train and not config.mask_padding  # padded positions are BatchNorm rows
-        every = self.packing == "off" or config.history_share >= 1 or (padding_rows and config.attention_dropout > 0)
+        every = self.packing == "off" or not packs(config, self.train)
         # A symbolic batch dimension (jax.export's) has no static number of packed rows.
         if every or not isinstance(batch, int) or self.is_initializing():
             scores = self._every_position(query, keys, real, example_weight)
@@ -488,7 +482,7 @@ class DIN(nn.Module):
             intermediates[f"attention_weights/{group.name}"] = weights
             intermediates[f"interest/{group.name}"] = interest
         mlp_input = jnp.concatenate(inputs, axis=1)  # [B, F]
-        mlp = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, None, dtype, param_dtype, name="mlp")
+        mlp = MLP(config.mlp_hidden, "prelu", config.mlp_dropout, config, dtype, param_dtype, name="mlp")
         hidden = mlp(mlp_input, train, row_mask)  # [B, H]
         final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=dtype, param_dtype=param_dtype,
                          name="final")

@@ -57,3 +57,12 @@ def test_a_batch_fits_when_its_live_positions_fit_the_capacity():
     assert packing.packed_capacity(64, steps, enough) >= live
     assert packing.fits(schema, enough, block)
     assert not packing.fits(schema, short, block)
+
+
+def test_training_with_attention_dropout_and_padding_in_the_statistics_computes_every_position():
+    config = DINConfig(history_share=0.5)  # attention dropout 0.1, padding in the statistics
+    assert packing.packs(config, train=False)
+    assert not packing.packs(config, train=True)
+    assert packing.packs(config.replace(mask_padding=True), train=True)
+    assert packing.packs(config.replace(attention_dropout=0.0), train=True)
+    assert not packing.packs(config.replace(history_share=1.0), train=False)
