@@ -255,6 +255,24 @@ class Pair:
         return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(moments, template))["params"]
 
 
+def jax_outputs(model: jax_model.DIN, packing: str = "auto"):
+    """One jitted program per model and attention packing (a compilation each,
+    not one per operation): (variables, batch) -> eval-mode logits and
+    intermediates; train-mode logits, intermediates and new running
+    statistics; the gradient of the training objective (the tables boxed by
+    their logical axes: unbox after). Compares two JAX formulations of one model."""
+
+    @jax.jit
+    def run(variables, batch):
+        logits, inter = model.apply(variables, batch, train=False, packing=packing)
+        (t_logits, t_inter), new = model.apply(variables, batch, train=True, packing=packing, mutable=["batch_stats"])
+        loss = lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch, packing=packing)[0]  # noqa: E731
+        return {"eval": {"logits": logits, **inter}, "train": {"logits": t_logits, **t_inter, **new},
+                "grad": jax.grad(loss)(variables["params"])}
+
+    return run
+
+
 @contextlib.contextmanager
 def prelu_inputs(model: torch.nn.Module):
     """Collects the input of every PReLU of `model` run inside the block."""

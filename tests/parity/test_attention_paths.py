@@ -19,9 +19,8 @@ from flax.traverse_util import flatten_dict
 
 from core import packing
 from core.config import DINConfig
-from din_jax import steps as jax_steps
 from din_jax.model import DIN
-from parity.compare import TOLERANCES, diff
+from parity.compare import TOLERANCES, diff, jax_outputs
 from parity.synthetic import random_batch, random_schema
 
 DTYPE = "float64" if jax.config.jax_enable_x64 else "float32"
@@ -57,7 +56,7 @@ def test_packed_rows_equal_every_position(seed, shared, mask_padding):
     _, updates = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(variables, batch)
     variables = {"params": variables["params"], **updates}
 
-    every, checked, auto = everything(model, "off"), everything(packed, "checked"), everything(packed, "auto")
+    every, checked, auto = jax_outputs(model, "off"), jax_outputs(packed, "checked"), jax_outputs(packed, "auto")
     cases = {"checked": (checked, batch), "auto": (auto, batch), "auto, overflowing": (auto, longer)}
     for case, (run, data) in cases.items():
         reference = flatten_dict(nn.unbox(every(variables, data)), sep="/")
@@ -69,18 +68,3 @@ def test_packed_rows_equal_every_position(seed, shared, mask_padding):
         bad = [r for r in rows if not r.ok]
         assert not bad, (case, bad)
 
-
-def everything(model, how):
-    """One jitted program per model and packing: eval-mode logits and
-    intermediates; train-mode logits, intermediates and new running
-    statistics; the gradient of the training objective."""
-
-    @jax.jit
-    def run(variables, batch):
-        logits, inter = model.apply(variables, batch, train=False, packing=how)
-        (t_logits, t_inter), new = model.apply(variables, batch, train=True, packing=how, mutable=["batch_stats"])
-        loss = lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch, packing=how)[0]  # noqa: E731
-        return {"eval": {"logits": logits, **inter}, "train": {"logits": t_logits, **t_inter, **new},
-                "grad": jax.grad(loss)(variables["params"])}
-
-    return run

@@ -15,9 +15,8 @@ from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
 from core.config import DINConfig
-from din_jax import steps as jax_steps
 from din_jax.model import DIN
-from parity.compare import TOLERANCES, diff
+from parity.compare import TOLERANCES, diff, jax_outputs
 from parity.synthetic import random_batch, random_schema
 
 DTYPE = "float64" if jax.config.jax_enable_x64 else "float32"
@@ -40,7 +39,7 @@ def test_split_input_equals_concatenated_input(seed, share, mask_padding):
     _, updates = jax.jit(functools.partial(split.apply, train=True, mutable=["batch_stats"]))(variables, batch)
     variables = {"params": variables["params"], **updates}
 
-    outputs = {name: flatten_dict(nn.unbox(everything(model)(variables, batch)), sep="/")
+    outputs = {name: flatten_dict(nn.unbox(jax_outputs(model)(variables, batch)), sep="/")
                for name, model in (("split", split), ("concat", concat))}
     assert any("attention_weights" in k for k in outputs["concat"]) and outputs["split"].keys() == outputs["concat"].keys()
     assert any(k.startswith("grad/") and "attention" in k and "dense_0/kernel" in k for k in outputs["concat"])
@@ -49,18 +48,3 @@ def test_split_input_equals_concatenated_input(seed, share, mask_padding):
     bad = [r for r in rows if not r.ok]
     assert not bad, bad
 
-
-def everything(model):
-    """One jitted program per model (a compilation each, not one per operation):
-    eval-mode logits and intermediates; train-mode logits, intermediates and
-    new running statistics; the gradient of the training objective."""
-
-    @jax.jit
-    def run(variables, batch):
-        logits, inter = model.apply(variables, batch, train=False)
-        (t_logits, t_inter), new = model.apply(variables, batch, train=True, mutable=["batch_stats"])
-        loss = lambda p: jax_steps.objective(model.apply, p, variables["batch_stats"], batch)[0]  # noqa: E731
-        return {"eval": {"logits": logits, **inter}, "train": {"logits": t_logits, **t_inter, **new},
-                "grad": jax.grad(loss)(variables["params"])}  # the tables come boxed (logical axes): unboxed after
-
-    return run
