@@ -143,7 +143,8 @@ def main() -> None:
     data = electronics_release(args.electronics, args.electronics_scale) if args.electronics else args.data
     max_hist = args.max_hist or (100 if args.electronics else DINConfig().max_hist)
     chosen = dict(dataset=args.dataset, max_hist=max_hist) | (PRESETS[args.preset] if args.preset else {})
-    chosen |= dict(map(parse_setting, args.set))
+    settings = dict(map(parse_setting, args.set))
+    chosen |= settings
     config = with_defaults(data, DINConfig(**chosen), chosen)  # the sizes train.py would train with
     splits = load_splits(data, config, args.cache_dir)
     schema = splits.encoders.schema()
@@ -161,7 +162,7 @@ def main() -> None:
     print(f"host: {host}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"jax {jax.__version__} on {jax.devices()}", flush=True)
     print(f"data: {data}; histories {history}, real positions {real} on average", flush=True)
-    sizes = {name: getattr(config, name) for name in PRESETS["paper"]} | dict(map(parse_setting, args.set))
+    sizes = {name: getattr(config, name) for name in PRESETS["paper"]} | settings
     print("model: " + ", ".join(f"{name} {value}" for name, value in sizes.items()), flush=True)
     print(f"rows: {n} training rows (tiled x{tile}: {n_tiled}); medians of {args.repeats} interleaved repeats", flush=True)
     limits = roofline.machine()
