@@ -29,6 +29,7 @@ from flax import linen as nn
 from core.config import PAPER_EMBEDDING_STD, DINConfig
 from core.packing import packed_capacity, packs
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
+from din_jax.dropout import Dropout
 
 Batch = dict[str, jax.Array]
 # config.dtype -> the computation's dtype (None: the parameters')
@@ -241,7 +242,7 @@ class MLP(nn.Module):
                 x = nn.PReLU(param_dtype=self.param_dtype, negative_slope_init=0.25, name=f"activation_{i}")(x)
             else:
                 raise ValueError(f"activation must be 'dice' or 'prelu', got {self.activation!r}")
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x = Dropout(self.dropout, deterministic=not train)(x)
         return x
 
 
