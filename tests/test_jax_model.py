@@ -99,6 +99,7 @@ class TestBatchNormAndDice:
         np.testing.assert_allclose(moments.mean, y[real].mean(0), atol=1e-5)
         np.testing.assert_allclose(moments.var, y[real].var(0), rtol=1e-5)
         assert float(moments.count) == real.sum()
+        np.testing.assert_allclose(moments.centred, y - moments.mean, atol=1e-6)  # every row, weighted or not
 
         dice = Dice(1e-8, 0.1)
         dice_variables = dice.init(jax.random.key(1), y, False)
