@@ -22,6 +22,7 @@ from core.config import DINConfig, flag
 from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
+from din_jax.chunks import eval_chunk
 from din_jax.input import RESIDENT_BYTES, Inputs, blocks, prefetched
 from din_jax.mesh import (
     DATA, describe, global_array, logical_shardings, make_mesh, parse_mesh, replicated, rows_sharding, table_rows_multiple,
@@ -108,14 +109,15 @@ class JaxBackend:
             train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
             static_argnames="packing",
         )
-        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh), static_argnames="packing")
+        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh),
+                                    static_argnames=("packing", "chunk"))
         self._train_steps_on = jax.jit(
             train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
             static_argnames="packing",
         )
         self.unpacked_blocks = 0
         self._counted: dict[int, tuple] = {}  # per split: (its first history array, live counts)
-        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh), static_argnames="packing")
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh), static_argnames=("packing", "chunk"))
         self.input = Inputs(self.mesh, config.input)
         self.input_path = None  # the training split's, once chosen
         devices = jax.devices()
@@ -200,19 +202,23 @@ class JaxBackend:
         # Every batch is padded to `batch_size` (eval mode is row-independent),
         # so evaluation compiles once whatever the split's size.
         padded = lambda rows: np.pad(rows, (0, batch_size - len(rows)), mode="edge").astype(np.int32)  # noqa: E731
-        # Each batch's packing is chosen on the host, as in training: a lax.cond on
-        # the device would cost a fitting batch more than packing saves.
-        packing_of = lambda rows: self._packing(data, rows[None], np.ones((1, len(rows))), train=False)  # noqa: E731
+        # On a CPU a big batch runs in cache-sized chunks of every position
+        # (din_jax/chunks.py: faster than packing it whole). Otherwise each batch's
+        # packing is chosen on the host, as in training: a lax.cond on the device
+        # would cost a fitting batch more than packing saves.
+        chunk = eval_chunk(self.schema, self.model.config, batch_size)
+        packing_of = lambda rows: (  # noqa: E731
+            "off" if chunk else self._packing(data, rows[None], np.ones((1, len(rows))), train=False))
         if self.streams(data):
             def load(rows):
                 rows = padded(rows)
                 return self.input.gathered(data, rows, self.inputs), packing_of(rows)
 
-            out = [self._eval_step(self.state, batch, packing=packing)
+            out = [self._eval_step(self.state, batch, packing=packing, chunk=chunk)
                    for batch, packing in prefetched(load, eval_batches(n, batch_size))]
         else:
             device_data = self.input.resident(data, self.inputs)
-            out = [self._eval_logits(self.state, device_data, self.input.rows(rows), packing=packing_of(rows))
+            out = [self._eval_logits(self.state, device_data, self.input.rows(rows), packing=packing_of(rows), chunk=chunk)
                    for rows in map(padded, eval_batches(n, batch_size))]
         # One gather from every device (and host) per evaluation.
         return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]

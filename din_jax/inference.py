@@ -7,6 +7,7 @@ compiles once; callers pad batches to a few sizes (inference/model.py).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -18,6 +19,7 @@ from flax import linen as nn
 from core import packing
 from core.config import DINConfig
 from data.schema import FeatureSchema
+from din_jax.chunks import eval_chunk, in_chunks
 from din_jax.model import COMPUTE_DTYPES, DIN, example_batch
 
 # Lowered for every platform at once: cross-platform export needs no such hardware.
@@ -61,19 +63,28 @@ class Predictor:
         self.model = make_model(schema, config)
         _check_fits(variables, variable_shapes(schema, config))
         self.variables = jax.tree_util.tree_map(_stored, variables)
-        self._forward = jax.jit(self.forward, static_argnames="packing")
+        self._forward = jax.jit(self._forward_in_chunks, static_argnames=("packing", "chunk"))
 
     def forward(self, batch: dict[str, jax.Array], packing: str = "auto") -> tuple[jax.Array, dict[str, jax.Array]]:
         logits, intermediates = self.model.apply(self.variables, batch, train=False, packing=packing)
         weights = {g.name: intermediates[f"attention_weights/{g.name}"] for g in self.schema.attention_groups}
         return logits, weights  # [B], {group: [B, T]}
 
+    def _forward_in_chunks(self, batch: dict[str, jax.Array], packing: str, chunk: int | None
+                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return in_chunks(functools.partial(self.forward, packing=packing), batch, chunk)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        # The attention's packed rows when the batch fits them (checked here, core/packing.py), else every position.
+        # On a CPU a big batch runs in cache-sized chunks of every position
+        # (din_jax/chunks.py); otherwise the attention's packed rows when the batch
+        # fits them (checked here, core/packing.py), else every position.
         config = self.model.config
-        fits = packing.packs(config, train=False) and packing.fits(
+        size = len(batch[self.inputs[0]])
+        chunk = eval_chunk(self.schema, config, size)
+        fits = not chunk and packing.packs(config, train=False) and packing.fits(
             self.schema, config.history_share, {name: np.asarray(batch[name])[None] for name in self.inputs})
-        logits, weights = self._forward({name: batch[name] for name in self.inputs}, packing="checked" if fits else "off")
+        logits, weights = self._forward({name: batch[name] for name in self.inputs}, packing="checked" if fits else "off",
+                                        chunk=chunk)
         return np.asarray(logits, np.float32), {g: np.asarray(w, np.float32) for g, w in weights.items()}
 
     def export(self) -> jax_export.Exported:

@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 from core.config import DINConfig
 from training import schedule
 from data.schema import LABEL, ROW_MASK, FeatureSchema
+from din_jax.chunks import in_chunks
 from din_jax.model import DIN, Batch, table_path
 
 
@@ -170,11 +171,16 @@ def train_step(
     return state, {"loss": loss}
 
 
-def eval_step(state: TrainState, batch: Batch, packing: str = "auto") -> jax.Array:
-    """Eval-mode logits [B] (running statistics, no dropout)."""
-    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False,
-                               packing=packing)
-    return logits
+def eval_step(state: TrainState, batch: Batch, packing: str = "auto", chunk: int | None = None) -> jax.Array:
+    """Eval-mode logits [B] (running statistics, no dropout); `chunk` rows at a
+    time where din_jax.chunks.eval_chunk says (a CPU), else the whole batch."""
+
+    def logits(batch: Batch) -> jax.Array:
+        out, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False,
+                                packing=packing)
+        return out
+
+    return in_chunks(logits, batch, chunk)
 
 
 def _gather(data: Batch, rows: jax.Array) -> Batch:
@@ -227,5 +233,6 @@ def train_steps_on(
     return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer, packing)
 
 
-def eval_logits(state: TrainState, data: Batch, rows: jax.Array, packing: str = "auto") -> jax.Array:
-    return eval_step(state, _gather(data, rows), packing)  # [B]
+def eval_logits(state: TrainState, data: Batch, rows: jax.Array, packing: str = "auto", chunk: int | None = None
+                ) -> jax.Array:
+    return eval_step(state, _gather(data, rows), packing, chunk)  # [B]

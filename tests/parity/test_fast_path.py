@@ -66,3 +66,37 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
     logits = diff("eval logits", every.predict(data, 8), fast.predict(data, 8), tolerance["forward"])
     assert logits.ok, logits
     assert sorted(set(choices)) == ["checked", "off"], choices
+
+
+def test_evaluation_in_chunks_equals_the_whole_batch(monkeypatch):
+    """din_jax/chunks.py: a CPU evaluates a big batch a chunk of rows at a
+    time; the backend's evaluation and the Predictor (logits and attention
+    weights) give what the whole batch gives, a last chunk filled included."""
+    from din_jax import chunks
+    from din_jax.inference import Predictor
+
+    rng = np.random.default_rng(12)
+    schema = random_schema(rng, groups=2)
+    config = DINConfig(param_dtype=DTYPE, history_share=0.6)
+    data = random_batch(schema, 150, rng)
+    inputs = {name: data[name][:37] for name in schema.inputs}
+    backend = JaxBackend(schema, config)
+    variables = {"params": backend.state.params, "batch_stats": backend.state.batch_stats}
+
+    def evaluate(chunk_bytes):
+        monkeypatch.setattr(chunks, "CHUNK_BYTES", chunk_bytes)
+        chunk = chunks.eval_chunk(schema, backend.model.config, 37)
+        logits, weights = Predictor(schema, config, variables)(inputs)
+        return chunk, backend.predict(data, 37), logits, weights
+
+    lengths = {feature.name: feature.max_len for feature in schema.sequence}
+    positions = sum(lengths[group.histories[0]] for group in schema.attention_groups)  # a row's attention positions
+    row_bytes = positions * max(config.attention_hidden) * 4
+    chunked = evaluate(8 * row_bytes)
+    whole = evaluate(1 << 40)
+    assert (chunked[0], whole[0]) == (8, None)  # 37 rows: four chunks of 8 and one filled with 3 zero rows
+    assert diff("eval logits", whole[1], chunked[1], TOLERANCES[DTYPE]["forward"]).ok
+    tolerance = TOLERANCES["float32"]["forward"]  # the Predictor stores and computes float32
+    assert diff("predictor logits", whole[2], chunked[2], tolerance).ok
+    for group, weights in whole[3].items():
+        assert diff(f"attention {group}", weights, chunked[3][group], tolerance).ok
