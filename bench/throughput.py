@@ -22,7 +22,9 @@ for-each Adam (A B C D A B C D) so that machine noise hits all alike:
   * training samples/s (train-mode steps over the training split tiled to
     about --rows rows, so that one timing is long enough to trust, or a
     random sample of --rows of its rows when it has more than twice that);
-  * evaluation samples/s (eval-mode logits over the same rows);
+  * evaluation samples/s (eval-mode logits over the same rows; on a CPU a
+    big batch runs in cache-sized chunks of every position, din_jax/chunks.py,
+    so `jax` and `jax_padded` then evaluate with the same program);
   * the wall time of one whole epoch on the real split, batching included;
 and, once, JAX's first-call time (compilation + one block of steps), the
 steps' cost per sample (bench/roofline.py: XLA's cost analysis for JAX,
@@ -58,6 +60,7 @@ from data.batches import epoch_batches  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
 from data.datasets import load_splits, with_defaults  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
+from din_jax.chunks import eval_chunk  # noqa: E402
 from din_torch.backend import TorchBackend  # noqa: E402
 from din_torch.steps import make_optimizer, train_step  # noqa: E402
 
@@ -206,8 +209,12 @@ def main() -> None:
                                   for mode in ("train", "eval")}
         row["jax"]["first_call_s"] = compile_s
         row["jax"]["history_share"] = packed.history_share
+        # On a CPU a big eval batch runs in chunks of every position (din_jax/chunks.py),
+        # so there jax and jax_padded evaluate with the same program.
+        row["jax"]["eval_chunk"] = eval_chunk(schema, packed.model, size)
         results["batch_sizes"][str(size)] = row
-        print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s", flush=True)
+        chunked = f"; eval in chunks of {row['jax']['eval_chunk']} rows" if row["jax"]["eval_chunk"] else ""
+        print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s{chunked}", flush=True)
 
     if n <= 50_000:  # The tutorial's path: per-row Dataset + DataLoader, B = 128, torch model.
         tutorial_backend = TorchBackend(schema, config)
