@@ -1,8 +1,8 @@
 """Dropout whose mask is a keyed hash of each element's index.
 
-flax.linen.Dropout draws its mask with jax.random.bernoulli: one Threefry
-block (20 rounds of 32-bit add/rotate/xor) per element. Over the attention
-MLP's [B * T, H] rows that was a third of a training step on a CPU
+flax.linen.Dropout draws its mask with jax.random.bernoulli: a Threefry
+block (20 rounds of 32-bit add/rotate/xor) per two elements. Over the attention
+MLP's [B * T, H] rows that was a quarter of a training step on a CPU
 (docs/performance.md). Here one Threefry draw per call gives a 64-bit key,
 and each element's 32 random bits are an integer hash of its flat index under
 that key: a few multiplies and shifts, elementwise, so XLA fuses them into the
