@@ -67,10 +67,9 @@ def fits(schema: FeatureSchema, share: float, batches: Mapping[str, np.ndarray])
 
 def counts_fit(schema: FeatureSchema, share: float, counts: Mapping[str, np.ndarray]) -> bool:
     """fits() from live_counts already taken: {group: [K, B]}."""
-    steps = {f.name: f.max_len for f in schema.sequence}
     for group in schema.attention_groups:
         per_row = counts[group.name]  # [K, B]
-        if per_row.sum(axis=1).max(initial=0) > packed_capacity(per_row.shape[1], steps[group.histories[0]], share):
+        if per_row.sum(axis=1).max(initial=0) > packed_capacity(per_row.shape[1], schema.history_length(group), share):
             return False
     return True
 

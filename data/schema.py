@@ -131,6 +131,10 @@ class FeatureSchema:
         """The features looked up in `table` (itself, and a history that shares it)."""
         return tuple(f.name for f in self.embedded if self.table_of(f.name) == table)
 
+    def history_length(self, group: AttentionGroup) -> int:
+        """T of an attention group: its histories' max_len (one, checked above)."""
+        return next(f.max_len for f in self.sequence if f.name == group.histories[0])
+
     @property
     def history_features(self) -> frozenset[str]:
         return frozenset(h for g in self.attention_groups for h in g.histories)

@@ -32,8 +32,7 @@ def eval_chunk(schema: FeatureSchema, config: ModelConfig, batch_size: int) -> i
     (a sharded batch), or where the batch fits already."""
     if jax.default_backend() != "cpu" or jax.device_count() > 1 or not schema.attention_groups:
         return None
-    lengths = {feature.name: feature.max_len for feature in schema.sequence}
-    positions = sum(lengths[group.histories[0]] for group in schema.attention_groups)
+    positions = sum(schema.history_length(group) for group in schema.attention_groups)
     row_bytes = positions * max(config.attention_hidden) * 4
     rows = 1 << max(0, (CHUNK_BYTES // row_bytes).bit_length() - 1)
     return rows if rows < batch_size else None

@@ -18,6 +18,8 @@ tests/test_dropout_mask.py the mask's statistics.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -43,22 +45,16 @@ def keyed_hash(index: jax.Array, k0: jax.Array, k1: jax.Array) -> jax.Array:
 def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """uint32 bits [*shape]: keyed_hash of each element's flat index under the key's two words."""
     k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
-    return keyed_hash(jax.lax.iota(jnp.uint32, _size(shape)).reshape(shape), k0, k1)
+    size = math.prod(shape)
+    if size >= 2**32:  # the index is uint32
+        raise ValueError(f"dropout over {size} elements: at most 2^32 - 1 per call")
+    return keyed_hash(jax.lax.iota(jnp.uint32, size).reshape(shape), k0, k1)
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
     """bool [*shape], True with probability 1 - rate (to 2^-32)."""
     threshold = min(round(rate * 2**32), 2**32 - 1)
     return hash_bits(key, shape) >= jnp.uint32(threshold)
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for dim in shape:
-        size *= dim
-    if size >= 2**32:  # the index is uint32
-        raise ValueError(f"dropout over {size} elements: at most 2^32 - 1 per call")
-    return size
 
 
 class Dropout(nn.Module):

@@ -94,8 +94,7 @@ class TrainedModel:
                 weights[group].append(values[: len(rows)])
             if progress is not None:
                 progress(len(rows))
-        width = {f.name: f.max_len for f in self.schema.sequence}
-        empty = {g.name: np.zeros((0, width[g.histories[0]]), np.float32) for g in self.schema.attention_groups}
+        empty = {g.name: np.zeros((0, self.schema.history_length(g)), np.float32) for g in self.schema.attention_groups}
         return (np.concatenate(logits) if logits else np.zeros(0, np.float32),
                 {g: np.concatenate(v) if v else empty[g] for g, v in weights.items()})
 

@@ -89,8 +89,7 @@ def test_evaluation_in_chunks_equals_the_whole_batch(monkeypatch):
         logits, weights = Predictor(schema, config, variables)(inputs)
         return chunk, backend.predict(data, 37), logits, weights
 
-    lengths = {feature.name: feature.max_len for feature in schema.sequence}
-    positions = sum(lengths[group.histories[0]] for group in schema.attention_groups)  # a row's attention positions
+    positions = sum(schema.history_length(group) for group in schema.attention_groups)  # a row's attention positions
     row_bytes = positions * max(config.attention_hidden) * 4
     chunked = evaluate(8 * row_bytes)
     whole = evaluate(1 << 40)
