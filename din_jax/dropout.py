@@ -52,7 +52,11 @@ def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
-    """bool [*shape], True with probability 1 - rate (to 2^-32)."""
+    """bool [*shape], True with probability 1 - rate (to 2^-32). An array of
+    2^32 elements or more (past a uint32 index) takes jax.random's Threefry
+    bits instead: the same distribution, at Threefry's cost."""
+    if math.prod(shape) >= 2**32:
+        return jax.random.bernoulli(key, 1.0 - rate, shape)
     threshold = min(round(rate * 2**32), 2**32 - 1)
     return hash_bits(key, shape) >= jnp.uint32(threshold)
 

@@ -63,6 +63,15 @@ def test_keys_whose_first_round_lines_up_are_uncorrelated():
     assert abs(correlation(np.asarray(a), np.asarray(b))) < 4 / np.sqrt(N)
 
 
+def test_an_array_past_a_uint32_index_still_gets_a_mask():
+    """[65536, 65536] (2^32 elements): only its shape is traced, nothing allocated."""
+    shape = (2**16, 2**16)
+    mask = jax.eval_shape(lambda key: keep_mask(key, 0.1, shape), jax.random.key(5))
+    assert mask.shape == shape and mask.dtype == bool
+    with pytest.raises(ValueError, match="2\\^32"):
+        jax.eval_shape(lambda key: hash_bits(key, shape), jax.random.key(5))
+
+
 def test_the_module_scales_kept_values_and_is_off_when_deterministic():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(256, 16)), jnp.float32)
     out = Dropout(0.25).apply({}, x, rngs={"dropout": jax.random.key(4)})
