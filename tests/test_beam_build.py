@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -58,11 +59,17 @@ def build_both(data_dir: str, tmp_path, pipeline_args=(), config=CONFIG) -> tupl
     {},
     pytest.param({"low_rated_history": True, "user_feature": True}, marks=pytest.mark.slow),
 ], ids=["default", "low-rated history, user feature"])
-def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path, options):
+def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path, options, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     local, beam = build_both(ml1m_dir, tmp_path, config=CONFIG.replace(**options))
     manifest = cache.read(beam)
     assert len(manifest.train["label"].parts) > 3  # several shards, each a user range
     assert_same_entry(local, beam)
+    # The DirectRunner runs on this machine's pinned packages: Beam's own would
+    # first try to start its downloaded Prism runner, leaving a folder here.
+    assert not list(temp.iterdir())
 
 
 @pytest.mark.slow  # two worker processes
