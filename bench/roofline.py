@@ -11,11 +11,16 @@
   fractions     a measured samples/s against those limits: the FLOP/s and
                 bytes/s it implies, as a fraction of the matmul rate and of
                 the bandwidth (the bound a memory-bound step meets first)
+  big_passes    the passes a compiled step makes over arrays too big for a
+                cache: its ops that read or write one, and the bytes of them
+                they move (XLA's "bytes accessed" counts every operand, small
+                ones that stay in cache too)
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 import time
 
@@ -37,13 +42,57 @@ def _cost(compiled) -> dict[str, float]:
     return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
 
 
+_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+               "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+_ARRAY = re.compile(r"\b(pred|bf16|[fsu]\d+)\[([\d,]*)\]")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.+?) ([a-z][\w\-]*)\((.*?)\)")
+_NO_PASS = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}  # no data moved
+
+
+def _array_bytes(shape: str) -> int:
+    """Bytes of every array in an HLO shape ("f32[8,4]{1,0}", or a tuple of them)."""
+    return sum(_ITEM_BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
+               for dtype, dims in _ARRAY.findall(shape))
+
+
+def big_passes(compiled, threshold: int = 4 << 20) -> dict[str, float]:
+    """{'ops', 'read', 'written'}: the ops of the compiled program's entry
+    computation that read or write an array of `threshold` bytes or more, and
+    the bytes of such arrays they read and write. XLA:CPU runs each fusion as
+    its own loop, so each of these is a pass over the array: over memory,
+    (read + written) / bandwidth, where it does not fit the last-level cache,
+    less where it does. Fusing ops into fewer loops lowers the count."""
+    text = compiled.as_text()
+    entry = text[text.index("\nENTRY"):]
+    entry = entry[: entry.index("\n}")]
+    sizes: dict[str, int] = {}
+    ops, read, written = 0, 0, 0
+    for line in entry.split("\n")[1:]:
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        name, shape, opcode, operands = match.groups()
+        sizes[name] = _array_bytes(shape)
+        if opcode in _NO_PASS:
+            continue
+        big_in = [sizes.get(operand.strip().lstrip("%"), 0) for operand in operands.split(",")]
+        big_in = sum(b for b in big_in if b >= threshold)
+        big_out = sizes[name] if sizes[name] >= threshold else 0
+        if big_in or big_out:
+            ops, read, written = ops + 1, read + big_in, written + big_out
+    return {"ops": ops, "read": read, "written": written, "threshold": threshold}
+
+
 def jax_step_costs(backend, data: dict[str, np.ndarray], size: int) -> dict[str, dict[str, float]]:
-    """{'train' | 'eval': {'flops', 'bytes'}} per sample, of one step on `size` rows."""
+    """{'train' | 'eval': {'flops', 'bytes'}} per sample, of one step on `size`
+    rows; 'train_passes': big_passes of the train step (per step)."""
     batch = {name: jnp.asarray(data[name][:size]) for name in (*backend.inputs, LABEL)}
     # A batch that fits the attention's packed rows (the program that runs; "auto" would count both branches).
-    train = _cost(jax.jit(functools.partial(train_step, packing="checked")).lower(backend.state, batch).compile())
+    train_program = jax.jit(functools.partial(train_step, packing="checked")).lower(backend.state, batch).compile()
+    train = _cost(train_program)
     evaluate = _cost(jax.jit(functools.partial(eval_step, packing="checked")).lower(backend.state, batch).compile())
-    return {"train": {k: v / size for k, v in train.items()}, "eval": {k: v / size for k, v in evaluate.items()}}
+    return {"train": {k: v / size for k, v in train.items()}, "eval": {k: v / size for k, v in evaluate.items()},
+            "train_passes": big_passes(train_program)}
 
 
 def torch_step_flops(backend, data: dict[str, np.ndarray], size: int) -> dict[str, float]:

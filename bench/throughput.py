@@ -29,7 +29,9 @@ for-each Adam (A B C D A B C D) so that machine noise hits all alike:
 and, once, JAX's first-call time (compilation + one block of steps), the
 steps' cost per sample (bench/roofline.py: XLA's cost analysis for JAX,
 torch's FLOP counter) and this machine's matmul rate and memory bandwidth,
-and the fraction of them each backend's rate reaches; on the tutorial's
+and the fraction of them each backend's rate reaches, and the JAX train
+step's passes over arrays too big for a cache (bench/roofline.py
+big_passes); on the tutorial's
 split also the tutorial's input path: the torch model fed by a per-row pandas
 `Dataset` and a `DataLoader` (B = 128). It prints medians over the repeats
 and the ratios.
@@ -184,6 +186,7 @@ def main() -> None:
         # The same model with torch's default (for-each) Adam instead of the fused one.
         backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
         costs = {name: roofline.jax_step_costs(backends[name], train, size) for name in ("jax", "jax_padded")}
+        passes = {name: costs[name].pop("train_passes") for name in ("jax", "jax_padded")}
         torch_flops = roofline.torch_step_flops(backends["torch"], train, size)
         costs["torch"] = costs["torch_foreach"] = {mode: {"flops": flops} for mode, flops in torch_flops.items()}
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
@@ -207,6 +210,8 @@ def main() -> None:
             row[name]["cost_per_sample"] = costs[name]
             row[name]["limit"] = {mode: roofline.fractions(row[name][mode], costs[name][mode], limits)
                                   for mode in ("train", "eval")}
+        for name, counted in passes.items():
+            row[name]["train_passes"] = counted
         row["jax"]["first_call_s"] = compile_s
         row["jax"]["history_share"] = packed.history_share
         # On a CPU a big eval batch runs in chunks of every position (din_jax/chunks.py),
@@ -215,6 +220,11 @@ def main() -> None:
         results["batch_sizes"][str(size)] = row
         chunked = f"; eval in chunks of {row['jax']['eval_chunk']} rows" if row["jax"]["eval_chunk"] else ""
         print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s{chunked}", flush=True)
+        big = passes["jax"]
+        print(f"B={size}: jax train step: {big['ops']} ops pass over arrays of {big['threshold'] >> 20} MiB or more, "
+              f"reading {big['read'] / 2**20:,.0f} MiB and writing {big['written'] / 2**20:,.0f} MiB of them "
+              f"({(big['read'] + big['written']) / limits['bandwidth_gbs'] / 1e6:,.1f} ms at the measured bandwidth were none in cache)",
+              flush=True)
 
     if n <= 50_000:  # The tutorial's path: per-row Dataset + DataLoader, B = 128, torch model.
         tutorial_backend = TorchBackend(schema, config)
