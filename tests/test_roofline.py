@@ -6,10 +6,14 @@ again)."""
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 
-from bench.roofline import big_passes
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # bench/ is scripts, not an installed package
+from bench.roofline import big_passes  # noqa: E402
 
 MIB = 1 << 20
 X = jnp.zeros((2048, 1024), jnp.float32)  # 8 MiB
