@@ -142,14 +142,14 @@ def run(args: argparse.Namespace) -> None:
 
 def data_defaults(backend: str, data_dir: str, config: DINConfig, settings: dict) -> DINConfig:
     """`config` with the data's own defaults where no flag chose (the paper's
-    sizes on raw MovieLens), logged in flag form; detecting the source checks
+    sizes and softmax attention on raw MovieLens), logged in flag form; detecting the source checks
     that the folder and its dataset file are readable."""
     chosen = with_defaults(data_dir, config, settings)
     check(backend, chosen)
     changed = [f"{flag(f.name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
                for f in dataclasses.fields(chosen) if (value := getattr(chosen, f.name)) != getattr(config, f.name)]
     if changed:
-        logging.getLogger("din").info("this data's defaults (a flag or --preset tutorial overrides them): %s",
+        logging.getLogger("din").info("this data's defaults (a flag overrides each, --preset tutorial the sizes): %s",
                                       ", ".join(changed))
     return chosen
 

@@ -72,20 +72,22 @@ def test_the_tutorial_preset_is_the_default_sizes():
 
 
 def test_raw_movielens_in_the_sequential_protocol_trains_with_the_papers_sizes_unless_told(ml1m_dir, tutorial_dir):
-    """The quality study chose the paper's sizes there (and only there): a flag
-    or --preset tutorial still wins, and other protocols and sources keep
-    DINConfig's."""
+    """The quality study chose the paper's sizes and softmax attention there
+    (and only there): a flag or --preset tutorial still wins, and other
+    protocols and sources keep DINConfig's."""
 
     def resolved(folder: str, *flags: str) -> tuple:
         settings = train.given(train.parse_args(["--backend", "jax", "--out", "x", *flags]))
-        return sizes(with_defaults(folder, DINConfig(**settings), settings))
+        config = with_defaults(folder, DINConfig(**settings), settings)
+        return *sizes(config), config.attention_norm
 
-    assert resolved(ml1m_dir) == PAPER
-    assert resolved(ml1m_dir, "--preset", "tutorial") == TUTORIAL
-    assert resolved(ml1m_dir, "--embedding-dim", "8") == (8, (80, 40), (200, 80))
-    assert resolved(ml1m_dir, "--mlp-hidden", "32", "16") == (12, (80, 40), (32, 16))
-    assert resolved(ml1m_dir, "--protocol", "seed") == TUTORIAL
-    assert resolved(tutorial_dir) == TUTORIAL
+    assert resolved(ml1m_dir) == (*PAPER, "softmax")
+    assert resolved(ml1m_dir, "--preset", "tutorial") == (*TUTORIAL, "softmax")
+    assert resolved(ml1m_dir, "--attention-norm", "sigmoid") == (*PAPER, "sigmoid")
+    assert resolved(ml1m_dir, "--embedding-dim", "8") == (8, (80, 40), (200, 80), "softmax")
+    assert resolved(ml1m_dir, "--mlp-hidden", "32", "16") == (12, (80, 40), (32, 16), "softmax")
+    assert resolved(ml1m_dir, "--protocol", "seed") == (*TUTORIAL, "sigmoid")
+    assert resolved(tutorial_dir) == (*TUTORIAL, "sigmoid")
 
 
 def test_a_run_records_the_sizes_it_took_from_its_data(ml1m_dir, tmp_path, caplog):
@@ -94,9 +96,10 @@ def test_a_run_records_the_sizes_it_took_from_its_data(ml1m_dir, tmp_path, caplo
     with caplog.at_level("INFO", logger="din"):
         run = train_run(ml1m_dir, tmp_path / "run", "--max-hist", "6")
     with open(f"{run}/config.json", encoding="utf-8") as f:
-        assert sizes(DINConfig.from_json(f.read())) == PAPER
-    assert "this data's defaults (a flag or --preset tutorial overrides them): --embedding-dim 12, " \
-           "--attention-hidden 80 40, --mlp-hidden 200 80" in caplog.text
+        recorded = DINConfig.from_json(f.read())
+    assert sizes(recorded) == PAPER and recorded.attention_norm == "softmax"
+    assert "this data's defaults (a flag overrides each, --preset tutorial the sizes): --embedding-dim 12, " \
+           "--attention-hidden 80 40, --mlp-hidden 200 80, --attention-norm softmax" in caplog.text
 
 
 def test_a_config_written_before_a_setting_existed_keeps_its_old_meaning():
