@@ -142,8 +142,9 @@ def run(args: argparse.Namespace) -> None:
 
 def data_defaults(backend: str, data_dir: str, config: DINConfig, settings: dict) -> DINConfig:
     """`config` with the data's own defaults where no flag chose (the paper's
-    sizes and softmax attention on raw MovieLens), logged in flag form; detecting the source checks
-    that the folder and its dataset file are readable."""
+    sizes and softmax attention on raw MovieLens), logged in flag form;
+    detecting the source checks that the folder and its dataset file are
+    readable."""
     chosen = with_defaults(data_dir, config, settings)
     check(backend, chosen)
     changed = [f"{flag(f.name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"

@@ -221,10 +221,10 @@ def main() -> None:
         chunked = f"; eval in chunks of {row['jax']['eval_chunk']} rows" if row["jax"]["eval_chunk"] else ""
         print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s{chunked}", flush=True)
         big = passes["jax"]
+        from_memory_ms = (big["read"] + big["written"]) / limits["bandwidth_gbs"] / 1e6
         print(f"B={size}: jax train step: {big['ops']} ops pass over arrays of {big['threshold'] >> 20} MiB or more, "
               f"reading {big['read'] / 2**20:,.0f} MiB and writing {big['written'] / 2**20:,.0f} MiB of them "
-              f"({(big['read'] + big['written']) / limits['bandwidth_gbs'] / 1e6:,.1f} ms at the measured bandwidth were none in cache)",
-              flush=True)
+              f"({from_memory_ms:,.1f} ms at the measured bandwidth were none in cache)", flush=True)
 
     if n <= 50_000:  # The tutorial's path: per-row Dataset + DataLoader, B = 128, torch model.
         tutorial_backend = TorchBackend(schema, config)

@@ -117,7 +117,8 @@ class JaxBackend:
         )
         self.unpacked_blocks = 0
         self._counted: dict[int, tuple] = {}  # per split: (its first history array, live counts)
-        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh), static_argnames=("packing", "chunk"))
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh),
+                                  static_argnames=("packing", "chunk"))
         self.input = Inputs(self.mesh, config.input)
         self.input_path = None  # the training split's, once chosen
         devices = jax.devices()
@@ -218,7 +219,8 @@ class JaxBackend:
                    for batch, packing in prefetched(load, eval_batches(n, batch_size))]
         else:
             device_data = self.input.resident(data, self.inputs)
-            out = [self._eval_logits(self.state, device_data, self.input.rows(rows), packing=packing_of(rows), chunk=chunk)
+            out = [self._eval_logits(self.state, device_data, self.input.rows(rows), packing=packing_of(rows),
+                                     chunk=chunk)
                    for rows in map(padded, eval_batches(n, batch_size))]
         # One gather from every device (and host) per evaluation.
         return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]

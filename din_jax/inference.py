@@ -83,8 +83,8 @@ class Predictor:
         chunk = eval_chunk(self.schema, config, size)
         fits = not chunk and packing.packs(config, train=False) and packing.fits(
             self.schema, config.history_share, {name: np.asarray(batch[name])[None] for name in self.inputs})
-        logits, weights = self._forward({name: batch[name] for name in self.inputs}, packing="checked" if fits else "off",
-                                        chunk=chunk)
+        logits, weights = self._forward({name: batch[name] for name in self.inputs},
+                                        packing="checked" if fits else "off", chunk=chunk)
         return np.asarray(logits, np.float32), {g: np.asarray(w, np.float32) for g, w in weights.items()}
 
     def export(self) -> jax_export.Exported:
