@@ -58,6 +58,17 @@ MORE = {
     "wide": dict(embedding_dim=32, attention_hidden=(64, 32), mlp_hidden=(128, 64)),  # between the two
     "warmup-cosine": dict(lr_schedule="cosine", warmup_steps=500),
     "lr-0.001": dict(learning_rate=0.001),
+    # Regularisation per parameter group (docs/model.md, "Regularisation").
+    "decay-all": dict(embedding_weight_decay=0.001, attention_weight_decay=0.001, mlp_weight_decay=0.001),
+    "no-decay": dict(embedding_weight_decay=0.0, attention_weight_decay=0.0, mlp_weight_decay=0.0),
+    "decoupled-0.1": dict(weight_decay_form="decoupled", embedding_weight_decay=0.1, attention_weight_decay=0.1,
+                          mlp_weight_decay=0.1),
+    "decoupled-1": dict(weight_decay_form="decoupled", embedding_weight_decay=1.0, attention_weight_decay=1.0,
+                        mlp_weight_decay=1.0),
+    # The paper's BaseModel: the histories pooled, no attention.
+    "pooling-mean": dict(pooling="mean"),
+    "pooling-sum": dict(pooling="sum"),
+    "sigmoid": dict(attention_norm="sigmoid"),
 }
 GRID = {"default": {}, **OPTIONS, "all": {k: v for changes in OPTIONS.values() for k, v in changes.items()}, **MORE}
 

@@ -108,6 +108,9 @@ class DINConfig:
         "(real ones packed, the padding one row per example; a batch with more takes every position, with the "
         "same result); 0: from the training split's lengths, or 1 (every position) where the attention MLP is "
         "too narrow for packing to pay (core/packing.py)")
+    pooling: str = setting(
+        "attention", "model", "how a history becomes the interest vector: attention (DIN), or the mean or sum of its "
+        "embeddings (the paper's BaseModel)", choices=("attention", "mean", "sum"))
     mask_padding: bool = setting(False, "model", "max-pooling and the attention's BatchNorm/Dice statistics ignore "
                                  "padded positions")
     dice: str = setting("tutorial", "model", "paper: Dice's BatchNorm has no affine parameters",
@@ -118,12 +121,24 @@ class DINConfig:
     dtype: str = setting("float32", "model", "the computation's dtype; bfloat16 (JAX) keeps parameters, optimiser "
                          "state, BatchNorm statistics and the loss in float32", choices=("float32", "bfloat16"))
 
-    # Optimizer: torch.optim.Adam, weight decay added to the gradient (coupled).
+    # Optimizer: Adam, with weight decay per parameter group (docs/model.md, "Regularisation"):
+    # embeddings (the tables), attention (the attention units), mlp (the final MLP
+    # and output layer). Coupled: the decay is added to the gradient before Adam's
+    # moments (torch.optim.Adam's weight_decay); decoupled: the weights shrink by
+    # rate * decay each step beside Adam's update (AdamW).
     learning_rate: float = setting(0.002, "optimizer", "Adam's learning rate")
     adam_b1: float = setting(0.9, "optimizer", "Adam's beta1")
     adam_b2: float = setting(0.999, "optimizer", "Adam's beta2")
     adam_eps: float = setting(1e-8, "optimizer", "Adam's epsilon")
-    weight_decay: float = setting(0.001, "optimizer", "L2 added to the gradient before Adam (torch.optim.Adam's)")
+    weight_decay_form: str = setting(
+        "coupled", "optimizer", "coupled: weight decay added to the gradient before Adam (torch.optim.Adam's); "
+        "decoupled: weights shrink by rate x decay beside Adam's step (AdamW)", choices=("coupled", "decoupled"))
+    embedding_weight_decay: float = setting(
+        0.001, "optimizer", "weight decay of the embedding tables (none with --mba-reg, which regularises them instead)")
+    attention_weight_decay: float = setting(
+        0.0, "optimizer", "weight decay of the attention units (coupled decay walks their weights to zero where their "
+        "gradient is small: the attention collapses to pooling)")
+    mlp_weight_decay: float = setting(0.001, "optimizer", "weight decay of the final MLP and the output layer")
     mba_reg: float = setting(0.0, "optimizer", "lambda of the paper's mini-batch aware L2 on embedding tables (eq. 4-7; "
                              "the tables then get no weight decay); 0 = off")
     lr_schedule: str = setting("constant", "optimizer", "the learning rate after warm-up: constant, or a cosine or "
@@ -181,7 +196,8 @@ class DINConfig:
         for name in ("attention_dropout", "mlp_dropout", "bn_momentum", "adam_b1", "adam_b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise fail(name, "must be in [0, 1)")
-        for name in ("mba_reg", "weight_decay", "max_len", "checkpoint_every", "warmup_steps", "decay_steps"):
+        for name in ("mba_reg", "embedding_weight_decay", "attention_weight_decay", "mlp_weight_decay", "max_len",
+                     "checkpoint_every", "warmup_steps", "decay_steps"):
             if getattr(self, name) < 0:
                 raise fail(name, "must be >= 0")
         if self.decay_steps and self.lr_schedule == "constant":
@@ -194,6 +210,12 @@ class DINConfig:
             raise fail("history_share", "must be in [0, 1]")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise fail("valid_fraction", "must be in [0, 1)")
+
+    def weight_decays(self) -> dict[str, float]:
+        """Each parameter group's weight decay (DECAY_GROUPS); with mba_reg the
+        tables get none: the mini-batch aware L2 regularises them instead."""
+        decays = {group: getattr(self, f"{group}_weight_decay") for group in DECAY_GROUPS}
+        return decays | ({"embedding": 0.0} if self.mba_reg > 0 else {})
 
     def replace(self, **changes: Any) -> "DINConfig":
         return dataclasses.replace(self, **changes)
@@ -220,6 +242,9 @@ class DINConfig:
             raise ConfigError(f"{source}: expected a JSON object of settings")
         if set(raw) <= set(GROUPS) and all(isinstance(v, dict) for v in raw.values()):
             raw = {name: value for group in raw.values() for name, value in group.items()}
+        if "weight_decay" in raw:  # one rate for every parameter, before the groups existed
+            rate = raw.pop("weight_decay")
+            raw = {**{f"{group}_weight_decay": rate for group in DECAY_GROUPS}, **raw}
         raw = {**BEFORE_THEY_EXISTED, **raw}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -233,7 +258,11 @@ class DINConfig:
 
 # What a config.json written before a setting existed meant by its absence
 # (where the setting's default is not that).
-BEFORE_THEY_EXISTED = {"low_rated_history": False, "user_feature": False}
+BEFORE_THEY_EXISTED = {"low_rated_history": False, "user_feature": False, "weight_decay_form": "coupled",
+                       "pooling": "attention"}
+
+# The parameter groups that each have a weight decay (`{group}_weight_decay`).
+DECAY_GROUPS = ("embedding", "attention", "mlp")
 
 # Settings a resumed run may change: where it computes, not what.
 CHANGE_ON_RESUME = frozenset(f.name for f in dataclasses.fields(DINConfig) if f.metadata["on_resume"])
@@ -256,6 +285,7 @@ class ModelConfig:
     attention_norm: str
     attention_input: str
     history_share: float
+    pooling: str
     mask_padding: bool
     dice: str
     init: str

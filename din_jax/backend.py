@@ -29,7 +29,8 @@ from din_jax.mesh import (
 )
 from din_jax.model import COMPUTE_DTYPES, DIN, VOCAB, example_batch, padded_rows
 from din_jax.steps import (
-    MiniBatchAwareL2, create_state, eval_logits, eval_step, state_logical_specs, train_steps, train_steps_on,
+    MiniBatchAwareL2, create_state, eval_attention, eval_logits, eval_step, state_logical_specs, train_steps,
+    train_steps_on,
 )
 
 log = logging.getLogger("din")
@@ -119,6 +120,7 @@ class JaxBackend:
         self._counted: dict[int, tuple] = {}  # per split: (its first history array, live counts)
         self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh),
                                   static_argnames=("packing", "chunk"))
+        self._eval_attention = jax.jit(eval_attention)
         self.input = Inputs(self.mesh, config.input)
         self.input_path = None  # the training split's, once chosen
         devices = jax.devices()
@@ -224,6 +226,23 @@ class JaxBackend:
                    for rows in map(padded, eval_batches(n, batch_size))]
         # One gather from every device (and host) per evaluation.
         return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]
+
+    def attention(self, data: Arrays) -> dict[str, np.ndarray]:
+        """Eval-mode attention weights {group: [N, T]} of every row of `data`
+        (a small probe: one batch). With the histories pooled, or on several
+        processes (the probe's rows would have to be sharded), {}."""
+        if self.model.config.pooling != "attention" or jax.process_count() > 1:
+            return {}
+        weights = self._eval_attention(self.state, {name: np.asarray(data[name]) for name in self.inputs})
+        return {group: np.asarray(w, np.float32) for group, w in to_host(weights).items()}
+
+    def attention_norms(self) -> dict[str, float]:
+        """The L2 norm of each attention unit's dense kernels {group: norm}."""
+        units = {name[len("attention_"):]: tree for name, tree in self.state.params.items()
+                 if name.startswith("attention_")}
+        return {group: float(np.sqrt(sum(float(jnp.sum(jnp.square(x.astype(jnp.float32))))
+                                         for path, x in traverse_util.flatten_dict(tree).items() if path[-1] == "kernel")))
+                for group, tree in units.items()}
 
     def _variables(self) -> dict[str, jax.Array]:
         """Every variable by its '/'-joined path, e.g. 'params/final/kernel'."""

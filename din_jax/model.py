@@ -267,6 +267,16 @@ def masked_softmax(scores: jax.Array, real: jax.Array) -> jax.Array:
     return exp / jnp.maximum(jnp.sum(exp, axis=-1, keepdims=True), 1.0)  # the sum is >= 1 unless all padding
 
 
+def pooled_history(keys: jax.Array, length: jax.Array, pooling: str) -> tuple[jax.Array, jax.Array]:
+    """The paper's BaseModel in place of the attention: keys [B, T, D], length [B]
+    -> (the mean or sum of the real positions' keys [B, D], their weights [B, T]:
+    1 / length or 1, 0 where padded)."""
+    real = (jnp.arange(keys.shape[1]) < length[:, None]).astype(wide(keys.dtype))  # [B, T]
+    weights = real / jnp.maximum(length, 1)[:, None].astype(real.dtype) if pooling == "mean" else real
+    interest = jnp.einsum("bt,btd->bd", weights, keys.astype(weights.dtype))
+    return interest.astype(keys.dtype), weights  # [B, D], [B, T]
+
+
 # How AttentionUnit may pack (see its docstring).
 PACKINGS = ("auto", "checked", "off")
 
@@ -485,8 +495,11 @@ class DIN(nn.Module):
         intermediates: dict[str, jax.Array] = {}
         for group in schema.attention_groups:
             query, keys, length = self._group_inputs(group, batch, embeddings)
-            unit = AttentionUnit(config, train, packing, dtype, param_dtype, name=f"attention_{group.name}")
-            interest, weights = unit(query, keys, length, row_mask)  # [B, D], [B, T]
+            if config.pooling == "attention":
+                unit = AttentionUnit(config, train, packing, dtype, param_dtype, name=f"attention_{group.name}")
+                interest, weights = unit(query, keys, length, row_mask)  # [B, D], [B, T]
+            else:
+                interest, weights = pooled_history(keys, length, config.pooling)
             inputs.append(interest)
             intermediates[f"attention_weights/{group.name}"] = weights
             intermediates[f"interest/{group.name}"] = interest

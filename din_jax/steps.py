@@ -67,23 +67,44 @@ class TrainState(train_state.TrainState):
     rng: jax.Array
 
 
-def _not_embeddings(params: Any) -> Any:
-    return {name: jax.tree_util.tree_map(lambda _: name != "embeddings", tree) for name, tree in params.items()}
+def parameter_group(module: str) -> str:
+    """The weight-decay group (core.config.DECAY_GROUPS) of one of DIN's top-level
+    modules: 'embeddings', 'attention_<group>', 'mlp', 'final'."""
+    return "embedding" if module == "embeddings" else "attention" if module.startswith("attention_") else "mlp"
+
+
+def add_decayed_weights_by_group(decays: dict[str, float]) -> optax.GradientTransformation:
+    """updates + decay * params, each top-level module at its group's decay
+    (optax.add_decayed_weights per group; stateless, like it)."""
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None) -> tuple[Any, optax.EmptyState]:
+        def decayed(module: str) -> Any:
+            decay = decays[parameter_group(module)]
+            if decay == 0:
+                return updates[module]
+            return jax.tree_util.tree_map(lambda g, p: g + decay * p, updates[module], params[module])
+
+        return {module: decayed(module) for module in updates}, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 @functools.lru_cache(maxsize=None)
 def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
-    """torch.optim.Adam: L2 decay added to the gradient BEFORE the Adam moments.
+    """Adam with weight decay per parameter group (config.weight_decays()):
+    coupled, added to the gradient BEFORE the Adam moments (torch.optim.Adam),
+    or decoupled, added to Adam's direction before the rate scales it
+    (optax.adamw, torch.optim.AdamW).
 
-    With config.mba_reg the embedding tables get no weight decay: the
-    mini-batch aware term regularises them instead. One object per
-    configuration: `tx` is a static field of TrainState, so a new chain for
-    the same settings would make every jitted step trace again.
+    One object per configuration: `tx` is a static field of TrainState, so a
+    new chain for the same settings would make every jitted step trace again.
     """
-    return optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=_not_embeddings if config.mba_reg > 0 else None),
-        optax.adam(learning_rate(config), b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
-    )
+    decay = add_decayed_weights_by_group(config.weight_decays())
+    if config.weight_decay_form == "coupled":
+        return optax.chain(decay, optax.adam(learning_rate(config), b1=config.adam_b1, b2=config.adam_b2,
+                                             eps=config.adam_eps))
+    return optax.chain(optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps), decay,
+                       optax.scale_by_learning_rate(learning_rate(config)))
 
 
 def learning_rate(config: DINConfig) -> float | optax.Schedule:
@@ -181,6 +202,14 @@ def eval_step(state: TrainState, batch: Batch, packing: str = "auto", chunk: int
         return out
 
     return in_chunks(logits, batch, chunk)
+
+
+def eval_attention(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    """Eval-mode attention weights {group: [B, T]} of a batch (every position a row)."""
+    _, intermediates = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False,
+                                      packing="off")
+    prefix = "attention_weights/"
+    return {name[len(prefix):]: value for name, value in intermediates.items() if name.startswith(prefix)}
 
 
 def _gather(data: Batch, rows: jax.Array) -> Batch:

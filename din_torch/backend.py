@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
 from din_torch.input import batch_of
-from din_torch.model import DIN
+from din_torch.model import DIN, flush_subnormals
 from din_torch.steps import MiniBatchAwareL2, make_optimizer, make_schedule, train_step
 
 
@@ -45,6 +45,7 @@ class TorchBackend:
         """mba_scales: lambda / n_j per table row (training/regularization.py), when config.mba_reg > 0.
         config.device: where to compute ("": cuda when available, else cpu)."""
         check(config)
+        flush_subnormals()
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config.model).to(self.device)
@@ -69,6 +70,25 @@ class TorchBackend:
         n = len(data[self.inputs[0]])
         logits = [self.model(batch_of(data, rows, self.inputs, self.device))[0] for rows in eval_batches(n, batch_size)]
         return torch.cat(logits).cpu().numpy()  # [N]
+
+    @torch.no_grad()
+    def attention(self, data: Arrays) -> dict[str, np.ndarray]:
+        """Eval-mode attention weights {group: [N, T]} of every row of `data` (a small probe: one batch);
+        {} with the histories pooled."""
+        if self.model.config.pooling != "attention":
+            return {}
+        self.model.eval()
+        _, intermediates = self.model(batch_of(data, np.arange(len(data[self.inputs[0]])), self.inputs, self.device))
+        prefix = "attention_weights/"
+        return {name[len(prefix):]: value.float().cpu().numpy() for name, value in intermediates.items()
+                if name.startswith(prefix)}
+
+    @torch.no_grad()
+    def attention_norms(self) -> dict[str, float]:
+        """The L2 norm of each attention unit's dense kernels {group: norm}."""
+        return {group: float(sum(m.weight.double().square().sum() for m in unit.modules()
+                                 if isinstance(m, torch.nn.Linear)).sqrt())
+                for group, unit in self.model.attention.items()}
 
     def weights(self) -> dict[str, np.ndarray]:
         return {name: value.detach().cpu().numpy().copy() for name, value in self.model.state_dict().items()}

@@ -16,7 +16,7 @@ from torch import nn
 
 from core.config import DINConfig
 from data.schema import FeatureSchema
-from din_torch.model import DIN, example_batch
+from din_torch.model import DIN, example_batch, flush_subnormals
 
 
 class Serving(nn.Module):
@@ -36,6 +36,7 @@ class Predictor:
     """Eval-mode DIN: batch -> (logits [B], attention weights per group [B, T])."""
 
     def __init__(self, schema: FeatureSchema, config: DINConfig, state_dict: dict[str, np.ndarray]):
+        flush_subnormals()
         if config.dtype != "float32":  # a bfloat16 JAX run's weights are float32: torch computes in float32
             config = config.replace(dtype="float32")
         self.schema, self.inputs = schema, schema.inputs

@@ -25,6 +25,14 @@ from data.schema import AttentionGroup, FeatureSchema
 Batch = dict[str, torch.Tensor]
 
 
+def flush_subnormals() -> None:
+    """Computes with subnormal floats flushed to zero, as XLA does on a CPU: a
+    CPU computes on them at a fraction of its speed, and weights that decay
+    towards zero pass through them (docs/performance.md). Process-wide; a no-op
+    where the platform has no such mode."""
+    torch.set_flush_denormal(True)
+
+
 def example_batch(schema: FeatureSchema, size: int = 2) -> Batch:
     """All-padding inputs of `size` rows (ids 0, numbers 0), in `schema.inputs`
     order: what the exports trace (din_jax.model.example_batch's twin)."""
@@ -134,6 +142,15 @@ def masked_softmax(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return exp / exp.sum(dim=1, keepdim=True).clamp(min=1.0)  # the sum is >= 1 unless all padding
 
 
+def pooled_history(keys: torch.Tensor, length: torch.Tensor, pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's BaseModel in place of the attention: keys [B, T, D], length [B]
+    -> (the mean or sum of the real positions' keys [B, D], their weights [B, T]:
+    1 / length or 1, 0 where padded)."""
+    real = (torch.arange(keys.shape[1], device=keys.device) < length.unsqueeze(1)).to(keys.dtype)  # [B, T]
+    weights = real / length.clamp(min=1).unsqueeze(1).to(keys.dtype) if pooling == "mean" else real
+    return torch.einsum("bt,btd->bd", weights, keys), weights  # [B, D], [B, T]
+
+
 class AttentionUnit(nn.Module):
     """Scores each history item against the query and sums the weighted items.
 
@@ -178,9 +195,9 @@ class DIN(nn.Module):
         self.schema = schema
         self.config = config
         self.embeddings = Embeddings(schema, config.embedding_dim)
-        self.attention = nn.ModuleDict(
-            {g.name: AttentionUnit(len(g.pairs) * config.embedding_dim, config) for g in schema.attention_groups}
-        )
+        # With config.pooling "mean" or "sum" (the paper's BaseModel) the histories are pooled: no attention unit.
+        units = schema.attention_groups if config.pooling == "attention" else ()
+        self.attention = nn.ModuleDict({g.name: AttentionUnit(len(g.pairs) * config.embedding_dim, config) for g in units})
         self.mlp = MLP(schema.mlp_input_dim(config.embedding_dim), config.mlp_hidden, "prelu", config.mlp_dropout, config)
         self.final = nn.Linear(config.mlp_hidden[-1], 1)
         self.reset_parameters()
@@ -229,7 +246,11 @@ class DIN(nn.Module):
         inputs += [self._pool(f.name, batch[f.name]) for f in self.schema.pooled]  # each [B, E]
         intermediates: dict[str, torch.Tensor] = {}
         for group in self.schema.attention_groups:
-            interest, weights = self.attention[group.name](*self._group_inputs(group, batch))
+            query, keys, length = self._group_inputs(group, batch)
+            if self.config.pooling == "attention":
+                interest, weights = self.attention[group.name](query, keys, length)
+            else:
+                interest, weights = pooled_history(keys, length, self.config.pooling)
             inputs.append(interest)  # [B, D]
             intermediates[f"attention_weights/{group.name}"] = weights  # [B, T]
             intermediates[f"interest/{group.name}"] = interest

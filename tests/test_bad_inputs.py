@@ -90,7 +90,7 @@ TRAIN_CASES = [
     ("missing folder", lambda t, d: torch_run(t, str(t / "nowhere")), ["no such folder"]),
     ("learning rate nan", lambda t, d: torch_run(t, d, "--learning-rate", "nan"), ["--learning-rate", "finite"]),
     ("learning rate negative", lambda t, d: torch_run(t, d, "--learning-rate", "-0.1"), ["--learning-rate", "> 0"]),
-    ("weight decay inf", lambda t, d: torch_run(t, d, "--weight-decay", "inf"), ["--weight-decay", "finite"]),
+    ("weight decay inf", lambda t, d: torch_run(t, d, "--mlp-weight-decay", "inf"), ["--mlp-weight-decay", "finite"]),
     ("zero epochs", lambda t, d: torch_run(t, d, "--epochs", "0"), ["--epochs", ">= 1"]),
     ("batch of one", lambda t, d: torch_run(t, d, "--batch-size", "1"), ["--batch-size", "BatchNorm"]),
     ("valid fraction 1", lambda t, d: torch_run(t, d, "--valid-fraction", "1"), ["--valid-fraction", "[0, 1)"]),

@@ -247,7 +247,7 @@ def test_mba_update_touches_only_batch_rows_scaled_by_one_over_n(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mba_takes_the_embeddings_out_of_weight_decay(backend):
     schema, scales, batch = mba_setup()
-    config = DINConfig(mba_reg=0.3, weight_decay=0.1)
+    config = DINConfig(mba_reg=0.3, embedding_weight_decay=0.1, attention_weight_decay=0.1, mlp_weight_decay=0.1)
     if backend == "torch":
         model = torch_model.DIN(schema, config)
         optimizer = torch_steps.make_optimizer(model, config, fused=False)

@@ -38,6 +38,13 @@ class Backend(Protocol):
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         """Eval-mode logits [N] for every row of `data`, in order."""
 
+    def attention(self, data: Arrays) -> dict[str, np.ndarray]:
+        """Eval-mode attention weights {group: [N, T]} of every row of `data` (a
+        small probe, one batch); {} where the model has no attention unit."""
+
+    def attention_norms(self) -> dict[str, float]:
+        """The L2 norm of each attention unit's dense kernels {group: norm}."""
+
     def weights(self) -> dict[str, np.ndarray]:
         """A copy of every parameter and buffer, by the backend's own names."""
 

@@ -16,12 +16,12 @@ from tqdm import tqdm
 
 from core.config import DINConfig
 from core.errors import UserError
-from data.batches import epoch_batches, num_rows
+from data.batches import epoch_batches, num_rows, take
 from data.datasets import data_fingerprint
 from data.schema import LABEL, USER
 from data.splits import Splits
 from training import metrics
-from training import checkpoint, plots, run_dir
+from training import checkpoint, health, plots, run_dir
 from training.backend import Backend
 
 log = logging.getLogger("din")
@@ -170,6 +170,10 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
     backend, splits, config, every = run.backend, run.splits, run.config, run.config.checkpoint_every
     n_train = num_rows(splits.train)
     has_valid = num_rows(splits.valid) > 0 and both_labels(splits.valid)  # else: no epoch can be chosen by AUC
+    # The attention's health is measured on a fixed draw of validation rows (training rows without them).
+    probed = splits.valid if num_rows(splits.valid) else splits.train
+    probe = take(probed, health.probe_rows(num_rows(probed), config.seed))
+    warned: set[str] = set()
     while loop.epoch <= config.epochs:
         epoch = loop.epoch
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
@@ -177,7 +181,7 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
         # leave=True: the bar's last state (100%, the epoch's rate) stays on screen and in logs.
         with tqdm(total=total, initial=loop.samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=True,
                   disable=not run.progress) as bar:
-            start = time.perf_counter()
+            start, resumed_at = time.perf_counter(), loop.samples
             while loop.position < len(batches):
                 # A segment: up to the next multiple of checkpoint_every steps (the whole epoch without checkpoints).
                 stop = len(batches) if not every else min(len(batches), loop.position + every - loop.step % every)
@@ -196,10 +200,18 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
         if has_valid:
             valid = evaluate(backend, splits.valid, config)
             row.update(valid_auc=valid["auc"], valid_gauc=valid["gauc"], valid_logloss=valid["logloss"])
+        # Wall time of the epoch's training (a resumed epoch: since the resume) and its rate.
+        row.update(epoch_seconds=seconds, samples_per_s=(total - resumed_at) / seconds if seconds else float("nan"))
+        row.update(health.measure(splits.encoders.schema(), probe, backend.attention(probe), backend.attention_norms()))
         loop.history.append(row)
         if run.primary:
             run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" if k.startswith("attention_norm") else f"{k} {v:.4f}"
+                                                  for k, v in row.items() if k != "epoch"))
+        collapsed = [group for group in health.collapsed(row) if group not in warned]
+        if collapsed:
+            log.warning(health.collapse_warning(collapsed, epoch))
+            warned.update(collapsed)
         loop.epoch, loop.position, loop.loss_sum, loop.samples = epoch + 1, 0, 0.0, 0
 
         # Valid AUC decides; without a validation split the last epoch is kept.

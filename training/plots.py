@@ -7,13 +7,17 @@ from training import run_dir
 
 def plot_history(path: str, history: list[dict[str, float]], best_epoch: int) -> None:
     """history.png: train loss and validation logloss (left), validation AUC and
-    GAUC (right) per epoch, the best epoch (the weights kept) marked."""
+    GAUC (middle) per epoch, the best epoch (the weights kept) marked; with
+    attention units, their health (right: largest weight over the row's mean,
+    1 when the attention pools, training/health.py)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
-    losses, aucs = figure.subplots(1, 2)
+    groups = [key.split("/", 1)[1] for key in (history[-1] if history else {}) if key.startswith("attention_ratio/")]
+    figure = Figure(figsize=(13.5 if groups else 9, 3.6), layout="constrained")
+    panels = figure.subplots(1, 3 if groups else 2)
+    losses, aucs = panels[:2]
     losses.plot(epochs, [row["train_loss"] for row in history], "o-", label="train loss")
     if history and "valid_logloss" in history[0]:
         losses.plot(epochs, [row["valid_logloss"] for row in history], "s-", label="valid logloss")
@@ -23,7 +27,15 @@ def plot_history(path: str, history: list[dict[str, float]], best_epoch: int) ->
                       label="valid GAUC")
     else:
         aucs.text(0.5, 0.5, "no validation split", ha="center", va="center", transform=aucs.transAxes)
-    for axes, name in ((losses, "loss"), (aucs, "AUC")):
+    named = [(losses, "loss"), (aucs, "AUC")]
+    if groups:
+        health = panels[2]
+        for i, group in enumerate(groups):
+            health.plot(epochs, [row.get(f"attention_ratio/{group}", float("nan")) for row in history], "o-",
+                        color=f"C{4 + i}", label=f"attention {group}")
+        health.axhline(1.0, color="black", linewidth=1, label="uniform (pooling)")
+        named.append((health, "largest weight / row mean"))
+    for axes, name in named:
         axes.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -104,6 +104,12 @@ def write_history(path: str, rows: list[dict[str, float]]) -> None:
     write_text(path, out.getvalue())
 
 
+def read_history(run_dir: str) -> list[dict[str, float]]:
+    """history.csv's rows, numbers as floats (an empty cell: NaN)."""
+    with open(os.path.join(run_dir, "history.csv"), encoding="utf-8", newline="") as f:
+        return [{key: float(value) if value else math.nan for key, value in row.items()} for row in csv.DictReader(f)]
+
+
 def write_setup(run_dir: str, config: DINConfig, encoders: FeatureEncoders) -> None:
     write_text(os.path.join(run_dir, UNFINISHED), "This run has not finished: it is training, was interrupted "
                "or failed. With checkpoints, `python train.py --resume RUN_DIR` continues it.\n")

@@ -20,7 +20,12 @@ from training.regularization import mba_scales
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = "float64" if X64 else "float32"
-NO_DROPOUT = DINConfig(attention_dropout=0.0, mlp_dropout=0.0)
+# Float32 steps run with weight decay on the attention units too: a Dense bias
+# that feeds a BatchNorm has a true gradient of 0, so without decay it moves by
+# rounding noise over Adam's eps, lr-sized in float32 and different in each
+# framework (1e-11 in float64, which compares the shipped decays).
+STEP_DECAY = {} if X64 else {"attention_weight_decay": 0.001}
+NO_DROPOUT = DINConfig(attention_dropout=0.0, mlp_dropout=0.0, **STEP_DECAY)
 float32_only = pytest.mark.skipif(X64, reason="dtype-independent: runs in the float32 session")
 
 
@@ -54,6 +59,13 @@ OPTIONS = {
     "shared-embeddings": dict(share=True),
     "all": dict(attention_norm="softmax", mask_padding=True, dice="paper", init="paper", mba_reg=0.05, share=True),
     "paper-sizes": dict(PRESETS["paper"]),  # --preset paper
+    # Weight decay per parameter group, coupled (torch.optim.Adam) and decoupled (AdamW).
+    "group-decays": dict(embedding_weight_decay=0.003, attention_weight_decay=0.01, mlp_weight_decay=0.02),
+    "decoupled-decay": dict(weight_decay_form="decoupled", embedding_weight_decay=0.02, attention_weight_decay=0.01,
+                            mlp_weight_decay=0.03),
+    # The paper's BaseModel: histories pooled, no attention unit.
+    "pooling-mean": dict(pooling="mean"),
+    "pooling-sum": dict(pooling="sum"),
 }
 # Learning-rate schedules: the Adam steps see them (through 2 + 6 and 3 + 5 steps); forward and gradients do not.
 SCHEDULES = {
@@ -89,9 +101,14 @@ def test_options_forward_and_gradients(name):
 # noise grows to lr-size in six steps. Those options therefore step without
 # weight decay (every other option checks it) and with eps 1e-6, so that 10
 # steps of noise stay below 1e-9; in float32 they are left out, the noise being
-# Adam's eps itself.
-STEP_OPTIONS = sorted(name for name in OPTIONS if X64 or OPTIONS[name].get("init") != "paper") + sorted(SCHEDULES)
-ZERO_GRADIENT_BIASES = {"weight_decay": 0.0, "adam_eps": 1e-6}
+# Adam's eps itself. Decoupled decay never enters Adam's direction, so such a
+# bias (the tutorial's init has them non-zero) steps by noise over eps there
+# too: float64 compares it (1e-10 after 100 steps), float32 leaves it out.
+FLOAT32_NOISE = {"init": "paper", "weight_decay_form": "decoupled"}
+STEP_OPTIONS = sorted(name for name in OPTIONS
+                      if X64 or not any(OPTIONS[name].get(k) == v for k, v in FLOAT32_NOISE.items())) + sorted(SCHEDULES)
+ZERO_GRADIENT_BIASES = {"embedding_weight_decay": 0.0, "attention_weight_decay": 0.0, "mlp_weight_decay": 0.0,
+                        "adam_eps": 1e-6}
 # WIDE_LAYERS: the paper's sizes (layers 80 and 200 wide) step on batches of
 # 32, not 9: BatchNorm over 9 rows of 200 features divides by near-zero
 # variances, which amplifies float32 rounding past the tolerance in ten steps
@@ -114,7 +131,7 @@ def no_decay_on_final(config):
     def mask(params):
         return {name: jax.tree_util.tree_map(lambda _: name != "final", tree) for name, tree in params.items()}
 
-    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=mask),
+    return optax.chain(optax.add_decayed_weights(config.mlp_weight_decay, mask=mask),
                        optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
 
 
