@@ -60,6 +60,7 @@ MORE = {
     "lr-0.001": dict(learning_rate=0.001),
     # Regularisation per parameter group (docs/model.md, "Regularisation").
     "decay-all": dict(embedding_weight_decay=0.001, attention_weight_decay=0.001, mlp_weight_decay=0.001),
+    "attention-decay-0.0001": dict(attention_weight_decay=0.0001),
     "no-decay": dict(embedding_weight_decay=0.0, attention_weight_decay=0.0, mlp_weight_decay=0.0),
     "decoupled-0.1": dict(weight_decay_form="decoupled", embedding_weight_decay=0.1, attention_weight_decay=0.1,
                           mlp_weight_decay=0.1),
@@ -99,6 +100,25 @@ def finished(out: str, config: DINConfig) -> dict | None:
         return json.load(f)
 
 
+def attention_ratio(result: dict, out: str, splits) -> float:
+    """The mean over attention groups of the largest-weight ratio at the kept
+    epoch (training/health.py; 1.0: the attention pools); measured on the
+    run's weights where metrics.json predates it; NaN without attention."""
+    ratios = [v for k, v in result.items() if k.startswith("attention_ratio/")]
+    if ratios:
+        return float(np.mean(ratios))
+    from inference.model import load_run
+    from training import health
+
+    model = load_run(out)
+    if not model.schema.attention_groups or model.config.pooling != "attention":
+        return float("nan")
+    probe = {k: np.asarray(v)[health.probe_rows(len(splits.valid["label"]), model.config.seed)]
+             for k, v in splits.valid.items()}
+    _, weights = model.forward(probe)
+    return float(np.mean([health.weight_ratio(w, health.lengths(model.schema, probe, g)) for g, w in weights.items()]))
+
+
 def standard_error(values) -> float:
     values = np.asarray(values, dtype=float)
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
@@ -116,7 +136,7 @@ def valid_gain(results: dict[str, list[dict]], name: str) -> tuple[float, float]
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    header = ("| config | valid AUC | valid GAUC | test AUC | test GAUC | test logloss | best epoch "
+    header = ("| config | valid AUC | valid GAUC | test AUC | test GAUC | test logloss | best epoch | attention ratio "
               "| valid AUC gain (paired) | > 2 SE |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
 
@@ -131,7 +151,8 @@ def table(results: dict[str, list[dict]]) -> str:
             gain, beyond = f"{mean:+.4f} ± {se:.4f}", "yes" if mean > 2 * se else "no"
         cells = [name, column(runs, "valid_auc"), column(runs, "valid_gauc"), column(runs, "test_auc"),
                  column(runs, "test_gauc"), column(runs, "test_logloss"),
-                 f"{np.mean([r['best_epoch'] for r in runs]):.1f}", gain, beyond]
+                 f"{np.mean([r['best_epoch'] for r in runs]):.1f}",
+                 column(runs, "attention_ratio").split(" ±")[0].replace("n/a", "pooled"), gain, beyond]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -180,9 +201,11 @@ def main() -> None:
             if result is None:
                 backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
                 result = fit(backend, splits, config, out, progress=args.progress, data_dir=args.data)
+            result["attention_ratio"] = attention_ratio(result, out, splits)
             results.setdefault(name, []).append(result)
             print(f"{name} seed {seed}: valid AUC {result['valid_auc']:.4f}, test AUC {result['test_auc']:.4f}, "
-                  f"test GAUC {result['test_gauc']:.4f}, best epoch {result['best_epoch']}", flush=True)
+                  f"test GAUC {result['test_gauc']:.4f}, best epoch {result['best_epoch']}, attention ratio "
+                  f"{result['attention_ratio']:.2f}", flush=True)
 
     for name in args.configs:
         changes = dict(GRID[name])

@@ -4,6 +4,8 @@ with what each step costs and what this machine can do beside it.
     python bench/throughput.py [--data DIR] [--dataset FILE] [--max-hist N] [--preset NAME] [--set FIELD=VALUE ...]
                                [--repeats 5] [--json FILE]
     python bench/throughput.py --electronics DIR     # an Electronics-shaped Amazon release (synthetic)
+    python bench/throughput.py --data DIR --from RUN # also from a trained run's weights
+    python bench/throughput.py --data DIR --trained-epochs 3  # also after 3 epochs of the data
 
 --data takes any folder the trainer reads (default: the tutorial's split,
 T = 10); raw MovieLens builds its sequential protocol (T = 50) into the cache
@@ -17,8 +19,10 @@ the authors' protocol with histories of up to 100 items.
 For batch sizes 128 and 1024 it measures, alternating JAX (its attention rows
 provisioned from the training split's lengths, as train.py does), JAX with
 every history position a row (`jax_padded`: history_share 1, the padded
-computation), torch (fused Adam, the reference's default) and torch with the
-for-each Adam (A B C D A B C D) so that machine noise hits all alike:
+computation), torch (fused Adam, the reference's default), torch compiled by
+`torch.compile` (inductor, the peer a user who wants speed from PyTorch
+picks; its compile time reported apart) and torch with the for-each Adam
+(A B C D E A B C D E) so that machine noise hits all alike:
   * training samples/s (train-mode steps over the training split tiled to
     about --rows rows, so that one timing is long enough to trust, or a
     random sample of --rows of its rows when it has more than twice that);
@@ -26,7 +30,11 @@ for-each Adam (A B C D A B C D) so that machine noise hits all alike:
     big batch runs in cache-sized chunks of every position, din_jax/chunks.py,
     so `jax` and `jax_padded` then evaluate with the same program);
   * the wall time of one whole epoch on the real split, batching included;
-and, once, JAX's first-call time (compilation + one block of steps), the
+then, with --from RUN or --trained-epochs K, the training and evaluation
+rates of jax, torch and torch_compiled again from that trained state
+(`train_trained`, `eval_trained`): weights that decayed towards zero compute
+on subnormal floats, which a CPU runs at a fraction of its speed unless they
+are flushed (XLA does; the torch backend sets torch.set_flush_denormal); and, once, JAX's first-call time (compilation + one block of steps), the
 steps' cost per sample (bench/roofline.py: XLA's cost analysis for JAX,
 torch's FLOP counter) and this machine's matmul rate and memory bandwidth,
 and the fraction of them each backend's rate reaches, and the JAX train
@@ -65,6 +73,8 @@ from din_jax.backend import JaxBackend  # noqa: E402
 from din_jax.chunks import eval_chunk  # noqa: E402
 from din_torch.backend import TorchBackend  # noqa: E402
 from din_torch.steps import make_optimizer, train_step  # noqa: E402
+from inference.convert import names_to_torch, to_names, torch_to_flax  # noqa: E402
+from training.run_dir import read_run  # noqa: E402
 
 import roofline  # noqa: E402  (bench/roofline.py)
 from quality import parse_setting  # noqa: E402  (bench/quality.py)
@@ -115,6 +125,27 @@ def tutorial_epoch(backend: TorchBackend, loader: DataLoader) -> None:
             train_step(backend.model, backend.optimizer, batch)
 
 
+def compiled(backend: TorchBackend) -> TorchBackend:
+    """The backend's model compiled by torch.compile (inductor); `backend.module` keeps the plain module."""
+    backend.module = backend.model
+    backend.model = torch.compile(backend.model)
+    return backend
+
+
+def load_trained(backend, weights: dict[str, np.ndarray], trained_by: str, config: DINConfig) -> None:
+    """Loads a run's weights (named by the backend that trained them) into `backend`."""
+    if isinstance(backend, JaxBackend):
+        if trained_by == "torch":
+            from din_jax.inference import variable_shapes
+
+            weights = to_names(torch_to_flax(weights, variable_shapes(backend.schema, config)))
+        backend.load_weights(weights)
+    else:
+        state = names_to_torch(weights) if trained_by == "jax" else weights
+        getattr(backend, "module", backend.model).load_state_dict({k: torch.from_numpy(np.asarray(v))
+                                                                  for k, v in state.items()}, strict=True)
+
+
 def electronics_release(folder: str, scale: float) -> str:
     """A synthetic Amazon release with Electronics' shape, written into `folder` once."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
@@ -141,6 +172,10 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="DINConfig changes, e.g. mask_padding=true attention_dropout=0")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--from", dest="run", metavar="RUN",
+                        help="also time every backend from this finished run's weights (trained on --data)")
+    parser.add_argument("--trained-epochs", type=int, default=0, metavar="K",
+                        help="also time every backend from the weights JAX reaches after K epochs of --data")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -151,6 +186,10 @@ def main() -> None:
     settings = dict(map(parse_setting, args.set))
     chosen |= settings
     config = with_defaults(data, DINConfig(**chosen), chosen)  # the sizes train.py would train with
+    trained = None
+    if args.run:  # the run's own settings, so that its weights fit
+        run_config, _, run_weights, trained_by = read_run(args.run)
+        config, trained = run_config, (run_weights, trained_by)
     splits = load_splits(data, config, args.cache_dir)
     schema = splits.encoders.schema()
     train = {k: np.asarray(v) for k, v in splits.train.items() if k != USER}
@@ -176,22 +215,37 @@ def main() -> None:
     results: dict = {"host": host, "data": data, "history": history, "real_positions": real, "model": sizes,
                      "torch_threads": torch.get_num_threads(), "jax_devices": [str(d) for d in jax.devices()],
                      "repeats": args.repeats, "tile": tile, "machine": limits, "batch_sizes": {}}
+    if args.trained_epochs:  # JAX trains K epochs; every backend then starts from its weights
+        teacher = JaxBackend(schema, packing.resolve(config, schema, train))
+        for epoch in range(1, args.trained_epochs + 1):
+            teacher.train_batches(train, epoch_batches(n, config.batch_size, 0, epoch), lambda _: None)
+        trained = (teacher.weights(), "jax")
+    if trained:
+        tiny = sum(int((np.abs(w) < np.finfo(np.float32).tiny).sum() - (w == 0).sum())
+                   for w in trained[0].values() if np.issubdtype(np.asarray(w).dtype, np.floating))
+        results["trained_subnormal_weights"] = tiny
+        print(f"trained state: {args.run or f'{args.trained_epochs} JAX epochs'}; {tiny} subnormal weights", flush=True)
     for size in args.batch_sizes:
         cfg = config.replace(batch_size=size, eval_batch_size=size)
         # JAX's attention rows as train.py provisions them (from the training split's
         # lengths), and every position a row (history_share 1: the padded computation).
         packed = packing.resolve(cfg, schema, train)
         backends = {"jax": JaxBackend(schema, packed), "jax_padded": JaxBackend(schema, cfg.replace(history_share=1.0)),
-                    "torch": TorchBackend(schema, cfg), "torch_foreach": TorchBackend(schema, cfg)}
+                    "torch": TorchBackend(schema, cfg), "torch_compiled": compiled(TorchBackend(schema, cfg)),
+                    "torch_foreach": TorchBackend(schema, cfg)}
         # The same model with torch's default (for-each) Adam instead of the fused one.
         backends["torch_foreach"].optimizer = make_optimizer(backends["torch_foreach"].model, cfg, fused=False)
         costs = {name: roofline.jax_step_costs(backends[name], train, size) for name in ("jax", "jax_padded")}
         passes = {name: costs[name].pop("train_passes") for name in ("jax", "jax_padded")}
         torch_flops = roofline.torch_step_flops(backends["torch"], train, size)
-        costs["torch"] = costs["torch_foreach"] = {mode: {"flops": flops} for mode, flops in torch_flops.items()}
+        costs["torch"] = costs["torch_foreach"] = costs["torch_compiled"] = {
+            mode: {"flops": flops} for mode, flops in torch_flops.items()}
         tiled_batches = epoch_batches(n_tiled, size, 0, 1)
         first = epoch_batches(n, size, 0, 1)
         compile_s = timed(lambda: backends["jax"].train_batches(train, first[:1], lambda _: None))
+        torch_compile_s = timed(lambda: (backends["torch_compiled"].train_batches(train, first[:1], lambda _: None),
+                                         backends["torch_compiled"].predict({k: v[:size] for k, v in train.items()},
+                                                                            size)))
         for backend in backends.values():  # warm-up: compile every shape, fill caches
             backend.train_batches(tiled, tiled_batches, lambda _: None)
             backend.predict(tiled, size)
@@ -205,6 +259,18 @@ def main() -> None:
                 # One real epoch, batching (shuffle and index arrays) included.
                 seconds = timed(lambda: backend.train_batches(train, epoch_batches(n, size, 1, repeat + 2), lambda _: None))
                 samples[name]["epoch_s"].append(seconds)
+        if trained:
+            timed_again = ("jax", "torch", "torch_compiled")
+            for name in timed_again:
+                load_trained(backends[name], *trained, cfg)
+                backends[name].train_batches(tiled, tiled_batches[:8], lambda _: None)  # warm-up
+                samples[name] |= {"train_trained": [], "eval_trained": []}
+            for repeat in range(args.repeats):
+                for name in timed_again:
+                    backend = backends[name]
+                    seconds = timed(lambda: backend.train_batches(tiled, tiled_batches, lambda _: None))
+                    samples[name]["train_trained"].append(n_tiled / seconds)
+                    samples[name]["eval_trained"].append(n_tiled / timed(lambda: backend.predict(tiled, size)))
         row = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
         for name in row:
             row[name]["cost_per_sample"] = costs[name]
@@ -213,13 +279,15 @@ def main() -> None:
         for name, counted in passes.items():
             row[name]["train_passes"] = counted
         row["jax"]["first_call_s"] = compile_s
+        row["torch_compiled"]["first_call_s"] = torch_compile_s
         row["jax"]["history_share"] = packed.history_share
         # On a CPU a big eval batch runs in chunks of every position (din_jax/chunks.py),
         # so there jax and jax_padded evaluate with the same program.
         row["jax"]["eval_chunk"] = eval_chunk(schema, packed.model, size)
         results["batch_sizes"][str(size)] = row
         chunked = f"; eval in chunks of {row['jax']['eval_chunk']} rows" if row["jax"]["eval_chunk"] else ""
-        print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s{chunked}", flush=True)
+        print(f"B={size}: jax first call (compile + 1 step) {compile_s:.1f} s{chunked}; torch.compile first "
+              f"calls (compile + 1 step + 1 eval batch) {torch_compile_s:.1f} s", flush=True)
         big = passes["jax"]
         from_memory_ms = (big["read"] + big["written"]) / limits["bandwidth_gbs"] / 1e6
         print(f"B={size}: jax train step: {big['ops']} ops pass over arrays of {big['threshold'] >> 20} MiB or more, "
@@ -242,7 +310,13 @@ def main() -> None:
         ratios[f"jax_over_torch_train_b{size}"] = row["jax"]["train"] / row["torch"]["train"]
         ratios[f"jax_over_torch_eval_b{size}"] = row["jax"]["eval"] / row["torch"]["eval"]
         ratios[f"jax_over_torch_epoch_b{size}"] = row["torch"]["epoch_s"] / row["jax"]["epoch_s"]
+        ratios[f"jax_over_compiled_torch_train_b{size}"] = row["jax"]["train"] / row["torch_compiled"]["train"]
+        ratios[f"jax_over_compiled_torch_eval_b{size}"] = row["jax"]["eval"] / row["torch_compiled"]["eval"]
         ratios[f"jax_over_torch_foreach_adam_train_b{size}"] = row["jax"]["train"] / row["torch_foreach"]["train"]
+        for name in ("jax", "torch", "torch_compiled"):
+            if "train_trained" in row[name]:
+                ratios[f"{name}_trained_over_init_train_b{size}"] = row[name]["train_trained"] / row[name]["train"]
+                ratios[f"{name}_trained_over_init_eval_b{size}"] = row[name]["eval_trained"] / row[name]["eval"]
         ratios[f"jax_packed_over_padded_train_b{size}"] = row["jax"]["train"] / row["jax_padded"]["train"]
         ratios[f"jax_packed_over_padded_eval_b{size}"] = row["jax"]["eval"] / row["jax_padded"]["eval"]
     if b128 and tutorial_s:
@@ -253,7 +327,7 @@ def main() -> None:
     print(f"\n{'batch':>5} {'backend':>13} {'train samples/s':>16} {'eval samples/s':>15} {'epoch s':>9}"
           f" {'train kFLOP/sample':>19} {'train KB/sample':>16} {'GFLOP/s':>8} {'of matmul':>10} {'of bandwidth':>13}")
     for size, row in results["batch_sizes"].items():
-        for name in ("jax", "jax_padded", "torch", "torch_foreach"):
+        for name in ("jax", "jax_padded", "torch", "torch_compiled", "torch_foreach"):
             r = row[name]
             cost, limit = r["cost_per_sample"]["train"], r["limit"]["train"]
             kb = f"{cost['bytes'] / 1e3:>16.0f}" if "bytes" in cost else f"{'-':>16}"
@@ -264,6 +338,12 @@ def main() -> None:
     if tutorial_s:
         print(f"{128:>5} {'tutorial':>13} {'(per-row DataLoader)':>32} {tutorial_s:>9.3f}")
     print("(torch counts FLOPs of matrix products only, and no bytes; JAX's are XLA's cost analysis)")
+    if trained:
+        print(f"\nfrom the trained state: {'batch':>5} {'backend':>15} {'train samples/s':>16} {'eval samples/s':>15}")
+        for size, row in results["batch_sizes"].items():
+            for name in ("jax", "torch", "torch_compiled"):
+                print(f"{'':>23} {size:>5} {name:>15} {row[name]['train_trained']:>16,.0f} "
+                      f"{row[name]['eval_trained']:>15,.0f}")
     print()
     for key, value in ratios.items():
         print(f"{key:<48} {value:7.2f}")

@@ -103,10 +103,12 @@ def test_the_tutorial_attention_stays_alive(planted_data, backend, tmp_path):
 def test_a_constant_score_fails_the_check(planted_data, monkeypatch, tmp_path):
     """The check above can fail: an attention whose scores are one constant
     (as a collapsed unit's are) weighs every position alike."""
+    import jax.numpy as jnp
+
     from din_jax import model as jax_model
 
-    def uniform(scores, real):
-        return real / np.maximum(real.sum(axis=-1, keepdims=True), 1)
+    def uniform(scores, real):  # what a softmax of one constant score per row gives
+        return real / jnp.maximum(real.sum(axis=-1, keepdims=True), 1)
 
     monkeypatch.setattr(jax_model, "masked_softmax", uniform)
     data, frames = planted_data

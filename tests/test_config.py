@@ -112,3 +112,16 @@ def test_a_config_written_before_a_setting_existed_keeps_its_old_meaning():
     config = DINConfig.from_json(json.dumps(old))
     assert config.user_feature is False and config.low_rated_history is False
     assert DINConfig.from_json(DINConfig().to_json()) == DINConfig()  # written now: round trip
+
+
+def test_a_config_with_one_weight_decay_reads_as_that_decay_in_every_group():
+    """Runs written before the parameter groups recorded one `weight_decay`,
+    coupled, on every parameter: they resume, predict and export as trained."""
+    old = json.loads(DINConfig().to_json())
+    for name in ("embedding_weight_decay", "attention_weight_decay", "mlp_weight_decay", "weight_decay_form"):
+        del old["optimizer"][name]
+    old["optimizer"]["weight_decay"] = 0.003
+    config = DINConfig.from_json(json.dumps(old))
+    assert config.weight_decays() == {"embedding": 0.003, "attention": 0.003, "mlp": 0.003}
+    assert config.weight_decay_form == "coupled" and config.pooling == "attention"
+    assert DINConfig(mba_reg=0.1).weight_decays()["embedding"] == 0.0  # the tables take the mini-batch aware L2

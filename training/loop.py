@@ -242,6 +242,9 @@ def _finish(run: Run, loop: checkpoint.LoopState) -> dict:
         "first_epoch_seconds": loop.first_epoch_seconds,
         "steps": loop.step,
     }
+    # The attention's health at the epoch whose weights are kept (training/health.py).
+    best = next((row for row in loop.history if row["epoch"] == loop.best_epoch), {})
+    result |= {key: value for key, value in best.items() if key.startswith("attention_")}
     for name, split in (("valid", splits.valid), ("test", splits.test)):
         if num_rows(split):
             for key, value in evaluate(backend, split, config, name).items():
