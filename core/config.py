@@ -33,7 +33,7 @@ GROUPS = ("data", "model", "optimizer", "loop", "placement")
 # (the authors' code, github zhougr1993/DeepInterestNetwork) and its
 # embedding width of 12 (the paper's section 6.2); raw MovieLens in the
 # sequential protocol trains with them unless told otherwise (the quality
-# study in the README chose them there: Source.defaults).
+# study in docs/results.md chose them there: Source.defaults).
 # "tutorial": the tutorial's sizes, DINConfig's defaults everywhere else.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"embedding_dim": 12, "attention_hidden": (80, 40), "mlp_hidden": (200, 80)},

@@ -41,7 +41,7 @@ class MovieLens(SourceBase):
 
     def defaults(self, config: DINConfig) -> dict:
         # The paper's sizes and its softmax attention gain on ml-latest-small's
-        # sequential protocol and not on the tutorial's split (the README's
+        # sequential protocol and not on the tutorial's split (docs/results.md's
         # quality study).
         return dict(PRESETS["paper"], attention_norm="softmax") if config.protocol == "sequential" else {}
 
