@@ -204,7 +204,7 @@ def main() -> None:
             result["attention_ratio"] = attention_ratio(result, out, splits)
             results.setdefault(name, []).append(result)
             print(f"{name} seed {seed}: valid AUC {result['valid_auc']:.4f}, test AUC {result['test_auc']:.4f}, "
-                  f"test GAUC {result['test_gauc']:.4f}, best epoch {result['best_epoch']}, attention ratio "
+                  f"test GAUC {float(result['test_gauc'] if result['test_gauc'] is not None else 'nan'):.4f}, best epoch {result['best_epoch']}, attention ratio "
                   f"{result['attention_ratio']:.2f}", flush=True)
 
     for name in args.configs:
