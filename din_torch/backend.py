@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
 from data.schema import LABEL, FeatureSchema
 from din_torch.input import batch_of
-from din_torch.model import DIN, flush_subnormals
+from din_torch.model import DIN, subnormals_flushed
 from din_torch.steps import MiniBatchAwareL2, make_optimizer, make_schedule, train_step
 
 
@@ -45,7 +45,6 @@ class TorchBackend:
         """mba_scales: lambda / n_j per table row (training/regularization.py), when config.mba_reg > 0.
         config.device: where to compute ("": cuda when available, else cpu)."""
         check(config)
-        flush_subnormals()
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config.model).to(self.device)
@@ -55,6 +54,7 @@ class TorchBackend:
         self.inputs = schema.inputs
         self.describe = f"torch {torch.__version__} on {self.device} ({torch.get_num_threads()} threads)"
 
+    @subnormals_flushed()
     def train_batches(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
         losses = []
         for rows in batches:
@@ -65,6 +65,7 @@ class TorchBackend:
         return torch.stack(losses).double().cpu().numpy() if losses else np.zeros(0)  # [batches]
 
     @torch.no_grad()
+    @subnormals_flushed()
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         self.model.eval()
         n = len(data[self.inputs[0]])
@@ -72,6 +73,7 @@ class TorchBackend:
         return torch.cat(logits).cpu().numpy()  # [N]
 
     @torch.no_grad()
+    @subnormals_flushed()
     def attention(self, data: Arrays) -> dict[str, np.ndarray]:
         """Eval-mode attention weights {group: [N, T]} of every row of `data` (a small probe: one batch);
         {} with the histories pooled."""

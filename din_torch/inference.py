@@ -16,7 +16,7 @@ from torch import nn
 
 from core.config import DINConfig
 from data.schema import FeatureSchema
-from din_torch.model import DIN, example_batch, flush_subnormals
+from din_torch.model import DIN, example_batch, subnormals_flushed
 
 
 class Serving(nn.Module):
@@ -36,7 +36,6 @@ class Predictor:
     """Eval-mode DIN: batch -> (logits [B], attention weights per group [B, T])."""
 
     def __init__(self, schema: FeatureSchema, config: DINConfig, state_dict: dict[str, np.ndarray]):
-        flush_subnormals()
         if config.dtype != "float32":  # a bfloat16 JAX run's weights are float32: torch computes in float32
             config = config.replace(dtype="float32")
         self.schema, self.inputs = schema, schema.inputs
@@ -46,6 +45,7 @@ class Predictor:
         self.model.load_state_dict(state, strict=True)
 
     @torch.no_grad()
+    @subnormals_flushed()
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         logits, intermediates = self.model({name: torch.from_numpy(batch[name]) for name in self.inputs})
         weights = {g.name: intermediates[f"attention_weights/{g.name}"].numpy() for g in self.schema.attention_groups}

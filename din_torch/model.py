@@ -14,6 +14,7 @@ AttentionUnit, DIN), so `inference/convert.py` is a short table of renames.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -25,12 +26,20 @@ from data.schema import AttentionGroup, FeatureSchema
 Batch = dict[str, torch.Tensor]
 
 
-def flush_subnormals() -> None:
+@contextlib.contextmanager
+def subnormals_flushed():
     """Computes with subnormal floats flushed to zero, as XLA does on a CPU: a
     CPU computes on them at a fraction of its speed, and weights that decay
-    towards zero pass through them (docs/performance.md). Process-wide; a no-op
-    where the platform has no such mode."""
+    towards zero pass through them (docs/performance.md). The mode is the
+    thread's floating-point state, so it is set for the backend's own work
+    only and cleared after (other code in the process, e.g. a property test
+    drawing subnormal floats, needs them); a no-op where the platform has no
+    such mode."""
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def example_batch(schema: FeatureSchema, size: int = 2) -> Batch:

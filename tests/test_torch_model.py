@@ -85,25 +85,21 @@ def test_loss_falls_on_a_fixed_batch():
 
 
 def test_the_backend_computes_with_subnormals_flushed():
-    """A weight decayed into subnormal range computes as zero in the torch
-    backend (XLA's CPU arithmetic), not at a fraction of the CPU's speed; the
-    same product without the backend's mode is not zero."""
+    """The torch backend trains and evaluates with subnormal floats flushed to
+    zero (XLA's CPU arithmetic), not at a fraction of the CPU's speed; the
+    mode is cleared after, so the rest of the process computes on them."""
     from din_torch.backend import TorchBackend
 
     rng = np.random.default_rng(0)
     schema = random_schema(rng)
-    torch.set_flush_denormal(False)  # another torch backend in this process may have set it
-    try:
-        subnormal = torch.tensor(np.float32(1e-39))
-        assert (subnormal * 3.0).item() != 0.0  # this platform computes on subnormals
-        backend = TorchBackend(schema, CONFIG.replace(attention_dropout=0.0, mlp_dropout=0.0))
-        assert (subnormal * 3.0).item() == 0.0
-        with torch.no_grad():
-            backend.model.final.weight.copy_(torch.full_like(backend.model.final.weight, 1e-39))
-        batch = tensors({k: v for k, v in random_batch(schema, 8, rng).items() if k in schema.inputs})
-        backend.model.eval()
-        with torch.no_grad():
-            hidden = backend.model.mlp(backend.model(batch)[1]["mlp_input"])
-            assert torch.equal(backend.model.final(hidden), backend.model.final.bias.expand(8, 1))
-    finally:
-        torch.set_flush_denormal(True)  # as every torch backend in this process sets it
+    backend = TorchBackend(schema, CONFIG.replace(attention_dropout=0.0, mlp_dropout=0.0))
+    product = lambda: (torch.tensor(np.float32(1e-39)) * 3.0).item()  # noqa: E731: subnormal in float32
+    assert product() != 0.0  # this platform computes on subnormals, outside the backend
+    seen = []
+    forward = backend.model.forward
+    backend.model.forward = lambda batch: seen.append(product()) or forward(batch)
+    data = random_batch(schema, 16, rng)
+    backend.train_batches(data, [np.arange(8), np.arange(8, 16)], lambda n: None)
+    backend.predict(data, 8)
+    assert seen == [0.0] * 4  # two training steps, two evaluation batches: flushed
+    assert product() != 0.0
