@@ -49,8 +49,7 @@ def live_counts(group: AttentionGroup, batch: Mapping[str, np.ndarray]) -> np.nd
     them (an id's embedding may be the zero vector), so a batch whose counts
     fit the capacity fits on the device too."""
     ids = [np.asarray(batch[h]) != 0 for h in group.histories]
-    length = np.minimum.reduce([x.sum(axis=-1) for x in ids])  # [...]
-    live = np.logical_or.reduce(ids) | (np.arange(ids[0].shape[-1]) < length[..., None])
+    live = np.logical_or.reduce(ids) | (np.arange(ids[0].shape[-1]) < group.lengths(batch)[..., None])
     return live.sum(axis=-1)
 
 

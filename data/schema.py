@@ -17,7 +17,9 @@ Sequence features that are no group's history are max-pooled.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 # Keys the batches carry besides the features.
 LABEL = "label"
@@ -56,6 +58,11 @@ class AttentionGroup:
     @property
     def histories(self) -> tuple[str, ...]:
         return tuple(h for _, h in self.pairs)
+
+    def lengths(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Each row's usable history length ([..., T] ids -> [...]): the shortest
+        of its pair histories' id counts, as the models compute it."""
+        return np.minimum.reduce([(np.asarray(batch[h]) != 0).sum(axis=-1) for h in self.histories])
 
 
 @dataclasses.dataclass(frozen=True)

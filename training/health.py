@@ -32,9 +32,9 @@ def probe_rows(n: int, seed: int) -> np.ndarray:
 
 
 def lengths(schema: FeatureSchema, data: dict[str, np.ndarray], group: str) -> np.ndarray:
-    """Each row's usable history length [N] in an attention group: the shortest of its pair histories'."""
+    """Each row's usable history length [N] in the attention group named `group`."""
     (found,) = [g for g in schema.attention_groups if g.name == group]
-    return np.min([(np.asarray(data[h]) != 0).sum(axis=1) for h in found.histories], axis=0)
+    return found.lengths(data)
 
 
 def weight_ratio(weights: np.ndarray, length: np.ndarray) -> float:

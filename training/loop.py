@@ -173,7 +173,7 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
     # The attention's health is measured on a fixed draw of validation rows (training rows without them).
     probed = splits.valid if num_rows(splits.valid) else splits.train
     probe = take(probed, health.probe_rows(num_rows(probed), config.seed))
-    warned: set[str] = set()
+    schema, warned = splits.encoders.schema(), set()
     while loop.epoch <= config.epochs:
         epoch = loop.epoch
         batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
@@ -202,7 +202,7 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
             row.update(valid_auc=valid["auc"], valid_gauc=valid["gauc"], valid_logloss=valid["logloss"])
         # Wall time of the epoch's training (a resumed epoch: since the resume) and its rate.
         row.update(epoch_seconds=seconds, samples_per_s=(total - resumed_at) / seconds if seconds else float("nan"))
-        row.update(health.measure(splits.encoders.schema(), probe, backend.attention(probe), backend.attention_norms()))
+        row.update(health.measure(schema, probe, backend.attention(probe), backend.attention_norms()))
         loop.history.append(row)
         if run.primary:
             run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)
