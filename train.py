@@ -13,19 +13,18 @@ Only the chosen framework is imported.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
 
-from core import packing
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
 from core.flags import add_build_flags, add_config_flags, build_options, flag, given
-from data.datasets import load_splits, with_defaults
+from data.datasets import detect, load_splits
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs
 from training.backend import BACKENDS, backend_module, check
+from training.resolve import resolve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,45 +113,28 @@ def run(args: argparse.Namespace) -> None:
         distribute(args)
         data_dir = args.data
         if data_dir is not None:  # the folder and its dataset file are read before --out is touched
-            config = data_defaults(args.backend, data_dir, config, settings)
+            detect(data_dir, config)
         replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
                                        protect={"--data": data_dir, "--dataset": config.dataset or None,
                                                 "the cache": args.cache_dir or default_cache_dir()})
+    if data_dir is None:  # MovieLens-1M, downloaded once
+        data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+
+    def load(config: DINConfig):
+        return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
+
+    if args.resume:  # every setting from its config.json
+        splits = load(config)
+    else:  # every default applied here, recorded in config.json
+        config, splits = resolve(args.backend, data_dir, config, settings, load)
         if replace:  # the old run stays whole until the new one has finished
             args.written = outputs.staged(args.out)
             logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
-    if data_dir is None:  # MovieLens-1M, downloaded once
-        data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
-        if not args.resume:  # a resumed run trains with the sizes its config.json holds
-            config = data_defaults(args.backend, data_dir, config, settings)
-    splits = load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
-    schema = splits.encoders.schema()
-    if args.backend == "jax" and not config.history_share:  # recorded in config.json, for scoring and resuming
-        config = packing.resolve(config, schema, splits.train)
-        logging.getLogger("din").info("attention rows for %.1f%% of each batch's history positions (--history-share "
-                                      "%g: %s)", 100 * config.history_share, config.history_share,
-                                      "from the training split's lengths" if packing.pays(config, schema)
-                                      else "every position, packed rows do not pay at these widths")
-    backend = make_backend(args.backend, schema, config, splits.train)
+    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     out = args.resume or getattr(args, "written", None) or args.out
     fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
     if out != (args.resume or args.out) and backend.primary:
         outputs.swap_in(out, args.out)
-
-
-def data_defaults(backend: str, data_dir: str, config: DINConfig, settings: dict) -> DINConfig:
-    """`config` with the data's own defaults where no flag chose (the paper's
-    sizes and softmax attention on raw MovieLens), logged in flag form;
-    detecting the source checks that the folder and its dataset file are
-    readable."""
-    chosen = with_defaults(data_dir, config, settings)
-    check(backend, chosen)
-    changed = [f"{flag(f.name)} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
-               for f in dataclasses.fields(chosen) if (value := getattr(chosen, f.name)) != getattr(config, f.name)]
-    if changed:
-        logging.getLogger("din").info("this data's defaults (a flag overrides each, --preset tutorial the sizes): %s",
-                                      ", ".join(changed))
-    return chosen
 
 
 def distribute(args: argparse.Namespace) -> None:

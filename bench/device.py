@@ -41,7 +41,8 @@ import jax  # noqa: E402
 from core import packing  # noqa: E402
 from core.config import DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
-from data.datasets import load_splits, with_defaults  # noqa: E402
+from data.datasets import load_splits  # noqa: E402
+from training.resolve import data_defaults  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
 from parity.compare import Pair  # noqa: E402
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                   "electronics": (electronics_shape(workdir, args.tiny), {"max_hist": 100})}
         for name, (folder, settings) in shapes.items():
             chosen = settings | {"dtype": args.dtype} | ({"min_count": 1} if args.tiny else {})
-            config = with_defaults(folder, DINConfig(**chosen), chosen)
+            config = data_defaults("jax", folder, DINConfig(**chosen), chosen)
             splits = load_splits(folder, config, os.path.join(workdir, "cache"))
             shape = {"parity": parity_on_device(splits, config, 64), "batch_sizes": {}}
             print(f"{name}: parity on the device {shape['parity']}", flush=True)

@@ -35,8 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.config import PRESETS, DINConfig  # noqa: E402
 from core.errors import DataError, RunError  # noqa: E402
-from data.datasets import load_splits, with_defaults  # noqa: E402
+from data.datasets import load_splits  # noqa: E402
 from training import fit, make_backend  # noqa: E402
+from training.resolve import resolve  # noqa: E402
 from training.run_dir import read_run  # noqa: E402
 
 # The grid: name -> DINConfig changes. "all" turns every option on.
@@ -186,16 +187,19 @@ def main() -> None:
         for seed in range(args.seeds):
             chosen = {**common, **changes}
             # Splits depend on the seed (validation users) and on the data settings.
-            try:
-                # The data's own defaults where nothing was chosen, as train.py does.
-                config = with_defaults(args.data, DINConfig(epochs=args.epochs, seed=seed, **chosen), chosen)
+
+            def load(config: DINConfig):
                 key = (seed, tuple(sorted(config.group("data").items())))
                 if key not in splits_cache:
                     splits_cache[key] = load_splits(args.data, config)
+                return splits_cache[key]
+
+            try:  # every default resolved as train.py resolves it
+                config, splits = resolve(args.backend, args.data, DINConfig(epochs=args.epochs, seed=seed, **chosen),
+                                         chosen, load)
             except DataError as error:
                 print(f"{name}: skipped ({error})", flush=True)
                 return
-            splits = splits_cache[key]
             out = os.path.join(args.out_root, f"{args.backend}-{name}-{seed}")
             result = finished(out, config) if args.reuse else None
             if result is None:

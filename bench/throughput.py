@@ -68,7 +68,8 @@ from core import packing  # noqa: E402
 from core.config import PRESETS, DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
-from data.datasets import load_splits, with_defaults  # noqa: E402
+from data.datasets import load_splits  # noqa: E402
+from training.resolve import data_defaults  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
 from din_jax.chunks import eval_chunk  # noqa: E402
 from din_torch.backend import TorchBackend  # noqa: E402
@@ -185,7 +186,7 @@ def main() -> None:
     chosen = dict(dataset=args.dataset, max_hist=max_hist) | (PRESETS[args.preset] if args.preset else {})
     settings = dict(map(parse_setting, args.set))
     chosen |= settings
-    config = with_defaults(data, DINConfig(**chosen), chosen)  # the sizes train.py would train with
+    config = data_defaults("jax", data, DINConfig(**chosen), chosen)  # the sizes train.py would train with
     trained = None
     if args.run:  # the run's own settings, so that its weights fit
         run_config, _, run_weights, trained_by = read_run(args.run)

@@ -32,7 +32,6 @@ from data.splits import Arrays, Splits, encode
 BUILD_VERSION = 6  # bump when a sample builder or the encoding changes (6: Amazon negatives per (user, position), pairs adjacent)
 log = logging.getLogger("din")
 detect = sources.detect
-with_defaults = sources.with_defaults
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
@@ -40,6 +41,19 @@ def check(config: DINConfig) -> None:
     """Settings this backend cannot run, refused before anything is built."""
     if config.param_dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("--param-dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1")
+
+
+def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.ndarray] | None) -> DINConfig:
+    """The settings this backend derives from the training split: the share of
+    history positions the packed attention computes (core/packing.py)."""
+    if train is None or config.history_share:
+        return config
+    config = packing.resolve(config, schema, train)
+    logging.getLogger("din").info(
+        "attention rows for %.1f%% of each batch's history positions (--history-share %g: %s)",
+        100 * config.history_share, config.history_share,
+        "from the training split's lengths" if packing.pays(config, schema) else "every position, packed rows do not pay at these widths")
+    return config
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

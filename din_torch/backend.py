@@ -4,6 +4,7 @@ weights and checkpoints. Mirrors din_jax/backend.py."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -28,6 +29,11 @@ def check(config: DINConfig) -> None:
         if getattr(config, name) != "float32":
             raise ConfigError(f"{flag(name)} {getattr(config, name)}: the torch backend trains in "
                               "float32 (bfloat16 and float64 are JAX's)")
+
+
+def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.ndarray] | None) -> DINConfig:
+    """torch computes every history position: `history_share` 1."""
+    return config if config.history_share else config.replace(history_share=1.0)
 
 
 class TorchBackend:

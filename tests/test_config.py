@@ -11,7 +11,7 @@ from conftest import train_run
 from core.config import CHANGE_ON_RESUME, PRESETS, DINConfig, ModelConfig
 from core.errors import ConfigError
 from core.flags import flag
-from data.datasets import with_defaults
+from training.resolve import data_defaults
 
 
 def test_every_setting_is_a_flag_with_its_help_and_default():
@@ -78,7 +78,7 @@ def test_raw_movielens_in_the_sequential_protocol_trains_with_the_papers_sizes_u
 
     def resolved(folder: str, *flags: str) -> tuple:
         settings = train.given(train.parse_args(["--backend", "jax", "--out", "x", *flags]))
-        config = with_defaults(folder, DINConfig(**settings), settings)
+        config = data_defaults("jax", folder, DINConfig(**settings), settings)
         return *sizes(config), config.attention_norm
 
     assert resolved(ml1m_dir) == (*PAPER, "softmax")

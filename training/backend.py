@@ -14,7 +14,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from core import packing
 from core.config import DINConfig
 from core.errors import ConfigError
 from data.schema import LABEL, FeatureSchema
@@ -79,15 +78,21 @@ def check(name: str, config: DINConfig) -> None:
     backend_module(name).check(config)
 
 
+def derived(name: str, config: DINConfig, schema: FeatureSchema, train: Arrays | None) -> DINConfig:
+    """The settings the training split decides where the config leaves them to
+    it (0): the learning-rate decay's length, the share of history positions
+    the backend computes (its `prepare`). A concrete config comes back as it is."""
+    config = schedule.resolve(config, None if train is None else len(train[LABEL]))
+    return backend_module(name).prepare(config, schema, train)
+
+
 def make_backend(name: str, schema: FeatureSchema, config: DINConfig, train: Arrays | None = None) -> Backend:
     """The backend `name` for this run; the config says where it computes (mesh,
     sharding, parameter dtype, device). `train`, the encoded training split, is
     needed with config.mba_reg (its id counts scale the regulariser) and with
     a learning-rate decay over the whole run (its rows count the steps)."""
     module = backend_module(name)
-    config = schedule.resolve(config, None if train is None else len(train[LABEL]))
-    if name == "jax" and train is not None:
-        config = packing.resolve(config, schema, train)
+    config = derived(name, config, schema, train)
     scales = None
     if config.mba_reg > 0:
         if train is None:

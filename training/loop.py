@@ -194,7 +194,8 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
         if epoch == 1:
             loop.first_epoch_seconds = seconds
         if epoch > 1 or config.epochs == 1:
-            loop.train_seconds, loop.train_samples = loop.train_seconds + seconds, loop.train_samples + total
+            # A resumed epoch counts what it trained since the resume, in the time that took.
+            loop.train_seconds, loop.train_samples = loop.train_seconds + seconds, loop.train_samples + total - resumed_at
 
         row = {"epoch": epoch, "train_loss": loop.loss_sum / max(loop.samples, 1)}
         if has_valid:

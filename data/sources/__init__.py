@@ -15,7 +15,6 @@ which source a folder is: it asks the source.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
 
 from core.config import DINConfig
 from core.errors import DataError
@@ -46,11 +45,4 @@ def detect(data_dir: str, config: DINConfig) -> Source:
     )
 
 
-def with_defaults(data_dir: str, config: DINConfig, given: Collection[str]) -> DINConfig:
-    """`config` with its data source's own defaults (Source.defaults) for every
-    setting not in `given`, the settings a user chose."""
-    chosen = detect(data_dir, config).defaults(config)
-    return config.replace(**{name: value for name, value in chosen.items() if name not in given})
-
-
-__all__ = ["SOURCES", "Source", "detect", "with_defaults"]
+__all__ = ["SOURCES", "Source", "detect"]

@@ -50,7 +50,7 @@ from core.errors import DataError
 from data.encoders import FeatureEncoders
 from data.features import Feature
 from data.schema import LABEL, USER, AttentionGroup
-from data.sources.base import SourceBase, beam_build
+from data.sources.base import SourceBase, beam_build, data_key
 from data.sources.history import earlier, run_starts
 from data.splits import Splits, encode
 
@@ -317,7 +317,7 @@ class Amazon(SourceBase):
         return list(find_files(data_dir))
 
     def options(self, config: DINConfig) -> dict:
-        return config.group("data") | {"seed": config.seed}  # negatives are drawn from the seed
+        return data_key(config) | {"seed": config.seed}  # negatives are drawn from the seed
 
     def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
         return load_splits(data_dir, config)

@@ -70,10 +70,10 @@ class SourceBase:
     label_names = ("clicked", "not clicked")
 
     def options(self, config: DINConfig) -> dict:
-        return config.group("data")
+        return data_key(config)
 
     def defaults(self, config: DINConfig) -> dict:
-        return {}
+        return {name: False for name in SEQUENTIAL_OPTIONS}
 
     def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
         cache.write(folder, self.load(data_dir, config, progress))
@@ -93,6 +93,13 @@ class SourceBase:
 # the ratings below the like threshold, and every test user has training
 # samples): on there unless turned off; asked for elsewhere, refused.
 SEQUENTIAL_OPTIONS = ("low_rated_history", "user_feature")
+
+
+def data_key(config: DINConfig) -> dict:
+    """The data settings as a cache key, for a source without the sequential
+    options: off is keyed as unset, so caches built before the options were
+    resolved to false still match."""
+    return config.group("data") | {name: None for name in SEQUENTIAL_OPTIONS if getattr(config, name) is False}
 
 
 def refuse_sequential_options(data_dir: str, config: DINConfig, what: str) -> None:

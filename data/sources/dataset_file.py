@@ -37,7 +37,7 @@ from data.encoders import ORDERS, FeatureEncoders
 from data.features import KINDS, PREPROCESS, Feature
 from data.rows import Where, ids, read_csv, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
-from data.sources.base import SourceBase, beam_build
+from data.sources.base import SourceBase, beam_build, data_key
 from data.splits import Splits, encode, holdout_users
 
 FILE_NAME = "dataset.toml"
@@ -261,7 +261,7 @@ class CsvSource(SourceBase):
         raise NotImplementedError
 
     def options(self, config: DINConfig) -> dict:
-        return config.group("data") | {"seed": config.seed}  # the seed draws the held-out validation users
+        return data_key(config) | {"seed": config.seed}  # the seed draws the held-out validation users
 
     def files(self, data_dir: str, config: DINConfig) -> list[str]:
         return files(data_dir, self.layout(data_dir, config))

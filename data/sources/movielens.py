@@ -14,7 +14,7 @@ from tqdm import tqdm
 from core.config import PRESETS, DINConfig
 from data import cache
 from data.sources import grouplens, paper_protocol, seed_protocol, sequential
-from data.sources.base import SourceBase, beam_build, refuse_sequential_options
+from data.sources.base import SEQUENTIAL_OPTIONS, SourceBase, beam_build, data_key, refuse_sequential_options
 from data.splits import Splits
 
 PROTOCOLS = {"sequential": sequential, "seed": seed_protocol, "paper": paper_protocol}
@@ -36,14 +36,17 @@ class MovieLens(SourceBase):
     def options(self, config: DINConfig) -> dict:
         # The seeded protocols also draw their splits and negatives from the seed.
         seeded = config.protocol in ("seed", "paper")
-        data = sequential.options(config) if config.protocol == "sequential" else config.group("data")
+        data = sequential.options(config) if config.protocol == "sequential" else data_key(config)
         return data | ({"seed": config.seed} if seeded else {})
 
     def defaults(self, config: DINConfig) -> dict:
         # The paper's sizes and its softmax attention gain on ml-latest-small's
         # sequential protocol and not on the tutorial's split (docs/results.md's
         # quality study).
-        return dict(PRESETS["paper"], attention_norm="softmax") if config.protocol == "sequential" else {}
+        # The low-rated history and the user id gain there too (the same study).
+        if config.protocol != "sequential":
+            return super().defaults(config)
+        return dict(PRESETS["paper"], attention_norm="softmax", **{name: True for name in SEQUENTIAL_OPTIONS})
 
     def check(self, data_dir: str, config: DINConfig) -> None:
         if config.protocol != "sequential":

@@ -47,12 +47,14 @@ ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", HISTORY),)),)
 
 
 def on(option: bool | None) -> bool:
-    """A sequential-protocol option: None (not set) is on, as the quality study chose."""
+    """A sequential-protocol option. A run resolves it (training/resolve.py);
+    None is what a config.json written before that records for "the protocol's
+    choice", which was on, and is read as such."""
     return option is not False
 
 
 def options(config: DINConfig) -> dict:
-    """The data settings with the protocol's options resolved (the cache key: not set = on)."""
+    """The data settings with the protocol's options as booleans (the cache key)."""
     return config.group("data") | {name: on(getattr(config, name)) for name in SEQUENTIAL_OPTIONS}
 
 
