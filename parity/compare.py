@@ -36,8 +36,11 @@ from inference.convert import flax_to_torch, torch_to_flax
 # one layer, or flipping one BatchNorm's momentum, is over it
 # (tests/parity/test_parity.py: the mutation tests).
 TOLERANCES = {
-    "float64": {"forward": 1e-12, "stats": 1e-12, "grad": 1e-10, "steps": 1e-9, "steps_rtol": 0.0, "auc": 1e-6},
-    "float32": {"forward": 1e-5, "stats": 1e-5, "grad": 1e-5, "steps": 1e-6, "steps_rtol": 2e-5, "auc": 1e-6},
+    "float64": {"forward": 1e-12, "forward_rtol": 0.0, "stats": 1e-12, "grad": 1e-10, "steps": 1e-9, "steps_rtol": 0.0,
+                "auc": 1e-6},
+    # forward_rtol: float32 values far from 1 (a sum over 100 history positions reaches 20) round at their own scale.
+    "float32": {"forward": 1e-5, "forward_rtol": 2e-6, "stats": 1e-5, "grad": 1e-5, "steps": 1e-6, "steps_rtol": 2e-5,
+                "auc": 1e-6},
 }
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -152,9 +155,9 @@ class Pair:
         t_state = {k: v.clone() for k, v in self.torch.state_dict().items()}
         self.torch.load_state_dict(saved)  # Leave the pair as it was.
         (j_logits, j_inter), updates = _apply(self.flax, train)(self.variables, self.jax_batch(batch))
-        tol = self.tol["forward"]
-        rows = [diff(f"{prefix}logits", t_logits, j_logits, tol)]
-        rows += [diff(f"{prefix}{k}", t_inter[k], j_inter[k], tol) for k in sorted(t_inter)]
+        tol, rtol = self.tol["forward"], self.tol["forward_rtol"]
+        rows = [diff(f"{prefix}logits", t_logits, j_logits, tol, rtol)]
+        rows += [diff(f"{prefix}{k}", t_inter[k], j_inter[k], tol, rtol) for k in sorted(t_inter)]
         if train:
             j_state = flax_to_torch({"batch_stats": updates["batch_stats"]})
             rows += [diff(f"{prefix}{k}", t_state[k], j_state[k], self.tol["stats"]) for k in sorted(j_state)]
@@ -193,7 +196,7 @@ class Pair:
         final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
         torch_state = model.state_dict()
         self.variables = self.flax_variables(torch_state)  # Continue from torch's weights.
-        return [diff(f"after {len(batches)} steps: {k}", torch_state[k], final[k], self.tol["steps"], self.tol["steps_rtol"])
+        return [diff(f"after {len(batches)} steps: {k}", torch_state[k], final[k], *self.step_tolerance(k))
                 for k in sorted(final)]
 
 
@@ -242,11 +245,20 @@ class Pair:
                               for m, key in (("mu", "exp_avg"), ("nu", "exp_avg_sq"))})
             for name, value in final.items():
                 row = diff(f"{len(batches)} steps, each from torch's state: {name}", reference[name], value,
-                           self.tol["steps"], self.tol["steps_rtol"])
+                           *self.step_tolerance(name))
                 if name not in worst or row.max_abs / row.allowed > worst[name].max_abs / worst[name].allowed:
                     worst[name] = row
         self.variables = self.flax_variables(model.state_dict())
         return [worst[k] for k in sorted(worst)], kinks
+
+    def step_tolerance(self, name: str) -> tuple[float, float]:
+        """(absolute, relative) tolerance of a state entry after steps. A running
+        statistic is a batch mean, a forward quantity: float32 sums over a
+        batch's B x T attention rows (6,400 at the defaults) round at 1e-6, so
+        it takes the forward statistics' tolerance where that is looser."""
+        if "running_" in name:
+            return max(self.tol["steps"], self.tol["stats"]), self.tol["steps_rtol"]
+        return self.tol["steps"], self.tol["steps_rtol"]
 
     def adam_moment(self, optimizer: torch.optim.Adam, key: str) -> dict:
         """torch Adam's per-parameter `key` (exp_avg, exp_avg_sq) as a Flax params tree."""

@@ -16,6 +16,7 @@ missing folder fails.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 
@@ -207,6 +208,27 @@ def ml1m_dir(world, tmp_path_factory) -> str:
     from synthetic_movielens import write_ml1m
 
     return write_ml1m(world, str(tmp_path_factory.mktemp("synthetic") / "ml-1m"))
+
+
+@pytest.fixture(scope="session")
+def amazon_dir(tmp_path_factory) -> str:
+    """A synthetic Amazon category (reviews + meta)."""
+    from synthetic_amazon import make_reviews, write_amazon
+
+    reviews = make_reviews(users=300, items=400, reviews=3000, seed=5)
+    # Items 0-379 have meta: reviews of the others are dropped, as the authors drop them.
+    return write_amazon(str(tmp_path_factory.mktemp("amazon")), reviews, items=400, with_meta=range(380))
+
+
+@functools.cache
+def shipped_default(data_dir: str):
+    """(the config a run on `data_dir` trains with when no flag is given, the
+    JAX backend's, resolved as train.py resolves it; its splits)."""
+    from core.config import DINConfig
+    from data.datasets import load_splits
+    from training.resolve import resolve
+
+    return resolve("jax", data_dir, DINConfig(), {}, lambda config: load_splits(data_dir, config))
 
 
 def train_run(data_dir: str, out: pathlib.Path, *flags: str) -> str:

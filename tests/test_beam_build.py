@@ -319,15 +319,6 @@ def test_build_command_caches_a_csv_source_that_training_then_reads(tutorial_dir
 
 # Amazon in the authors' protocol: the local build's entry, sharded by user range.
 
-@pytest.fixture(scope="module")
-def amazon_dir(tmp_path_factory) -> str:
-    from synthetic_amazon import make_reviews, write_amazon
-
-    reviews = make_reviews(users=300, items=400, reviews=3000, seed=5)
-    # Items 0-379 have meta: reviews of the others are dropped, as the authors drop them.
-    return write_amazon(str(tmp_path_factory.mktemp("amazon")), reviews, items=400, with_meta=range(380))
-
-
 def uncompressed(folder: str, to: pathlib.Path) -> str:
     import gzip
 

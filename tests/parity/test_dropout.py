@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import shipped_default
 from core.config import DINConfig
 from din_jax import model as jax_model
 from din_torch import model as torch_model
@@ -102,14 +103,9 @@ def train_mode_logits(pair: Pair, batch: dict, draws: int, backend: str, train: 
     return np.stack([np.asarray(run(key)) for key in jax.random.split(jax.random.key(2), draws)])
 
 
-def test_train_mode_output_has_the_same_distribution_in_both_backends():
-    """Same weights, the tutorial's rates: over many draws each row's mean
-    logit agrees within its standard error, and so does its spread (which a
-    rate wired to the wrong layer would change)."""
-    rng = np.random.default_rng(4)
-    schema = random_schema(rng)
-    batch = random_batch(schema, 16, rng, dtype=np.dtype(DTYPE))
-    pair = Pair(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4)
+def assert_same_distribution(pair: Pair, batch: dict) -> None:
+    """Over many draws each row's mean train-mode logit agrees within its
+    standard error across the backends, and so does its spread."""
     state = {k: v.clone() for k, v in pair.torch.state_dict().items()}
     torch_logits = train_mode_logits(pair, batch, DRAWS, "torch")  # [draws, B]
     pair.torch.load_state_dict(state)  # running statistics back: only the draws differ
@@ -119,3 +115,34 @@ def test_train_mode_output_has_the_same_distribution_in_both_backends():
     assert np.all(np.abs(torch_logits.mean(axis=0) - jax_logits.mean(axis=0)) < 4 * se)
     # The spread's standard error is about 1 / sqrt(2 * draws) = 5% of it.
     np.testing.assert_allclose(jax_logits.std(axis=0) / torch_logits.std(axis=0), 1.0, atol=0.25)
+
+
+def test_train_mode_output_has_the_same_distribution_in_both_backends():
+    """Same weights, the tutorial's rates."""
+    rng = np.random.default_rng(4)
+    schema = random_schema(rng)
+    batch = random_batch(schema, 16, rng, dtype=np.dtype(DTYPE))
+    assert_same_distribution(Pair(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4), batch)
+
+
+@pytest.mark.parametrize("source", ["raw-movielens", "amazon"])
+def test_the_shipped_default_trains_in_distribution(source, ml1m_dir, amazon_dir):
+    """The configuration a run takes with no flag (tests/parity/test_shipped_default.py
+    compares it with dropout off), its own rates on, real rows."""
+    config, splits = shipped_default({"raw-movielens": ml1m_dir, "amazon": amazon_dir}[source])
+    pair = Pair(splits.encoders.schema(), config, DTYPE, seed=4)
+    assert pair.config.attention_dropout > 0 and pair.config.mlp_dropout > 0
+    assert_same_distribution(pair, pair.batch(splits.train, np.arange(16)))
+
+
+@pytest.mark.skipif(X64, reason="dtype-independent: runs in the float32 session")
+def test_the_distribution_check_catches_a_rate_on_the_wrong_layer():
+    """The check above fails when JAX's two rates trade places (the attention
+    MLP's 0.1 on the final MLP and its 0.25 on the attention), torch's right."""
+    rng = np.random.default_rng(4)
+    schema = random_schema(rng)
+    batch = random_batch(schema, 16, rng, dtype=np.dtype(DTYPE))
+    pair = Pair(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4)
+    pair.flax = jax_model.DIN(schema, DINConfig(attention_dropout=0.25, mlp_dropout=0.1), param_dtype=np.dtype(DTYPE))
+    with pytest.raises(AssertionError):
+        assert_same_distribution(pair, batch)
