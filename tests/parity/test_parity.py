@@ -14,7 +14,7 @@ from data.batches import epoch_batches
 from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
 from inference.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
-from parity.compare import Pair, diff, format_table
+from parity.compare import TOLERANCES, Pair, diff, format_table
 from parity.synthetic import random_batch, random_schema
 from training.regularization import mba_scales
 
@@ -411,6 +411,8 @@ def test_model_trained_in_one_backend_scores_the_same_in_the_other(tutorial_spli
         template = from_names(evaluator.weights())
         evaluator.load_weights(to_names(torch_to_flax(trainer.weights(), template)))
     labels = tutorial_splits.test["label"]
-    a = auc(labels, trainer.predict(tutorial_splits.test, 1024))
-    b = auc(labels, evaluator.predict(tutorial_splits.test, 1024))
+    trained, evaluated = trainer.predict(tutorial_splits.test, 1024), evaluator.predict(tutorial_splits.test, 1024)
+    # Row by row (an AUC would pass a dropped bias or any monotone error), then the AUC.
+    assert np.abs(trained - evaluated).max() <= TOLERANCES["float32"]["forward"], np.abs(trained - evaluated).max()
+    a, b = auc(labels, trained), auc(labels, evaluated)
     assert a > 0.5 and abs(a - b) <= 1e-6, (a, b)
