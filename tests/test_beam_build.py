@@ -56,9 +56,9 @@ def build_both(data_dir: str, tmp_path, pipeline_args=(), config=CONFIG) -> tupl
 
 
 @pytest.mark.parametrize("options", [
-    {},
-    pytest.param({"low_rated_history": True, "user_feature": True}, marks=pytest.mark.slow),
-], ids=["default", "low-rated history, user feature"])
+    {"low_rated_history": True, "user_feature": True},
+    pytest.param({"low_rated_history": False, "user_feature": False}, marks=pytest.mark.slow),
+], ids=["features on (the default)", "features off"])
 def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path, options, monkeypatch):
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -66,6 +66,8 @@ def test_synthetic_ml1m_builds_the_same_entry_in_process(ml1m_dir, tmp_path, opt
     local, beam = build_both(ml1m_dir, tmp_path, config=CONFIG.replace(**options))
     manifest = cache.read(beam)
     assert len(manifest.train["label"].parts) > 3  # several shards, each a user range
+    on = options["user_feature"]
+    assert ("userId" in manifest.train) == ("histLowRatedMovieIds" in manifest.train) == on
     assert_same_entry(local, beam)
     # The DirectRunner runs on this machine's pinned packages: Beam's own would
     # first try to start its downloaded Prism runner, leaving a folder here.
