@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 
+import pandas as pd
 import pytest
 
 import export
@@ -142,7 +143,13 @@ def test_predict_overwrite_replaces_only_its_own_output(workspace, capsys):
     assert snapshot(workspace) == before
     out = workspace / "p.csv"
     assert predict.main([run, "--data", rows, "--out", str(out), "--no-progress"]) == 0
-    assert predict.main([run, "--data", rows, "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    first = pd.read_csv(out)
+    # Replaced by the new predictions (their attention columns), the scores as before.
+    assert predict.main([run, "--data", rows, "--out", str(out), "--overwrite", "--attention", "2", "--no-progress"]) == 0
+    second = pd.read_csv(out)
+    assert "probability" in first and len(second) == len(first) == len(pd.read_csv(rows))
+    assert set(second.columns) > set(first.columns)  # the attention's columns: the file is the new one
+    pd.testing.assert_series_equal(second["probability"], first["probability"])
     picture = workspace / "u.png"
     user = (workspace / "data" / "test.csv").read_text().splitlines()[1].split(",")[0]
     for _ in range(2):  # a picture of its own is replaced too
