@@ -70,9 +70,10 @@ def child_xla_flags(devices: int | None = None) -> str:
     return f"{flags} --xla_force_host_platform_device_count={devices}" if devices else flags
 
 
-def child_pytest(args: list[str], env: dict, timeout: int, tmp_path: pathlib.Path) -> dict:
+def child_pytest(args: list[str], env: dict, timeout: int, tmp_path: pathlib.Path, succeed: bool = True) -> dict:
     """Runs pytest in a child process with a JUnit report; returns what it ran:
-    {'tests', 'passed', 'failures', 'errors', 'skipped': {test: reason}, 'output'}."""
+    {'tests', 'passed', 'failures', 'skipped': {test: reason}, 'failed': {test: message}, 'output'}
+    (failures counts errors too). succeed: the child must exit 0."""
     import subprocess
     import sys
     import xml.etree.ElementTree as ElementTree
@@ -81,13 +82,14 @@ def child_pytest(args: list[str], env: dict, timeout: int, tmp_path: pathlib.Pat
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
                              *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     output = result.stdout[-8000:] + result.stderr[-4000:]
-    assert result.returncode == 0, f"child pytest failed:\n{output}"
+    assert result.returncode == 0 or not succeed, f"child pytest failed:\n{output}"
     cases = list(ElementTree.parse(report).getroot().iter("testcase"))
     skipped = {f"{c.get('classname')}::{c.get('name')}": c.find("skipped").get("message", "")
                for c in cases if c.find("skipped") is not None}
-    failed = [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    failed = {f"{c.get('classname')}::{c.get('name')}": (c.find("failure") or c.find("error")).get("message", "")
+              for c in cases if c.find("failure") is not None or c.find("error") is not None}
     return {"tests": len(cases), "passed": len(cases) - len(skipped) - len(failed), "failures": len(failed),
-            "skipped": skipped, "output": output}
+            "skipped": skipped, "failed": failed, "output": output}
 
 
 # Every compilation persists (not only those over a second), for the child processes.

@@ -7,12 +7,11 @@ import hashlib
 import http.server
 import os
 import pathlib
-import subprocess
-import sys
 import threading
 
 import pytest
 
+from conftest import child_pytest
 from synthetic_movielens import make_world, ml1m_zip
 
 pytestmark = pytest.mark.slow  # child test sessions with a local download server
@@ -44,30 +43,29 @@ def grouplens(tmp_path_factory):
     httpd.server_close()
 
 
-def run_tier(tmp_path, url, sha256):
+def run_tier(tmp_path, url, sha256, succeed=True) -> dict:
+    """The tier in a child session: what it ran (conftest.child_pytest)."""
     env = {k: v for k, v in os.environ.items() if k != "DIN_REQUIRE_DATA"}
     env |= dict(DIN_DATA_DIR=str(tmp_path / "no-data"), DIN_CACHE_DIR=str(tmp_path / "cache"),
                 DIN_TEST_ML1M_URL=url, DIN_TEST_ML1M_SHA256=sha256, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TIER], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return child_pytest(TIER, env, 600, tmp_path, succeed=succeed)
 
 
 def test_real_data_tier_downloads_verifies_and_reuses_the_archive(grouplens, tmp_path):
     url, sha256, requests = grouplens
     first = run_tier(tmp_path, url, sha256)
-    assert first.returncode == 0 and "2 passed" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first["passed"] == first["tests"] == 2 and not first["skipped"], first["output"]
     assert requests == ["/ml-1m.zip"]  # fetched once for the whole session
     cache = tmp_path / "cache"
     assert {"ml-1m", "movielens-1m-seed"} <= set(os.listdir(cache))
     assert sorted(os.listdir(cache / "movielens-1m-seed")) == ["test.csv", "train.csv"]
     again = run_tier(tmp_path, url, sha256)
-    assert again.returncode == 0 and "2 passed" in again.stdout, again.stdout[-3000:]
+    assert again["passed"] == again["tests"] == 2 and not again["skipped"], again["output"]
     assert requests == ["/ml-1m.zip"]  # the cached archive and split are reused
 
 
 def test_offline_each_test_fails_with_one_line_saying_how(tmp_path):
-    result = run_tier(tmp_path, "http://127.0.0.1:9/ml-1m.zip", "0" * 64)  # nothing listens on port 9
-    assert result.returncode == 1 and "2 error" in result.stdout, result.stdout[-3000:]
-    lines = [line for line in result.stdout.splitlines() if "not downloadable" in line]
-    assert lines and all("set DIN_DATA_DIR=DIR" in line for line in lines)
-    assert "Traceback" not in result.stdout + result.stderr
+    ran = run_tier(tmp_path, "http://127.0.0.1:9/ml-1m.zip", "0" * 64, succeed=False)  # nothing listens on port 9
+    assert ran["failures"] == ran["tests"] == 2 and not ran["skipped"] and not ran["passed"], ran["output"]
+    assert all("not downloadable" in message and "set DIN_DATA_DIR=DIR" in message for message in ran["failed"].values())
+    assert "Traceback" not in ran["output"]
