@@ -112,7 +112,7 @@ class DINConfig:
         "attention", "model", "how a history becomes the interest vector: attention (DIN), or the mean or sum of its "
         "embeddings (the paper's BaseModel)", choices=("attention", "mean", "sum"))
     mask_padding: bool = setting(False, "model", "max-pooling and the attention's BatchNorm/Dice statistics ignore "
-                                 "padded positions")
+                                 "padded positions (on by default for raw MovieLens, sequential protocol)")
     dice: str = setting("tutorial", "model", "paper: Dice's BatchNorm has no affine parameters",
                         choices=("tutorial", "paper"))
     init: str = setting("tutorial", "model",

@@ -32,10 +32,7 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GR
             continue
         meta, default = field.metadata, getattr(defaults, field.name)
         group = groups[meta["group"]]
-        if field.type == "bool":
-            group.add_argument(flag(field.name), action="store_true", default=argparse.SUPPRESS, help=meta["help"])
-            continue
-        if field.type == "bool | None":  # --name / --no-name; absent: the protocol's choice
+        if field.type in ("bool", "bool | None"):  # --name / --no-name (a data's default may be on)
             group.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=meta["help"])
             continue

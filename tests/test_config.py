@@ -90,6 +90,19 @@ def test_raw_movielens_in_the_sequential_protocol_trains_with_the_papers_sizes_u
     assert resolved(tutorial_dir) == (*TUTORIAL, "sigmoid")
 
 
+def test_raw_movielens_masks_padding_unless_told(ml1m_dir, tutorial_dir):
+    """The paper's treatment of padding is raw MovieLens' default (the study in
+    docs/results.md: within noise, and the JAX attention then skips padded
+    positions); --no-mask-padding turns it off, other data keep it off."""
+    def mask_padding(folder: str, *flags: str) -> bool:
+        settings = train.given(train.parse_args(["--backend", "jax", "--out", "x", *flags]))
+        return data_defaults("jax", folder, DINConfig(**settings), settings).mask_padding
+
+    assert mask_padding(ml1m_dir) and not mask_padding(ml1m_dir, "--no-mask-padding")
+    assert not mask_padding(ml1m_dir, "--protocol", "paper") and not mask_padding(tutorial_dir)
+    assert mask_padding(tutorial_dir, "--mask-padding")
+
+
 def test_a_run_records_the_sizes_it_took_from_its_data(ml1m_dir, tmp_path, caplog):
     """config.json holds what the run trained with, so resume, predict and export
     rebuild the same model whatever the defaults become."""

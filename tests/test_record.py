@@ -48,7 +48,7 @@ def test_a_default_run_records_every_value_and_outlives_a_change_of_defaults(ml1
     assert recorded["low_rated_history"] is True and recorded["user_feature"] is True
     assert recorded["attention_hidden"] == [80, 40] and recorded["attention_norm"] == "softmax"
     assert recorded["history_share"] == 1.0 and recorded["decay_steps"] > 0
-    for words in ("--low-rated-history", "--user-feature", "--attention-norm softmax", "from the training split: "
+    for words in ("--low-rated-history", "--user-feature", "--attention-norm softmax", "--mask-padding", "from the training split: "
                   f"--history-share 1.0, --decay-steps {recorded['decay_steps']}"):
         assert words in caplog.text, words
 

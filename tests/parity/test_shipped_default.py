@@ -48,6 +48,7 @@ def test_the_defaults_are_what_ships(source):
     if name == "raw-movielens":
         assert (config.embedding_dim, config.attention_hidden, config.mlp_hidden) == (12, (80, 40), (200, 80))
         assert config.attention_norm == "softmax" and config.user_feature and config.low_rated_history
+        assert config.mask_padding  # padded positions out of the attention's statistics
         assert len(schema.attention_groups) == 2 and "userId" in [f.name for f in schema.categorical]
         assert 0 < config.history_share < 1  # the JAX backend packs the live positions
     else:
