@@ -18,7 +18,8 @@ import sys
 
 from core.config import DINConfig
 from core.errors import UserError
-from core.flags import add_build_flags, add_config_flags, build_options, given
+from core.flags import add_config_flags, given
+from data.build_flags import add_build_flags, build_options
 from data.datasets import build_key, detect, load_splits
 from data.download import default_cache_dir
 

@@ -19,7 +19,8 @@ import sys
 
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
-from core.flags import add_build_flags, add_config_flags, build_options, flag, given
+from core.flags import add_config_flags, flag, given
+from data.build_flags import add_build_flags, build_options
 from data.datasets import detect, load_splits
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))  # the synthetic releases
 
 import jax  # noqa: E402
 
-from core import packing  # noqa: E402
+from din_jax import packing  # noqa: E402
 from core.config import DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
 from data.datasets import load_splits  # noqa: E402

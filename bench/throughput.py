@@ -64,7 +64,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from core import packing  # noqa: E402
+from din_jax import packing  # noqa: E402
 from core.config import PRESETS, DINConfig  # noqa: E402
 from data.batches import epoch_batches  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402

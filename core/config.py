@@ -107,7 +107,7 @@ class DINConfig:
         0.0, "model", "jax: the attention's rows are provisioned for this share of a batch's history positions "
         "(real ones packed, the padding one row per example; a batch with more takes every position, with the "
         "same result); 0: from the training split's lengths, or 1 (every position) where the attention MLP is "
-        "too narrow for packing to pay (core/packing.py)")
+        "too narrow for packing to pay (din_jax/packing.py)")
     pooling: str = setting(
         "attention", "model", "how a history becomes the interest vector: attention (DIN), or the mean or sum of its "
         "embeddings (the paper's BaseModel)", choices=("attention", "mean", "sum"))

@@ -18,7 +18,7 @@ from flax import linen as nn, traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from core import packing
+from din_jax import packing
 from core.config import DINConfig, flag
 from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
@@ -45,7 +45,7 @@ def check(config: DINConfig) -> None:
 
 def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.ndarray] | None) -> DINConfig:
     """The settings this backend derives from the training split: the share of
-    history positions the packed attention computes (core/packing.py)."""
+    history positions the packed attention computes (din_jax/packing.py)."""
     if train is None or config.history_share:
         return config
     config = packing.resolve(config, schema, train)
@@ -119,7 +119,7 @@ class JaxBackend:
         self.steps_per_call, self.batch_size = config.steps_per_call, config.batch_size
         # Two input paths, each with its train and eval function (din_jax/input.py).
         # `packing` (static): "checked" for a block whose batches fit the attention's
-        # packed rows (checked on the host, core/packing.py), else "off".
+        # packed rows (checked on the host, din_jax/packing.py), else "off".
         self._train_steps = jax.jit(
             train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
             static_argnames="packing",

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from core import packing
+from din_jax import packing
 from core.config import DINConfig
 from data.schema import FeatureSchema
 from din_jax.chunks import eval_chunk, in_chunks
@@ -77,7 +77,7 @@ class Predictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         # On a CPU a big batch runs in cache-sized chunks of every position
         # (din_jax/chunks.py); otherwise the attention's packed rows when the batch
-        # fits them (checked here, core/packing.py), else every position.
+        # fits them (checked here, din_jax/packing.py), else every position.
         config = self.model.config
         size = len(batch[self.inputs[0]])
         chunk = eval_chunk(self.schema, config, size)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from core.config import PAPER_EMBEDDING_STD, DINConfig
-from core.packing import packed_capacity, packs
+from din_jax.packing import packed_capacity, packs
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 from din_jax.dropout import Dropout
 
@@ -291,7 +291,7 @@ class AttentionUnit(nn.Module):
     there every padded key is the zero vector, each layer's input at a padded
     position is one vector per example, and one row weighted by the example's
     padding count gives the same statistics. The rows are packed into
-    packed_capacity(B, T, config.history_share) slots (core/packing.py):
+    packed_capacity(B, T, config.history_share) slots (din_jax/packing.py):
       eval, or mask_padding       real positions only
       train, padding in the statistics, no attention dropout
                                   real positions + one padding row per example
@@ -304,7 +304,7 @@ class AttentionUnit(nn.Module):
 
     `packing` "auto": a batch with more live positions than slots runs on
     every position (lax.cond), so results never depend on the share. "checked":
-    the caller has checked that the batch fits (core.packing.fits, on the
+    the caller has checked that the batch fits (din_jax.packing.fits, on the
     host: the backend and the Predictor do), and no fallback is compiled: a
     gradient through lax.cond keeps the residuals of both branches, the
     every-position one's as large as the padded computation's, and so costs
@@ -480,7 +480,7 @@ class DIN(nn.Module):
         fill a short batch out of every BatchNorm statistic, so a padded batch
         trains exactly like the short one (one compiled shape per run).
         packing: how the attention packs its rows (AttentionUnit): "auto",
-        "checked" (the caller has checked core.packing.fits) or "off".
+        "checked" (the caller has checked din_jax.packing.fits) or "off".
         """
         schema, config = self.schema, self.config
         row_mask = batch.get(ROW_MASK)

@@ -20,8 +20,8 @@ from flax import linen as nn, struct
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
+from core import schedule
 from core.config import DINConfig
-from training import schedule
 from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.chunks import in_chunks
 from din_jax.model import DIN, Batch, table_path
@@ -108,7 +108,7 @@ def make_optimizer(config: DINConfig) -> optax.GradientTransformation:
 
 
 def learning_rate(config: DINConfig) -> float | optax.Schedule:
-    """The rate, or its schedule (training/schedule.py; its count lives in Adam's state, so it resumes)."""
+    """The rate, or its schedule (core/schedule.py; its count lives in Adam's state, so it resumes)."""
     rate = config.learning_rate
     if not schedule.scheduled(config):
         return rate
@@ -181,7 +181,7 @@ def train_step(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step in train mode (batch statistics, dropout). packing
     "checked": the caller has checked that the batch's history positions fit
-    the attention's packed rows (core.packing.fits); "off": every position."""
+    the attention's packed rows (din_jax.packing.fits); "off": every position."""
     rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
     loss_and_stats = functools.partial(
         objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch, rngs=rngs, regularizer=regularizer,

@@ -21,10 +21,12 @@ from din_torch.steps import MiniBatchAwareL2, make_optimizer, make_schedule, tra
 
 def check(config: DINConfig) -> None:
     """Settings this backend cannot run, refused before anything is built."""
-    jax_only = [name for name in ("mesh", "shard_embeddings", "input")
+    jax_only = [name for name in ("mesh", "shard_embeddings", "input", "steps_per_call", "attention_input")
                 if getattr(config, name) != getattr(DINConfig(), name)]
+    jax_only += ["history_share"] if config.history_share not in (0.0, 1.0) else []  # torch computes every position
     if jax_only:
-        raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs one device)")
+        raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs one device, "
+                          "every history position, one step per call)")
     for name in ("dtype", "param_dtype"):
         if getattr(config, name) != "float32":
             raise ConfigError(f"{flag(name)} {getattr(config, name)}: the torch backend trains in "

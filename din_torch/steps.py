@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import schedule
 from core.config import DINConfig
-from training import schedule
 from data.schema import LABEL, FeatureSchema
 from din_torch.model import DIN, Batch
 
@@ -41,7 +41,7 @@ def make_optimizer(model: torch.nn.Module, config: DINConfig, fused: bool = True
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: DINConfig) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """The learning-rate schedule (training/schedule.py; None: a constant rate), stepped after each update."""
+    """The learning-rate schedule (core/schedule.py; None: a constant rate), stepped after each update."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor(config)) if schedule.scheduled(config) else None
 
 

@@ -1,10 +1,10 @@
-"""core/packing.py: the attention's packed rows, sized from the training split."""
+"""din_jax/packing.py: the attention's packed rows, sized from the training split."""
 
 import math
 
 import numpy as np
 
-from core import packing
+from din_jax import packing
 from core.config import PRESETS, DINConfig
 from parity.synthetic import random_batch, random_schema
 

@@ -10,9 +10,9 @@ import pytest
 import export
 import predict
 import train
+from core import schedule
 from core.config import DINConfig
 from data.sources import movielens, sequential
-from training import schedule
 
 FLAGS = ["--epochs", "2", "--batch-size", "256", "--max-hist", "6", "--checkpoint-every", "40",
          "--lr-schedule", "cosine", "--no-progress"]

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: one formula (training/schedule.py), optax's
+"""The learning-rate schedule: one formula (core/schedule.py), optax's
 schedules in JAX equal to it step by step, torch's LambdaLR stepping it, the
 decay spanning the whole run, and a resumed torch run continuing it."""
 
@@ -9,7 +9,7 @@ import pytest
 
 from core.config import DINConfig
 from data.batches import epoch_batches
-from training import schedule
+from core import schedule
 
 
 @pytest.mark.parametrize("kind, warmup", [("constant", 4), ("cosine", 0), ("cosine", 5), ("linear", 3)])

@@ -14,10 +14,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from core import schedule
 from core.config import DINConfig
 from core.errors import ConfigError
 from data.schema import LABEL, FeatureSchema
-from training import schedule
 from training.regularization import mba_scales
 
 Arrays = dict[str, np.ndarray]

@@ -17,7 +17,7 @@ import pytest
 from flax import linen as nn
 from flax.traverse_util import flatten_dict
 
-from core import packing
+from din_jax import packing
 from core.config import DINConfig
 from din_jax.model import DIN
 from parity.compare import TOLERANCES, diff, jax_outputs

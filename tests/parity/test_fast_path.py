@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from core import packing
+from din_jax import packing
 from core.config import DINConfig
 from data.batches import epoch_batches, take
 from din_jax.backend import JaxBackend
