@@ -141,10 +141,7 @@ def run(args: argparse.Namespace) -> None:
 def distribute(args: argparse.Namespace) -> None:
     """--distributed: joins the multi-host job before any other JAX call."""
     if args.distributed:
-        module = backend_module(args.backend)
-        if not hasattr(module, "initialize_distributed"):
-            raise ConfigError(f"--distributed is for a multi-host backend (jax), not {args.backend}")
-        module.initialize_distributed()
+        backend_module(args.backend).initialize_distributed()
 
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:

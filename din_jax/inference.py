@@ -8,6 +8,7 @@ compiles once; callers pad batches to a few sizes (inference/model.py).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import jax
@@ -16,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from din_jax import packing
 from core.config import DINConfig
 from data.schema import FeatureSchema
+from din_jax import packing
 from din_jax.chunks import eval_chunk, in_chunks
 from din_jax.model import COMPUTE_DTYPES, DIN, example_batch
 
@@ -86,6 +87,20 @@ class Predictor:
         logits, weights = self._forward({name: batch[name] for name in self.inputs},
                                         packing="checked" if fits else "off", chunk=chunk)
         return np.asarray(logits, np.float32), {g: np.asarray(w, np.float32) for g, w in weights.items()}
+
+    # Export formats -> the artifact file `write` puts in a folder.
+    artifacts = {"stablehlo": "model.stablehlo"}
+
+    def write(self, fmt: str, folder: str) -> dict:
+        """The `fmt` artifact of probability = sigmoid(logits) into `folder`
+        (with model.mlir, the same StableHLO module as text); returns what the
+        manifest adds (the platforms it runs on)."""
+        exported = self.export()
+        with open(os.path.join(folder, self.artifacts[fmt]), "wb") as f:
+            f.write(exported.serialize())
+        with open(os.path.join(folder, "model.mlir"), "w", encoding="utf-8") as f:
+            f.write(exported.mlir_module())
+        return {"platforms": list(exported.platforms)}
 
     def export(self) -> jax_export.Exported:
         """jax.export of probability = sigmoid(logits), inputs positional in

@@ -38,6 +38,10 @@ def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.nda
     return config if config.history_share else config.replace(history_share=1.0)
 
 
+def initialize_distributed() -> None:
+    raise ConfigError("--distributed is for a multi-host backend (jax), not torch")
+
+
 class TorchBackend:
     """The shared loop's backend interface (see training/backend.py) for torch."""
 

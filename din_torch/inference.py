@@ -8,6 +8,7 @@ inputs positional in `schema.inputs` order, output probability [batch].
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -17,6 +18,12 @@ from torch import nn
 from core.config import DINConfig
 from data.schema import FeatureSchema
 from din_torch.model import DIN, example_batch, subnormals_flushed
+
+
+def variable_shapes(schema: FeatureSchema, config: DINConfig) -> dict[str, tuple[int, ...]]:
+    """The model's state_dict names and shapes (torch's naming), with no weights kept."""
+    with torch.device("meta"):
+        return {name: tuple(value.shape) for name, value in DIN(schema, config.model).state_dict().items()}
 
 
 class Serving(nn.Module):
@@ -54,6 +61,19 @@ class Predictor:
     def _dynamic_shapes(self) -> tuple:
         batch = torch.export.Dim("batch", min=1, max=2**30)
         return (tuple({0: batch} for _ in self.inputs),)  # one entry: the *inputs tuple
+
+    # Export formats -> the artifact file `write` puts in a folder.
+    artifacts = {"torch": "model.pt2", "onnx": "model.onnx"}
+
+    def write(self, fmt: str, folder: str) -> dict:
+        """The `fmt` artifact of probability = sigmoid(logits) into `folder`;
+        returns what the manifest adds (nothing)."""
+        path = os.path.join(folder, self.artifacts[fmt])
+        if fmt == "torch":
+            torch.export.save(self.export(), path)
+        else:
+            self.export_onnx(path)
+        return {}
 
     def export(self) -> torch.export.ExportedProgram:
         """torch.export of `Serving` with a dynamic batch dimension."""

@@ -20,12 +20,9 @@ from core.errors import ConfigError
 from data.schema import FeatureSchema
 from inference.model import load_run
 from training import outputs
+from training.backend import EXPORTS
 
-FORMATS = {  # format -> (backend, artifact file)
-    "stablehlo": ("jax", "model.stablehlo"),
-    "torch": ("torch", "model.pt2"),
-    "onnx": ("torch", "model.onnx"),
-}
+ARTIFACTS = {"stablehlo": "model.stablehlo", "torch": "model.pt2", "onnx": "model.onnx"}  # each Predictor's `artifacts`
 BATCH = "batch"
 
 HOW_TO_CALL = {
@@ -44,7 +41,7 @@ def manifest(schema: FeatureSchema, fmt: str, run_dir: str, extra: dict | None =
         inputs.append({"name": name, "dtype": dtype, "shape": [BATCH, sequence.max_len] if sequence else [BATCH]})
     return {
         "format": fmt,
-        "artifact": FORMATS[fmt][1],
+        "artifact": ARTIFACTS[fmt],
         "run": os.path.abspath(run_dir),
         "inputs": inputs,
         "outputs": [{"name": "probability", "dtype": "float32", "shape": [BATCH]}],
@@ -56,35 +53,21 @@ def manifest(schema: FeatureSchema, fmt: str, run_dir: str, extra: dict | None =
 
 def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dict:
     """Writes OUT (see the module's doc); returns the manifest."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if fmt not in EXPORTS:
+        raise ConfigError(f"--format {fmt}: expected one of {', '.join(EXPORTS)}")
     if fmt == "onnx":
         try:
             import onnx, onnxscript  # noqa: F401, E401  (the dynamo exporter's dependencies)
         except ImportError as error:
             raise ConfigError(f"--format onnx needs {error.name}: pip install -e '.[onnx]'") from None
     outputs.check_folder("--out", out, overwrite, "export", protect={"RUN_DIR": run_dir})
-    backend, artifact = FORMATS[fmt]
-    model = load_run(run_dir, backend)
+    model = load_run(run_dir, EXPORTS[fmt])
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".export-", dir=parent)
     os.chmod(work, 0o755)  # mkdtemp makes it private; an export is for sharing
     try:
-        extra = {}
-        if fmt == "stablehlo":
-            exported = model.predictor.export()
-            with open(os.path.join(work, artifact), "wb") as f:
-                f.write(exported.serialize())
-            with open(os.path.join(work, "model.mlir"), "w", encoding="utf-8") as f:
-                f.write(exported.mlir_module())
-            extra = {"platforms": list(exported.platforms)}
-        elif fmt == "torch":
-            import torch
-
-            torch.export.save(model.predictor.export(), os.path.join(work, artifact))
-        else:
-            model.predictor.export_onnx(os.path.join(work, artifact))
+        extra = model.predictor.write(fmt, work)
         shutil.copyfile(os.path.join(run_dir, "encoders.json"), os.path.join(work, "encoders.json"))
         found = manifest(model.schema, fmt, run_dir, extra)
         with open(os.path.join(work, "manifest.json"), "w", encoding="utf-8") as f:

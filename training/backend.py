@@ -1,9 +1,13 @@
 """The backend registry, and the interfaces each backend implements.
 
-Each backend is a package (`din_jax`, `din_torch`) exposing the same three
-names: `Backend` (the shared loop's interface below), `Predictor` (eval-mode
-scoring, below) and `check(config)` (refuses settings it cannot run). Every
-command asks this registry; only the framework asked for is imported.
+Each backend is a package (`din_jax`, `din_torch`) exposing the same names:
+`Backend` (the shared loop's interface below), `Predictor` (eval-mode
+scoring and export, below), `check(config)` (refuses, in one line, settings
+it cannot run), `prepare(config, schema, train)` (the config with the
+settings it derives from the training split), `initialize_distributed()`
+(joins a multi-host job, or refuses) and `inference.variable_shapes(schema,
+config)` (its weights' names and shapes, for converting another backend's).
+Every command asks this registry; only the framework asked for is imported.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from training.regularization import mba_scales
 
 Arrays = dict[str, np.ndarray]
 BACKENDS = ("jax", "torch")
+# Export formats -> the backend whose Predictor writes them (Predictor.write).
+EXPORTS = {"stablehlo": "jax", "torch": "torch", "onnx": "torch"}
 
 
 class Backend(Protocol):
@@ -62,8 +68,15 @@ class Predictor(Protocol):
     """An eval-mode model for scoring: Predictor(schema, config, variables),
     variables by the backend's own names (inference/convert.py converts)."""
 
+    artifacts: dict[str, str]  # the export formats it writes (EXPORTS) -> their artifact file
+
     def __call__(self, batch: Arrays) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(logits [B], {attention group: weights [B, T]}) of a batch of encoded inputs."""
+
+    def write(self, fmt: str, folder: str) -> dict:
+        """The export `fmt` (probability = sigmoid(logits), inputs positional in
+        schema.inputs order, the batch dimension dynamic) into `folder`; returns
+        what the artifact's manifest adds."""
 
 
 def backend_module(name: str) -> ModuleType:
