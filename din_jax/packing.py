@@ -1,7 +1,7 @@
 """How many rows the JAX attention provisions for a batch's history positions.
 
 The attention MLP runs over the positions its result depends on, packed into
-a buffer of static size (din_jax.model.AttentionUnit): real positions, and
+a buffer of static size (din_jax.attention.AttentionUnit): real positions, and
 one row per example standing for its padding. The buffer holds
 `history_share` of the batch's B * T positions, set from the training
 split's lengths so that a shuffled batch overflows it with negligible

@@ -165,7 +165,7 @@ def objective(
 ) -> tuple[jax.Array, Any]:
     """The training loss at `params` (train mode): mean BCE over the real rows,
     plus the mini-batch aware L2 when on. Returns (loss, new batch_stats).
-    packing: the attention's (din_jax.model.AttentionUnit)."""
+    packing: the attention's (din_jax.attention.AttentionUnit)."""
     (logits, _), updates = apply_fn(
         {"params": params, "batch_stats": batch_stats}, batch, train=True, packing=packing, rngs=rngs,
         mutable=["batch_stats"],
@@ -220,7 +220,7 @@ def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: 
     """lax.scan of train_step over `steps` (leading axis K); batch_of(step) ->
     (batch, row_mask [B]). A step whose rows are all masked is skipped, so every
     block of an epoch has the same shape. Returns (state, losses [K])."""
-    # The loss is computed in at least float32 (din_jax.model.wide), whatever the activations.
+    # The loss is computed in at least float32 (din_jax.layers.wide), whatever the activations.
     loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
 
     def body(state, step):

@@ -1,14 +1,9 @@
-"""The PyTorch reference DIN (Zhou et al., KDD 2018) with the tutorial's semantics.
+"""The PyTorch reference DIN (Zhou et al., KDD 2018) with the tutorial's
+semantics: embeddings, an attention unit per attention group
+(din_torch/attention.py), then an MLP to one logit (din_torch/layers.py).
+Shapes: the letters of docs/design.md.
 
-Shape letters, used in every comment below:
-  B  batch size
-  T  history (sequence) length
-  E  embedding width of one feature (config.embedding_dim)
-  D  width of an attention group: pairs x E
-  F  width of the main MLP's input (schema.mlp_input_dim(E))
-  H  a hidden layer's width
-
-Classes mirror `din_jax/model.py` name for name (Embeddings, Dice, MLP,
+Classes mirror din_jax's name for name (Embeddings, Dice, MLP,
 AttentionUnit, DIN), so `inference/convert.py` is a short table of renames.
 """
 
@@ -22,6 +17,8 @@ from torch import nn
 
 from core.config import PAPER_EMBEDDING_STD, DINConfig
 from data.schema import AttentionGroup, FeatureSchema
+from din_torch.attention import AttentionUnit, pooled_history
+from din_torch.layers import MLP
 
 Batch = dict[str, torch.Tensor]
 
@@ -68,132 +65,6 @@ class Embeddings(nn.Module):
 
     def forward(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         return self.tables[self.schema.table_of(name)](ids)  # [...] -> [..., E]
-
-
-class BatchNorm(nn.BatchNorm1d):
-    """nn.BatchNorm1d whose train-mode statistics can skip rows.
-
-    forward(x, mask): mask [N] (1 = real row, 0 = ignored) weights the batch
-    mean and variance and the running-statistic update, as the Flax BatchNorm
-    does; the ignored rows are still normalised. Without a mask (or in eval
-    mode) it is exactly nn.BatchNorm1d.
-    """
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # [N, H] -> [N, H]
-        if mask is None or not self.training:
-            return super().forward(x)
-        weight = mask.to(x.dtype).unsqueeze(1)  # [N, 1]
-        count = weight.sum()
-        mean = (weight * x).sum(dim=0) / count.clamp(min=1)  # [H]
-        var = (weight * (x - mean).square()).sum(dim=0) / count.clamp(min=1)  # [H], biased
-        with torch.no_grad():
-            m = self.momentum
-            self.running_mean.mul_(1 - m).add_(m * mean)
-            self.running_var.mul_(1 - m).add_(m * var * count / (count - 1).clamp(min=1))  # unbiased
-            self.num_batches_tracked.add_(1)
-        out = (x - mean) / torch.sqrt(var + self.eps)
-        return out * self.weight + self.bias if self.affine else out
-
-
-class Dice(nn.Module):
-    """Dice(x) = alpha * (1 - p) * x + p * x with p = sigmoid(BatchNorm(x)).
-
-    The BatchNorm uses batch statistics in train mode and running ones in eval
-    mode, so the activation adapts to the data distribution (paper, eq. 2).
-    affine=False is the paper's form: a BatchNorm with no weight and bias.
-    """
-
-    def __init__(self, features: int, eps: float, momentum: float, affine: bool = True):
-        super().__init__()
-        self.batchnorm = BatchNorm(features, eps=eps, momentum=momentum, affine=affine)
-        self.alpha = nn.Parameter(torch.zeros(features))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # [N, H] -> [N, H]
-        p = torch.sigmoid(self.batchnorm(x, mask))
-        return self.alpha * (1 - p) * x + p * x
-
-
-class MLP(nn.Module):
-    """Layers of Linear -> BatchNorm1d -> activation (Dice or PReLU) -> Dropout."""
-
-    def __init__(self, in_features: int, hidden: tuple[int, ...], activation: str, dropout: float, config: DINConfig):
-        super().__init__()
-        sizes = (in_features, *hidden)
-        self.dense = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
-        self.batchnorm = nn.ModuleList(BatchNorm(h, eps=config.bn_eps, momentum=config.bn_momentum) for h in hidden)
-        if activation == "dice":
-            affine = config.dice == "tutorial"
-            self.activation = nn.ModuleList(Dice(h, config.dice_eps, config.bn_momentum, affine) for h in hidden)
-        elif activation == "prelu":
-            self.activation = nn.ModuleList(nn.PReLU(num_parameters=1, init=0.25) for _ in hidden)
-        else:
-            raise ValueError(f"activation must be 'dice' or 'prelu', got {activation!r}")
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [N, in] -> [N, hidden[-1]]; mask [N] selects the rows BatchNorm learns from."""
-        for dense, batchnorm, activation in zip(self.dense, self.batchnorm, self.activation):
-            x = batchnorm(dense(x), mask)
-            x = self.dropout(activation(x, mask) if isinstance(activation, Dice) else activation(x))
-        return x
-
-
-def masked_softmax(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Softmax of scores [B, T] over the positions where real [B, T] is True.
-
-    Padded positions weigh exactly 0 and an all-padding row gets all-zero
-    weights (not NaN); written out so that the Flax model computes the same
-    float operations.
-    """
-    top = scores.masked_fill(~real, -math.inf).amax(dim=1, keepdim=True)  # [B, 1]
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    exp = torch.where(real, torch.exp(torch.where(real, scores - top, torch.zeros_like(scores))), torch.zeros_like(scores))
-    return exp / exp.sum(dim=1, keepdim=True).clamp(min=1.0)  # the sum is >= 1 unless all padding
-
-
-def pooled_history(keys: torch.Tensor, length: torch.Tensor, pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's BaseModel in place of the attention: keys [B, T, D], length [B]
-    -> (the mean or sum of the real positions' keys [B, D], their weights [B, T]:
-    1 / length or 1, 0 where padded)."""
-    real = (torch.arange(keys.shape[1], device=keys.device) < length.unsqueeze(1)).to(keys.dtype)  # [B, T]
-    weights = real / length.clamp(min=1).unsqueeze(1).to(keys.dtype) if pooling == "mean" else real
-    return torch.einsum("bt,btd->bd", weights, keys), weights  # [B, D], [B, T]
-
-
-class AttentionUnit(nn.Module):
-    """Scores each history item against the query and sums the weighted items.
-
-    The MLP sees concat(q, k, q - k, q * k) for every (example, position) row;
-    its BatchNorm statistics are taken over all B * T rows, padded ones
-    included (tutorial behaviour), or over the real positions only
-    (config.mask_padding). Scores are scaled by 1 / sqrt(D) and turned into
-    weights by a sigmoid (tutorial) or a softmax over the real positions
-    (config.attention_norm); padded positions weigh exactly 0 either way.
-    """
-
-    def __init__(self, dim: int, config: DINConfig):
-        super().__init__()
-        self.config = config
-        self.mlp = MLP(4 * dim, config.attention_hidden, "dice", config.attention_dropout, config)
-        self.fc = nn.Linear(config.attention_hidden[-1], 1)
-
-    def forward(
-        self, query: torch.Tensor, keys: torch.Tensor, length: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query [B, D], keys [B, T, D], length [B] -> (interest [B, D], weights [B, T])."""
-        batch, steps, dim = keys.shape
-        queries = query.unsqueeze(1).expand(-1, steps, -1)  # [B, T, D]
-        x = torch.cat([queries, keys, queries - keys, queries * keys], dim=-1)  # [B, T, 4D]
-        real = torch.arange(steps, device=keys.device) < length.unsqueeze(1)  # [B, T]
-        rows = real.reshape(batch * steps) if self.config.mask_padding else None  # [B*T]
-        hidden = self.mlp(x.reshape(batch * steps, 4 * dim), rows)  # [B*T, H]
-        scores = self.fc(hidden).reshape(batch, steps) / math.sqrt(dim)  # [B, T]
-        if self.config.attention_norm == "softmax":
-            weights = masked_softmax(scores, real)
-        else:
-            weights = torch.sigmoid(scores.masked_fill(~real, -math.inf))  # [B, T], 0 where padded
-        interest = torch.einsum("bt,btd->bd", weights, keys)  # [B, D]
-        return interest, weights
 
 
 class DIN(nn.Module):

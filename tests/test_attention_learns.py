@@ -105,12 +105,12 @@ def test_a_constant_score_fails_the_check(planted_data, monkeypatch, tmp_path):
     (as a collapsed unit's are) weighs every position alike."""
     import jax.numpy as jnp
 
-    from din_jax import model as jax_model
+    from din_jax import attention as jax_attention
 
     def uniform(scores, real):  # what a softmax of one constant score per row gives
         return real / jnp.maximum(real.sum(axis=-1, keepdims=True), 1)
 
-    monkeypatch.setattr(jax_model, "masked_softmax", uniform)
+    monkeypatch.setattr(jax_attention, "masked_softmax", uniform)
     data, frames = planted_data
     _, on_planted = scored(trained(data, tmp_path / "run", "jax", PAPER_EPOCHS, *flags(SEQUENTIAL)), frames)
     assert on_planted < ON_PLANTED

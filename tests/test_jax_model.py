@@ -10,7 +10,9 @@ from core.config import DINConfig
 from data.batches import epoch_batches
 from data.schema import LABEL, ROW_MASK
 from din_jax.backend import JaxBackend
-from din_jax.model import DIN, MLP, AttentionUnit, BatchNorm, Dice
+from din_jax.attention import AttentionUnit
+from din_jax.layers import MLP, BatchNorm, Dice
+from din_jax.model import DIN
 from din_jax.steps import create_state, loss_fn
 from parity.synthetic import random_batch, random_schema
 
@@ -43,6 +45,7 @@ class TestBatchNormAndDice:
         rng = np.random.default_rng(0)
         xs = [rng.normal(3.0, 2.0, (7, 5)).astype(np.float32) for _ in range(5)]
         variables, outputs = self._run(BatchNorm(1e-5, 0.1), xs, 4)
+        outputs = [out for out, _ in outputs]  # (out, its Moments)
         p = variables["params"]
         scale, bias = np.asarray(p["scale"]), np.asarray(p["bias"])
         mean, var = np.zeros(5), np.ones(5)
@@ -77,8 +80,8 @@ class TestBatchNormAndDice:
         mask = np.array([1, 1, 0, 1, 1, 1, 0, 1], np.float32)
         module = BatchNorm(1e-5, 0.1)
         variables = module.init(jax.random.key(0), x, False)
-        y_masked, s_masked = module.apply(variables, x, True, mask, mutable=["batch_stats"])
-        y_short, s_short = module.apply(variables, x[mask > 0], True, mutable=["batch_stats"])
+        (y_masked, _), s_masked = module.apply(variables, x, True, mask, mutable=["batch_stats"])
+        (y_short, _), s_short = module.apply(variables, x[mask > 0], True, mutable=["batch_stats"])
         np.testing.assert_allclose(y_masked[mask > 0], y_short, rtol=1e-5, atol=1e-6)
         for key in ("mean", "var"):
             np.testing.assert_allclose(s_masked["batch_stats"][key], s_short["batch_stats"][key], rtol=1e-6)
@@ -94,7 +97,7 @@ class TestBatchNormAndDice:
         variables = module.init(jax.random.key(0), x, False)
         if affine:  # away from the initial scale 1 and bias 0
             variables["params"] = {"scale": jnp.asarray([0.5, 2.0, -1.5, 1.0]), "bias": jnp.asarray([1.0, -2.0, 0.0, 3.0])}
-        (y, moments), _ = module.apply(variables, x, True, mask, with_moments=True, mutable=["batch_stats"])
+        (y, moments), _ = module.apply(variables, x, True, mask, mutable=["batch_stats"])
         y, real = np.asarray(y, np.float64), mask > 0
         np.testing.assert_allclose(moments.mean, y[real].mean(0), atol=1e-5)
         np.testing.assert_allclose(moments.var, y[real].var(0), rtol=1e-5)

@@ -11,8 +11,10 @@ from flax.traverse_util import flatten_dict
 
 from core.config import DINConfig
 from data.schema import AttentionGroup, CategoricalFeature, FeatureSchema, SequenceFeature
+from din_jax import layers as jax_layers
 from din_jax import model as jax_model
 from din_jax import steps as jax_steps
+from din_torch import layers as torch_layers
 from din_torch import model as torch_model
 from din_torch import steps as torch_steps
 from parity.synthetic import random_batch, random_schema
@@ -128,14 +130,14 @@ def test_masked_batchnorm_learns_from_real_rows_only(backend):
     reference = torch.nn.BatchNorm1d(4, momentum=0.1).train()
     expected = reference(torch.from_numpy(x[mask])).detach().numpy()
     if backend == "torch":
-        bn = torch_model.BatchNorm(4, momentum=0.1).train()
+        bn = torch_layers.BatchNorm(4, momentum=0.1).train()
         out = bn(torch.from_numpy(x), torch.from_numpy(mask)).detach().numpy()
         mean, var = bn.running_mean.numpy(), bn.running_var.numpy()
     else:
-        bn = jax_model.BatchNorm(1e-5, 0.1)
+        bn = jax_layers.BatchNorm(1e-5, 0.1)
         variables = bn.init(jax.random.key(0), x, False)
         variables = dict(variables, params={"scale": jnp.ones(4), "bias": jnp.zeros(4)})
-        out, updates = bn.apply(variables, x, True, jnp.asarray(mask), mutable=["batch_stats"])
+        (out, _), updates = bn.apply(variables, x, True, jnp.asarray(mask), mutable=["batch_stats"])
         out, mean, var = np.asarray(out), updates["batch_stats"]["mean"], updates["batch_stats"]["var"]
     np.testing.assert_allclose(out[mask], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mean, reference.running_mean.numpy(), rtol=1e-6)

@@ -6,7 +6,8 @@ import torch
 
 from core.config import DINConfig
 from data.schema import LABEL
-from din_torch.model import DIN, AttentionUnit
+from din_torch.attention import AttentionUnit
+from din_torch.model import DIN
 from din_torch.steps import make_optimizer, train_step
 from parity.synthetic import random_batch, random_schema
 

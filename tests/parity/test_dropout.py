@@ -10,8 +10,9 @@ import torch
 
 from conftest import shipped_default
 from core.config import DINConfig
+from din_jax import layers as jax_layers
 from din_jax import model as jax_model
-from din_torch import model as torch_model
+from din_torch import layers as torch_layers
 from parity.compare import Pair
 from parity.synthetic import random_batch, random_schema
 
@@ -29,8 +30,8 @@ def mlp_draws(backend: str, activation: str, dropout: float, draws: int) -> tupl
     config = DINConfig()
     if backend == "torch":
         torch.manual_seed(0)
-        mlp = torch_model.MLP(IN, (HIDDEN,), activation, dropout, config).to(getattr(torch, DTYPE)).train()
-        plain = torch_model.MLP(IN, (HIDDEN,), activation, 0.0, config).to(getattr(torch, DTYPE)).train()
+        mlp = torch_layers.MLP(IN, (HIDDEN,), activation, dropout, config).to(getattr(torch, DTYPE)).train()
+        plain = torch_layers.MLP(IN, (HIDDEN,), activation, 0.0, config).to(getattr(torch, DTYPE)).train()
         plain.load_state_dict(mlp.state_dict())
         outputs = []
         for draw in range(draws):
@@ -39,7 +40,7 @@ def mlp_draws(backend: str, activation: str, dropout: float, draws: int) -> tupl
         return np.stack(outputs), plain(torch.from_numpy(x)).detach().numpy()
 
     def module(rate):
-        return jax_model.MLP((HIDDEN,), activation, rate, config, param_dtype=np.dtype(DTYPE))
+        return jax_layers.MLP((HIDDEN,), activation, rate, config, param_dtype=np.dtype(DTYPE))
 
     mlp = module(dropout)
     variables = mlp.init(jax.random.key(0), x, False)

@@ -152,13 +152,13 @@ def test_the_step_comparison_catches_a_mutated_jax_step(mutation, comparison, mo
     real one, test_options_ten_adam_steps, test_hundred_synced_adam_steps):
     the tolerances are tight enough to prove something. A bug moves the weights
     by as much in either dtype, so float32's looser tolerance is the test."""
-    from din_jax import model as jax_model
+    from din_jax import layers as jax_layers
     from din_jax import steps as jax_steps
 
     if mutation == "no weight decay on final":
         monkeypatch.setattr(jax_steps, "make_optimizer", no_decay_on_final)
     else:
-        monkeypatch.setattr(jax_model, "BatchNorm", flipped_momentum_in_one_batchnorm(jax_model.BatchNorm))
+        monkeypatch.setattr(jax_layers, "BatchNorm", flipped_momentum_in_one_batchnorm(jax_layers.BatchNorm))
     seed = 12 if mutation == "no weight decay on final" else 13  # schemas of their own: no jitted step is reused
     rng = np.random.default_rng(seed)
     schema = random_schema(rng)
