@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import pandas as pd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,14 +7,9 @@ backends see exactly the same batches for the same seed.
 
 from __future__ import annotations
 
-import collections
-import itertools
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Iterator
 
 import numpy as np
-
-T = TypeVar("T")
 
 Arrays = dict[str, np.ndarray]
 

@@ -4,7 +4,7 @@ A `Feature` is one input column: its kind (numeric, categorical, sequence)
 and its encoding options; unset options take the run's (config.min_count,
 config.max_len). Every source (data/sources.py) declares its features this
 way, the dataset file (data/dataset_file.py) spells them in TOML, and
-`FeatureEncoders.fit_features` fits them.
+`data.statistics.fit_encoders` fits them.
 """
 
 from __future__ import annotations

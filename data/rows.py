@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from core.errors import DataError
-from data.encoders import FeatureEncoders, SequenceEncoder, recent, split_sequences
+from data.encoders import FeatureEncoders, SequenceEncoder, recent
 from data.schema import LABEL, USER
+from data.vocabulary import split_sequences
 
 USER_COLUMNS = ("userId", USER)  # the user column's names in the readers' layouts
 

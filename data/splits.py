@@ -7,9 +7,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from data.encoders import FeatureEncoders, Statistics
+from data.encoders import FeatureEncoders
 from data.features import Feature
 from data.schema import LABEL, USER, AttentionGroup
+from data.statistics import Statistics
 
 Arrays = dict[str, np.ndarray]
 SPLITS = ("train", "valid", "test")

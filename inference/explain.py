@@ -11,7 +11,6 @@ has titles (movies.dat / movies.csv, or the tutorial's `title` column).
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import numpy as np

@@ -3,7 +3,7 @@
 OUT/ holds the artifact, `manifest.json` (inputs in call order with dtypes
 and shapes, the batch dimension symbolic; outputs) and the run's
 `encoders.json`, so a serving system encodes raw ids exactly as training did
-(data/encoders.py: vocabulary lookup, unknown and padding ids, quantiles).
+(data/encoders.py and data/vocabulary.py: vocabulary lookup, unknown and padding ids, quantiles).
 Every artifact takes the encoded inputs positionally, in the manifest's
 order, and returns probability [batch] float32. OUT is written whole or not
 at all: beside the old export, which it replaces (--overwrite) only when whole.

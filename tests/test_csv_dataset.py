@@ -16,7 +16,8 @@ from conftest import sample_dir
 from core.config import DINConfig
 from core.errors import DataError
 from data.datasets import detect, load_splits
-from data.encoders import FeatureEncoders
+from data.features import features
+from data.statistics import fit_encoders
 from data.schema import LABEL, USER, AttentionGroup
 from data.splits import encode, holdout_users
 
@@ -39,8 +40,9 @@ def tutorial_reference(folder: str, config: DINConfig):
     held = holdout_users(train_rows[USER], config.valid_fraction, config.seed)
     fit = {k: v[~held] for k, v in train_rows.items()}
     valid = {k: v[held] for k, v in train_rows.items()}
-    encoders = FeatureEncoders.fit(
-        fit, ["age"], ["gender", "movieId", "occupation", "zipCode"], ["genres", "histHighRatedMovieIds", "negHistMovieIds"],
+    encoders = fit_encoders(
+        fit, features(["age"], ["gender", "movieId", "occupation", "zipCode"],
+                      ["genres", "histHighRatedMovieIds", "negHistMovieIds"]),
         [AttentionGroup("group1", (("movieId", "histHighRatedMovieIds"),))], config.min_count, config.share_embeddings,
         config.max_len,
     )

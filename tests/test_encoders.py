@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
-from data.encoders import CategoryEncoder, FeatureEncoders, NumericEncoder, SequenceEncoder, Vocabulary
+from data.encoders import CategoryEncoder, FeatureEncoders, NumericEncoder, SequenceEncoder
+from data.features import features
 from data.schema import AttentionGroup
+from data.statistics import fit_encoders
+from data.vocabulary import Vocabulary
 
 
 class TestVocabulary:
@@ -113,7 +116,7 @@ def test_feature_encoders_json_round_trip_and_schema():
         "h": np.array(["a|b", "b", ""]),
     }
     group = AttentionGroup("g", (("q", "h"),))
-    encoders = FeatureEncoders.fit(columns, ["n"], ["q"], ["h"], [group], min_count=1)
+    encoders = fit_encoders(columns, features(["n"], ["q"], ["h"]), [group], min_count=1)
     schema = encoders.schema()
     assert [f.vocab_size for f in schema.categorical] == [4] and schema.sequence[0].max_len == 2
     again = FeatureEncoders.from_json(encoders.to_json())
@@ -125,10 +128,10 @@ def test_feature_encoders_json_round_trip_and_schema():
 def test_shared_vocabulary_is_fitted_on_the_union():
     columns = {"q": np.array(["a", "b", "b"]), "h": np.array(["a|c", "c|d", ""])}
     group = AttentionGroup("g", (("q", "h"),))
-    separate = FeatureEncoders.fit(columns, [], ["q"], ["h"], [group], min_count=2)
+    separate = fit_encoders(columns, features([], ["q"], ["h"]), [group], min_count=2)
     assert separate.categorical["q"].vocabulary.terms.tolist() == ["b"]
     assert separate.sequence["h"].vocabulary.terms.tolist() == ["c"]
-    shared = FeatureEncoders.fit(columns, [], ["q"], ["h"], [group], min_count=2, share_embeddings=True)
+    shared = fit_encoders(columns, features([], ["q"], ["h"]), [group], min_count=2, share_embeddings=True)
     # Union counts: a 2, b 2, c 2, d 1.
     assert shared.categorical["q"].vocabulary.terms.tolist() == ["a", "b", "c"]
     assert shared.sequence["h"].transform(["d|a|c"]).tolist() == [[1, 3]]  # cut to the latest max_len 2
@@ -141,7 +144,7 @@ def test_shared_vocabulary_is_fitted_on_the_union():
 def test_inconsistent_attention_group_is_rejected():
     columns = {"q": np.array(["a"]), "h": np.array(["a"])}
     with pytest.raises(ValueError, match="not a categorical feature"):
-        FeatureEncoders.fit(columns, [], [], ["q", "h"], [AttentionGroup("g", (("q", "h"),))], min_count=1)
+        fit_encoders(columns, features([], [], ["q", "h"]), [AttentionGroup("g", (("q", "h"),))], min_count=1)
 
 
 def test_statistics_of_chunks_fit_the_encoders_of_the_whole():
@@ -150,7 +153,7 @@ def test_statistics_of_chunks_fit_the_encoders_of_the_whole():
     whole split given as plain arrays."""
     import pandas as pd
 
-    from data.encoders import Statistics
+    from data.statistics import Statistics
     from data.features import Feature
 
     rng = np.random.default_rng(0)

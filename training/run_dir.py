@@ -30,7 +30,7 @@ from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
 from core.config import DINConfig
-from core.errors import RunError, UserError
+from core.errors import RunError
 from data.encoders import FeatureEncoders
 
 WEIGHTS = "model.safetensors"

@@ -38,8 +38,8 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, SumCounts, beam, byte_ranges, lines_before,
                                 read_block, run, shard_starts, spill_by_shard, user_counts, write_manifest, write_shard)
-from data.encoders import Statistics
 from data.sources import amazon, sequential
+from data.statistics import Statistics
 
 
 def ranges(path: str, range_bytes: int) -> list[tuple[int, int, int]]:

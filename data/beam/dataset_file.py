@@ -29,11 +29,11 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, byte_ranges, lines_before, read_block,
                                 run, write_manifest, write_shard)
-from data.encoders import Statistics
 from data.rows import parse_csv, read_csv
 from data.schema import USER
 from data.sources.dataset_file import Layout, check_header, columns_of, integer_users
 from data.splits import SPLITS, held_out
+from data.statistics import Statistics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ build's cache entry, sharded by user range, its arrays equal bit for bit.
               sorted by (user, timestamp, movie), sequential.samples_of, the split
               (made twice, as the local build makes them: to fit, to encode)
   encoders    fitted on the summed statistics of every shard's training
-              rows (encoders.Statistics, merged in shard order)
+              rows (data.statistics.Statistics, merged in shard order)
   write       each shard encoded and written as `.npy` columns
               (`shards/<k>/<split>/<column>.npy`), then `manifest.json` last
 
@@ -34,8 +34,8 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, SumCounts, beam, byte_ranges, lines_before,
                                 read_block, run, shard_starts, spill_by_shard, user_counts, write_manifest, write_shard)
-from data.encoders import Statistics
 from data.sources import grouplens, sequential
+from data.statistics import Statistics
 
 
 def read_range(layout: grouplens.RatingsFile, item: tuple[int, int, int]) -> dict[str, np.ndarray]:

@@ -21,9 +21,10 @@ import pandas as pd
 
 from core.errors import DataError
 from data import cache
-from data.encoders import Statistics, add_counts
 from data.sharded import MANIFEST
 from data.splits import SPLITS, encode
+from data.statistics import Statistics
+from data.vocabulary import add_counts
 
 
 def _import_beam():

@@ -47,12 +47,12 @@ import pandas as pd
 
 from core.config import DINConfig
 from core.errors import DataError
-from data.encoders import FeatureEncoders
 from data.features import Feature
 from data.schema import LABEL, USER, AttentionGroup
 from data.sources.base import SourceBase, beam_build, data_key
 from data.sources.history import earlier, run_starts
 from data.splits import Splits, encode
+from data.statistics import fit_encoders
 
 REVIEWS = re.compile(r"^reviews_(?P<category>.+)_5\.json(\.gz)?$")
 RELEASE = "https://cseweb.ucsd.edu/~jmcauley/datasets/amazon/links.html"
@@ -298,7 +298,7 @@ def load_splits(data_dir: str, config: DINConfig) -> Splits:
     splits = raw_splits(data_dir, config)
     if not len(splits["train"][LABEL]):
         raise DataError(f"{data_dir}: no training samples: every user has fewer than 3 reviews of items with meta")
-    encoders = FeatureEncoders.fit_features(splits["train"], FEATURES, ATTENTION_GROUPS, config.min_count,
+    encoders = fit_encoders(splits["train"], FEATURES, ATTENTION_GROUPS, config.min_count,
                                             config.share_embeddings, config.max_len)
     return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)
 

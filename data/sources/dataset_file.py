@@ -33,12 +33,13 @@ import numpy as np
 
 from core.config import DINConfig
 from core.errors import DataError
-from data.encoders import ORDERS, FeatureEncoders
+from data.encoders import ORDERS
 from data.features import KINDS, PREPROCESS, Feature
 from data.rows import Where, ids, read_csv, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
 from data.sources.base import SourceBase, beam_build, data_key
 from data.splits import Splits, encode, holdout_users
+from data.statistics import fit_encoders
 
 FILE_NAME = "dataset.toml"
 SPLITS = ("train", "valid", "test")
@@ -240,7 +241,7 @@ def split_and_encode(parts: dict[str, dict[str, np.ndarray]], layout: Layout, co
         held_out = holdout_users(train[USER], config.valid_fraction, config.seed)
         fit_rows = {name: values[~held_out] for name, values in train.items()}
         valid = {name: values[held_out] for name, values in train.items()}
-    encoders = FeatureEncoders.fit_features(
+    encoders = fit_encoders(
         fit_rows, layout.features, layout.attention_groups, config.min_count, config.share_embeddings, config.max_len,
     )
     return Splits(encode(fit_rows, encoders), encode(valid, encoders), encode(test, encoders), encoders)

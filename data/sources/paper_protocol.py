@@ -31,13 +31,13 @@ import pandas as pd
 
 from core.config import DINConfig
 from core.errors import DataError
-from data.encoders import FeatureEncoders
 from data.features import features
 from data.schema import LABEL, USER, AttentionGroup
 from data.sources.grouplens import read_raw
 from data.sources.history import earlier
 from data.sources.sequential import demographics
 from data.splits import Splits, encode, holdout_users
+from data.statistics import fit_encoders
 
 TRAIN_USERS = 100_000 / 138_493  # ML-20M's users in the paper's training set
 ATTENTION_GROUPS = (AttentionGroup("history", (("movieId", "histMovieIds"), ("genre", "histGenres"))),)
@@ -96,6 +96,6 @@ def load(data_dir: str, config: DINConfig) -> Splits:
     numeric = ("age",) if demographics else ()
     categorical = (("gender", "occupation", "zipCode") if demographics else ()) + ("movieId", "genre")
     specs = features(numeric, categorical, ("genres", "histMovieIds", "histGenres"))
-    encoders = FeatureEncoders.fit_features(splits["train"], specs, ATTENTION_GROUPS, config.min_count,
+    encoders = fit_encoders(splits["train"], specs, ATTENTION_GROUPS, config.min_count,
                                             config.share_embeddings, config.max_len)
     return Splits(*(encode(splits[name], encoders) for name in ("train", "valid", "test")), encoders)
