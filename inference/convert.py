@@ -2,8 +2,8 @@
 
 A torch state_dict name and a Flax variable path differ in three regular ways:
 
-  1. containers: torch's `dense.0` / `tables.movieId` / `attention.group1` is
-     Flax's `dense_0` / `tables_movieId` / `attention_group1` (flax names list
+  1. containers: torch's `dense.0` / `tables.movieId` / `attention.liked` is
+     Flax's `dense_0` / `tables_movieId` / `attention_liked` (flax names list
      and dict entries `<attribute>_<key>`);
   2. the leaf: an ordered table below (Linear `weight` is a transposed
      `kernel`, BatchNorm `weight` is `scale`, PReLU's [1] slope is a scalar...);

@@ -43,7 +43,7 @@ def tutorial_reference(folder: str, config: DINConfig):
     encoders = fit_encoders(
         fit, features(["age"], ["gender", "movieId", "occupation", "zipCode"],
                       ["genres", "histHighRatedMovieIds", "negHistMovieIds"]),
-        [AttentionGroup("group1", (("movieId", "histHighRatedMovieIds"),))], config.min_count, config.share_embeddings,
+        [AttentionGroup("liked", (("movieId", "histHighRatedMovieIds"),))], config.min_count, config.share_embeddings,
         config.max_len,
     )
     return [encode(part, encoders) for part in (fit, valid, test)], encoders
@@ -114,7 +114,7 @@ BAD = {
     "column missing": (lambda t: t.replace("[attention]", 'mood = { kind = "numeric" }\n\n[attention]'),
                        "train.csv: missing column(s) ['mood']"),
     "history not a sequence": (lambda t: t.replace('[["movieId", "histHighRatedMovieIds"]]', '[["movieId", "gender"]]'),
-                               "bad.toml, key 'attention.group1': history 'gender' is not a sequence feature"),
+                               "bad.toml, key 'attention.liked': history 'gender' is not a sequence feature"),
     "share cycle": (lambda t: t.replace('genres = { kind = "sequence" }', 'genres = { kind = "sequence", share = "negHistMovieIds" }')
                     .replace('negHistMovieIds = { kind = "sequence" }', 'negHistMovieIds = { kind = "sequence", share = "genres" }'),
                     "bad.toml, key 'features.genres.share': the shares form a cycle (genres -> negHistMovieIds -> genres)"),

@@ -34,14 +34,14 @@ def test_the_loop_records_health_and_warns_once_of_a_collapse(backend_name, tuto
     config = DINConfig(epochs=3)
     backend = make_backend(backend_name, tutorial_splits.encoders.schema(), config)
     norms = backend.attention_norms()
-    assert set(norms) == {"group1"} and norms["group1"] > 1  # the live unit's kernels
-    monkeypatch.setattr(backend, "attention_norms", lambda: {"group1": 1e-34})  # as a decayed unit's
+    assert set(norms) == {"liked"} and norms["liked"] > 1  # the live unit's kernels
+    monkeypatch.setattr(backend, "attention_norms", lambda: {"liked": 1e-34})  # as a decayed unit's
     with caplog.at_level(logging.WARNING, logger="din"):
         result = fit(backend, tutorial_splits, config, str(tmp_path), progress=False)
     history = np.genfromtxt(tmp_path / "history.csv", delimiter=",", names=True)
-    assert len(history) == 3 and (history["attention_ratiogroup1"] > 1.0).all()  # genfromtxt drops the '/'
+    assert len(history) == 3 and (history["attention_ratioliked"] > 1.0).all()  # genfromtxt drops the '/'
     assert (history["epoch_seconds"] > 0).all() and (history["samples_per_s"] > 0).all()
-    assert result["attention_ratio/group1"] == history["attention_ratiogroup1"][result["best_epoch"] - 1]
+    assert result["attention_ratio/liked"] == history["attention_ratioliked"][result["best_epoch"] - 1]
     warnings = [r for r in caplog.records if "has collapsed" in r.getMessage()]
     assert len(warnings) == 1 and "--attention-weight-decay" in warnings[0].getMessage()
 

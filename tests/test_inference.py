@@ -94,9 +94,9 @@ def test_raw_row_rules(torch_model, test_rows):
 
 def test_attention_lists_each_real_history_position(torch_model, test_rows):
     rows = test_rows.head(6)
-    frame = torch_model.attention(rows)["group1"]
+    frame = torch_model.attention(rows)["liked"]
     _, inputs = torch_model.encode(rows)
-    weights = torch_model.forward(inputs)[1]["group1"]  # [N, T]
+    weights = torch_model.forward(inputs)[1]["liked"]  # [N, T]
     max_len = torch_model.encoders.sequence["histHighRatedMovieIds"].max_len
     for i, history in enumerate(rows["histHighRatedMovieIds"]):
         ids = history.split("|")[-max_len:] if history else []
@@ -115,7 +115,7 @@ def test_predict_cli_on_a_csv_and_a_folder(tutorial_run, tutorial_dir, torch_mod
                                    "attended_2", "weight_2"]
     np.testing.assert_allclose(table["probability"], torch_model.predict(test_rows), atol=1e-7)
     row = int(np.flatnonzero(test_rows["histHighRatedMovieIds"].str.count("\\|") >= 1)[0])  # two ids or more
-    first = torch_model.attention(test_rows.iloc[row : row + 1])["group1"].sort_values("weight", ascending=False)
+    first = torch_model.attention(test_rows.iloc[row : row + 1])["liked"].sort_values("weight", ascending=False)
     assert len(first) >= 2
     assert table.loc[row, "attended_1"] == first["histHighRatedMovieIds"].iloc[0]
     assert table.loc[row, "weight_1"] == pytest.approx(first["weight"].iloc[0], abs=1e-7)
@@ -200,7 +200,7 @@ def test_histories_keep_their_most_recent_ids(torch_model, test_rows):
     oldest = rows.assign(histHighRatedMovieIds=ids.map(lambda h: "|".join(h[:max_len])))
     np.testing.assert_array_equal(torch_model.predict(long), torch_model.predict(latest))
     assert not np.array_equal(torch_model.predict(long), torch_model.predict(oldest))
-    frame = torch_model.attention(long)["group1"]  # the attention lists the kept ids at their slots
+    frame = torch_model.attention(long)["liked"]  # the attention lists the kept ids at their slots
     assert frame[frame["row"] == 0]["histHighRatedMovieIds"].tolist() == ids.iloc[0][-max_len:]
 
 
@@ -273,3 +273,26 @@ def test_a_run_loads_without_its_training_data(tutorial_run, test_rows, tmp_path
     config["optimizer"]["mba_reg"] = 0.01
     (run / "config.json").write_text(json.dumps(config))
     np.testing.assert_array_equal(load_run(str(run)).predict(test_rows), load_run(tutorial_run).predict(test_rows))
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_a_run_with_the_old_attention_group_names_scores_as_it_did(tutorial_run, torch_model, test_rows, tmp_path,
+                                                                   backend):
+    """Runs written before the attention groups took the data's names call
+    the tutorial's group `group1` in encoders.json and in their weights' names:
+    they load and score as before, in either framework (the names come from
+    the run's own encoders.json)."""
+    from training.run_dir import read_weights, write_weights
+
+    old = tmp_path / "old-run"
+    shutil.copytree(tutorial_run, old)
+    encoders = (old / "encoders.json").read_text()
+    assert '"liked"' in encoders
+    (old / "encoders.json").write_text(encoders.replace('"liked"', '"group1"'))
+    weights, trained_by = read_weights(str(old / "model.safetensors"))
+    renamed = {name.replace("attention.liked.", "attention.group1."): value for name, value in weights.items()}
+    assert renamed.keys() != weights.keys()
+    write_weights(str(old / "model.safetensors"), renamed, trained_by)
+    model = load_run(str(old), backend)
+    assert [g.name for g in model.schema.attention_groups] == ["group1"]
+    np.testing.assert_allclose(model.predict(test_rows), torch_model.predict(test_rows), rtol=1e-5, atol=1e-6)

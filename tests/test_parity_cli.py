@@ -26,7 +26,7 @@ def test_parity_command_on_a_run_directory(backend, tutorial_dir, tmp_path):
     result = parity(str(run), "--dtype", "float64", "--batch-size", "500")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"weights from {backend}" in result.stdout
-    for output in ("eval logits", "train logits", "eval attention_weights/group1", "train mlp.batchnorm.0.running_var", "test AUC"):
+    for output in ("eval logits", "train logits", "eval attention_weights/liked", "train mlp.batchnorm.0.running_var", "test AUC"):
         assert output in result.stdout
     assert "all outputs within tolerance" in result.stdout
 

@@ -93,5 +93,5 @@ def test_a_config_recorded_with_unset_features_reads_as_it_meant_then(ml1m_dir):
     assert old["data"]["user_feature"] is None and old["data"]["low_rated_history"] is None
     config = DINConfig.from_json(json.dumps(old))
     schema = movielens.MovieLens().load(ml1m_dir, config).encoders.schema()
-    assert [g.name for g in schema.attention_groups] == ["group1", "group2"]
+    assert [g.name for g in schema.attention_groups] == ["liked", "disliked"]
     assert "userId" in [f.name for f in schema.categorical]

@@ -43,7 +43,7 @@ HISTORY = "histHighRatedMovieIds"
 LOW_HISTORY = "histLowRatedMovieIds"  # --low-rated-history
 USER_ID = "userId"  # --user-feature
 DEMOGRAPHICS = ("gender", "age", "occupation", "zipCode")  # ml-1m's users.dat
-ATTENTION_GROUPS = (AttentionGroup("group1", (("movieId", HISTORY),)),)
+ATTENTION_GROUPS = (AttentionGroup("liked", (("movieId", HISTORY),)),)
 
 
 def on(option: bool | None) -> bool:
@@ -61,7 +61,7 @@ def options(config: DINConfig) -> dict:
 def attention_groups(config: DINConfig) -> tuple[AttentionGroup, ...]:
     """The liked movies; with --low-rated-history the disliked ones too, a second
     group with the candidate as its query (DIN attends over each behaviour)."""
-    low = (AttentionGroup("group2", (("movieId", LOW_HISTORY),)),) if on(config.low_rated_history) else ()
+    low = (AttentionGroup("disliked", (("movieId", LOW_HISTORY),)),) if on(config.low_rated_history) else ()
     return ATTENTION_GROUPS + low
 
 
