@@ -53,7 +53,7 @@ class Embeddings(nn.Module):
     query's table, see FeatureSchema.shared); row 0 is padding.
 
     nn.Embedding's default init is N(0, 1) with the padding row zeroed, and
-    padding_idx keeps that row's gradient at zero: the SPEC's scheme.
+    padding_idx keeps that row's gradient at zero (docs/model.md, the initialisation).
     """
 
     def __init__(self, schema: FeatureSchema, embedding_dim: int):
@@ -84,7 +84,7 @@ class DIN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The SPEC's initialisation (embeddings keep nn.Embedding's N(0, 1)), or
+        """The tutorial's initialisation (docs/model.md; embeddings keep nn.Embedding's N(0, 1)), or
         with config.init 'paper' the CTR libraries' small one: embeddings
         N(0, 1e-4^2) and zero Linear biases."""
         paper = self.config.init == "paper"

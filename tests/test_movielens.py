@@ -69,7 +69,7 @@ def test_empty_history_and_missing_age_follow_the_spec(tmp_path):
 
 def test_real_seed_split(seed_splits):
     schema = seed_splits.encoders.schema()
-    assert schema.mlp_input_dim(16) == 113  # 1 + 4*16 + 2*16 + 16, as the SPEC says
+    assert schema.mlp_input_dim(16) == 113  # numeric 1 + 4 categorical x 16 + 2 sequences x 16 + the interest 16 (docs/model.md)
     train, valid, test = seed_splits.train, seed_splits.valid, seed_splits.test
     assert len(train[LABEL]) + len(valid[LABEL]) == 4832 and len(test[LABEL]) == 1208
     assert not set(train[USER]) & set(valid[USER])  # validation users are held out

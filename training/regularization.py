@@ -7,7 +7,7 @@ approximated over mini-batch m by
 
 where alpha_mj = 1 when some example of batch m holds id j, and n_j is the
 number of occurrences of id j in the whole training set. Adding lambda / 2
-times it to the loss gives the paper's update (eq. 5, the SPEC's eq. 7)
+times it to the loss gives the paper's update (eq. 5; docs/model.md)
 
     w_j <- w_j - lr * (dL/dw_j + lambda * alpha_mj / n_j * w_j),
 

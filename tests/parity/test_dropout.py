@@ -1,6 +1,6 @@
 """Dropout, which every other parity test turns off: in each backend its rate,
 its 1 / (1 - p) scaling of the kept values and its place (after Dice or
-PReLU, as SPEC.md's MLP layers say), and between the backends the same
+PReLU, as docs/model.md's MLP layers are), and between the backends the same
 train-mode distribution of DIN's output over many dropout draws."""
 
 import jax
