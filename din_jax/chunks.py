@@ -5,10 +5,10 @@ running statistics), so a batch can run a chunk of rows at a time with the
 same result. On a CPU that is much faster when the attention's activations
 outgrow the caches: at the paper's sizes on ml-latest-small (two groups of
 50 positions, 80 units) one B = 1024 batch holds [102400, 80] activations,
-16 MB each, and evaluated 2.5x faster in chunks of 64 rows
-(docs/performance.md). An accelerator wants the whole batch at once, so
-chunking is for the CPU only. Training cannot chunk: its BatchNorm
-statistics are the whole batch's.
+16 MB each, and evaluated 2.4x as fast in chunks of 64 rows as whole
+(docs/performance.md, "Evaluation in cache-sized chunks"). An accelerator
+wants the whole batch at once, so chunking is for the CPU only. Training
+cannot chunk: its BatchNorm statistics are the whole batch's.
 """
 
 from __future__ import annotations
