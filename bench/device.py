@@ -4,7 +4,7 @@ right there, how fast, and how near the device's limits.
     python bench/device.py [--data DIR] [--batch-sizes 1024 4096 16384 65536] [--json FILE]
     python bench/device.py --tiny --json out.json     # the CPU test's sizes (tests/test_device_bench.py)
 
-1. Parity on the device: the float32 pair (parity/compare.py) with JAX on the
+1. Parity on the device: the float32 twins (parity/compare.py) with JAX on the
    default device and torch on the CPU, forward in both modes and gradients,
    on random batches of the real shape; the largest difference per kind.
 2. Throughput at each batch size, at two shapes: raw MovieLens in the
@@ -45,7 +45,7 @@ from data.datasets import load_splits  # noqa: E402
 from training.resolve import data_defaults  # noqa: E402
 from data.schema import LABEL, USER  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
-from parity.compare import Pair  # noqa: E402
+from parity.compare import Twins  # noqa: E402
 
 import roofline  # noqa: E402  (bench/roofline.py)
 
@@ -91,11 +91,11 @@ def electronics_shape(workdir: str, tiny: bool) -> str:
 def parity_on_device(splits, config: DINConfig, rows: int) -> dict[str, float]:
     """The largest |torch - JAX| per kind of output, JAX on the default device, torch on the CPU."""
     schema = splits.encoders.schema()
-    pair = Pair(schema, config.replace(attention_dropout=0.0, mlp_dropout=0.0), "float32")
-    batch = pair.batch(splits.train, np.arange(min(rows, len(splits.train[LABEL]))))
+    twins = Twins(schema, config.replace(attention_dropout=0.0, mlp_dropout=0.0), "float32")
+    batch = twins.batch(splits.train, np.arange(min(rows, len(splits.train[LABEL]))))
     worst: dict[str, float] = {}
-    for kind, diffs in (("forward_train", pair.forward(batch, train=True)),
-                        ("forward_eval", pair.forward(batch, train=False)), ("gradients", pair.gradients(batch))):
+    for kind, diffs in (("forward_train", twins.forward(batch, train=True)),
+                        ("forward_eval", twins.forward(batch, train=False)), ("gradients", twins.gradients(batch))):
         worst[kind] = max(d.max_abs for d in diffs)
         worst[f"{kind}_within_tolerance"] = all(d.ok for d in diffs)
     return worst

@@ -245,7 +245,7 @@ class DINConfig:
         if "weight_decay" in raw:  # one rate for every parameter, before the groups existed
             rate = raw.pop("weight_decay")
             raw = {**{f"{group}_weight_decay": rate for group in DECAY_GROUPS}, **raw}
-        raw = {**BEFORE_THEY_EXISTED, **raw}
+        raw = {**MEANING_WHEN_ABSENT, **raw}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -258,7 +258,7 @@ class DINConfig:
 
 # What a config.json written before a setting existed meant by its absence
 # (where the setting's default is not that).
-BEFORE_THEY_EXISTED = {"low_rated_history": False, "user_feature": False, "weight_decay_form": "coupled",
+MEANING_WHEN_ABSENT = {"low_rated_history": False, "user_feature": False, "weight_decay_form": "coupled",
                        "pooling": "attention"}
 
 # The parameter groups that each have a weight decay (`{group}_weight_decay`).

@@ -35,14 +35,14 @@ def scheduled(config: DINConfig) -> bool:
 
 def factor(config: DINConfig) -> Callable[[int], float]:
     """step (0 for the first update) -> the multiple of config.learning_rate it uses."""
-    warmup, decay, kind = config.warmup_steps, max(config.decay_steps, 1), config.lr_schedule
+    warmup, decay, shape = config.warmup_steps, max(config.decay_steps, 1), config.lr_schedule
 
     def at(step: int) -> float:
         if step < warmup:
             return step / warmup
         t = min(step - warmup, decay) / decay
-        if kind == "cosine":
+        if shape == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * t))
-        return 1.0 - t if kind == "linear" else 1.0
+        return 1.0 - t if shape == "linear" else 1.0
 
     return at

@@ -40,23 +40,23 @@ class NumericEncoder:
     """Mean imputation, then a uniform quantile transform (the default), a
     z-score (`standard`) or nothing (`none`)."""
 
-    def __init__(self, mean: float, transformer: QuantileTransformer | None, kind: str = "quantile", std: float = 1.0):
+    def __init__(self, mean: float, transformer: QuantileTransformer | None, preprocess: str = "quantile", std: float = 1.0):
         self.mean = float(mean)
         self.transformer = transformer
-        self.kind = kind
+        self.preprocess = preprocess
         self.std = float(std)
 
     @classmethod
-    def fit(cls, values: np.ndarray, name: str = "", kind: str = "quantile") -> "NumericEncoder":
+    def fit(cls, values: np.ndarray, name: str = "", preprocess: str = "quantile") -> "NumericEncoder":
         values = np.asarray(values, dtype=np.float64)
         if np.isnan(values).all():
             raise DataError(f"column {name!r}: every training value is missing; nothing to impute from")
         mean = float(np.nanmean(values))
         imputed = np.where(np.isnan(values), mean, values)
-        if kind == "standard":
-            return cls(mean, None, kind, float(np.std(imputed)) or 1.0)  # a constant column stays finite
-        if kind == "none":
-            return cls(mean, None, kind)
+        if preprocess == "standard":
+            return cls(mean, None, preprocess, float(np.std(imputed)) or 1.0)  # a constant column stays finite
+        if preprocess == "none":
+            return cls(mean, None, preprocess)
         # Default n_quantiles (1000) capped at the sample count, as sklearn
         # does with a warning; capping here keeps the fit silent. No
         # subsampling: the quantiles are exact, so the same data always gives
@@ -70,15 +70,15 @@ class NumericEncoder:
         if len(values) == 0:  # An empty split (e.g. no validation users).
             return np.zeros(0, dtype=np.float32)
         imputed = np.where(np.isnan(values), self.mean, values)
-        if self.kind == "standard":
+        if self.preprocess == "standard":
             return ((imputed - self.mean) / self.std).astype(np.float32)
-        if self.kind == "none":
+        if self.preprocess == "none":
             return imputed.astype(np.float32)
         return self.transformer.transform(imputed.reshape(-1, 1))[:, 0].astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        if self.kind != "quantile":
-            return {"kind": self.kind, "mean": self.mean, "std": self.std}
+        if self.preprocess != "quantile":
+            return {"kind": self.preprocess, "mean": self.mean, "std": self.std}  # "kind": encoders.json's key
         return {
             "mean": self.mean,
             "quantiles": self.transformer.quantiles_[:, 0].tolist(),

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from core.config import DINConfig
-from din_jax.layers import MLP, bias_init, kaiming_uniform, wide
+from din_jax.layers import MLP, at_least_float32, bias_init, kaiming_uniform
 from din_jax.packing import packed_capacity, packs
 
 
@@ -36,7 +36,7 @@ def pooled_history(keys: jax.Array, length: jax.Array, pooling: str) -> tuple[ja
     """The paper's BaseModel in place of the attention: keys [B, T, D], length [B]
     -> (the mean or sum of the real positions' keys [B, D], their weights [B, T]:
     1 / length or 1, 0 where padded)."""
-    real = (jnp.arange(keys.shape[1]) < length[:, None]).astype(wide(keys.dtype))  # [B, T]
+    real = (jnp.arange(keys.shape[1]) < length[:, None]).astype(at_least_float32(keys.dtype))  # [B, T]
     weights = real / jnp.maximum(length, 1)[:, None].astype(real.dtype) if pooling == "mean" else real
     interest = jnp.einsum("bt,btd->bd", weights, keys.astype(weights.dtype))
     return interest.astype(keys.dtype), weights  # [B, D], [B, T]
@@ -107,7 +107,7 @@ class AttentionUnit(nn.Module):
         batch, steps, dim = keys.shape
         config = self.config
         real = jnp.arange(steps) < length[:, None]  # [B, T]
-        example_weight = jnp.ones(batch, wide(keys.dtype)) if row_mask is None else row_mask.astype(wide(keys.dtype))
+        example_weight = jnp.ones(batch, at_least_float32(keys.dtype)) if row_mask is None else row_mask.astype(at_least_float32(keys.dtype))
         padding_rows = self.train and not config.mask_padding  # padded positions are BatchNorm rows
         every = self.packing == "off" or not packs(config, self.train)
         # A symbolic batch dimension (jax.export's) has no static number of packed rows.
@@ -131,7 +131,7 @@ class AttentionUnit(nn.Module):
                 scores = nn.cond(jnp.sum(live) <= capacity, packed, every_position, self, *args)
             else:
                 scores = packed(self, *args)
-        scores = scores.astype(wide(keys.dtype)) / math.sqrt(dim)  # [B, T], normalised in >= float32
+        scores = scores.astype(at_least_float32(keys.dtype)) / math.sqrt(dim)  # [B, T], normalised in >= float32
         if config.attention_norm == "softmax":
             weights = masked_softmax(scores, real)
         else:

@@ -52,7 +52,7 @@ def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.nda
     logging.getLogger("din").info(
         "attention rows for %.1f%% of each batch's history positions (--history-share %g: %s)",
         100 * config.history_share, config.history_share,
-        "from the training split's lengths" if packing.pays(config, schema) else "every position, packed rows do not pay at these widths")
+        "from the training split's lengths" if packing.worth_packing(config, schema) else "every position, packed rows do not pay at these widths")
     return config
 
 
@@ -135,7 +135,7 @@ class JaxBackend:
         self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh),
                                   static_argnames=("packing", "chunk"))
         self._eval_attention = jax.jit(eval_attention)
-        self.input = Inputs(self.mesh, config.input)
+        self.feed = Inputs(self.mesh, config.input)  # how batches reach the devices (din_jax/input.py)
         self.input_path = None  # the training split's, once chosen
         devices = jax.devices()
         self.describe = (
@@ -145,21 +145,21 @@ class JaxBackend:
 
     def streams(self, data: Arrays) -> bool:
         """Whether batches of `data` are streamed from the host (din_jax/input.py)."""
-        return self.input.streams(data, self.inputs + (LABEL,))
+        return self.feed.streams(data, self.inputs + (LABEL,))
 
     def train_batches(self, data: Arrays, batches: list[np.ndarray], progress: Callable[[int], None]) -> np.ndarray:
         streamed, names = self.streams(data), self.inputs + (LABEL,)
         if self.input_path is None:
             self.input_path = "streamed" if streamed else "device-resident"
             size = sum(data[name].nbytes for name in names) / 2**30
-            mode = self.input.mode
+            mode = self.feed.mode
             log.info("training input: %s (training split %.2f GB; --input %s%s)", self.input_path, size, mode,
                      f", device-resident up to {RESIDENT_BYTES / 2**30:g} GB" if mode == "auto" else "")
         losses = []
         if streamed:
             def load(block):  # in a background thread, a block ahead
                 rows, row_mask = block
-                return (self.input.gathered(data, rows, names), self.input.rows(row_mask), int(row_mask.sum()),
+                return (self.feed.gathered(data, rows, names), self.feed.rows(row_mask), int(row_mask.sum()),
                         self._packing(data, rows, row_mask))
 
             for batches_on_device, mask, count, packing in prefetched(
@@ -170,9 +170,9 @@ class JaxBackend:
                 losses.append(block_losses)  # [K]
                 progress(count)
         else:
-            device_data = self.input.resident(data, names)
+            device_data = self.feed.resident(data, names)
             for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
-                rows_global, mask_global = self.input.rows(rows), self.input.rows(row_mask)
+                rows_global, mask_global = self.feed.rows(rows), self.feed.rows(row_mask)
                 self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global,
                                                              self.regularizer, packing=self._packing(data, rows, row_mask))
                 losses.append(block_losses)  # [K]
@@ -229,13 +229,13 @@ class JaxBackend:
         if self.streams(data):
             def load(rows):
                 rows = padded(rows)
-                return self.input.gathered(data, rows, self.inputs), packing_of(rows)
+                return self.feed.gathered(data, rows, self.inputs), packing_of(rows)
 
             out = [self._eval_step(self.state, batch, packing=packing, chunk=chunk)
                    for batch, packing in prefetched(load, eval_batches(n, batch_size))]
         else:
-            device_data = self.input.resident(data, self.inputs)
-            out = [self._eval_logits(self.state, device_data, self.input.rows(rows), packing=packing_of(rows),
+            device_data = self.feed.resident(data, self.inputs)
+            out = [self._eval_logits(self.state, device_data, self.feed.rows(rows), packing=packing_of(rows),
                                      chunk=chunk)
                    for rows in map(padded, eval_batches(n, batch_size))]
         # One gather from every device (and host) per evaluation.

@@ -30,7 +30,7 @@ def bias_init(config: DINConfig) -> nn.initializers.Initializer:
     return nn.initializers.zeros if config.init == "paper" else normal_bias
 
 
-def wide(dtype: Any) -> Any:
+def at_least_float32(dtype: Any) -> Any:
     """The dtype of statistics, normalisation and the loss: at least float32."""
     return jnp.promote_types(dtype, jnp.float32)
 
@@ -75,7 +75,7 @@ class BatchNorm(nn.Module):
         jit, a caller that drops them costs nothing).
         """
         features, dtype = x.shape[-1], x.dtype
-        x = x.astype(wide(dtype))
+        x = x.astype(at_least_float32(dtype))
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), x.dtype)
         running_var = self.variable("batch_stats", "var", jnp.ones, (features,), x.dtype)
         # torch's buffer, kept so that a checkpoint converts both ways unchanged.
@@ -191,8 +191,8 @@ class MLP(nn.Module):
         [N, hidden[-1]]; mask [N] weighs the rows in the BatchNorm statistics."""
         config = self.config
         for i, features in enumerate(self.hidden):
-            kind = PairDense if isinstance(x, tuple) else nn.Dense
-            dense = kind(
+            layer = PairDense if isinstance(x, tuple) else nn.Dense
+            dense = layer(
                 features, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f"dense_{i}",
             )

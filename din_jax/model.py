@@ -19,7 +19,7 @@ from flax import linen as nn
 from core.config import PAPER_EMBEDDING_STD, DINConfig
 from data.schema import ROW_MASK, AttentionGroup, FeatureSchema
 from din_jax.attention import AttentionUnit, pooled_history
-from din_jax.layers import MLP, bias_init, kaiming_uniform, wide
+from din_jax.layers import MLP, at_least_float32, bias_init, kaiming_uniform
 
 Batch = dict[str, jax.Array]
 # config.dtype -> the computation's dtype (None: the parameters')
@@ -145,7 +145,7 @@ class DIN(nn.Module):
         hidden = mlp(mlp_input, train, row_mask)  # [B, H]
         final = nn.Dense(1, kernel_init=kaiming_uniform, bias_init=bias_init(config), dtype=dtype, param_dtype=param_dtype,
                          name="final")
-        logits = final(hidden)[:, 0].astype(wide(hidden.dtype))  # [B], the loss's dtype
+        logits = final(hidden)[:, 0].astype(at_least_float32(hidden.dtype))  # [B], the loss's dtype
         intermediates["mlp_input"] = mlp_input
         return logits, intermediates
 

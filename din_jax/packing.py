@@ -73,7 +73,7 @@ def counts_fit(schema: FeatureSchema, share: float, counts: Mapping[str, np.ndar
     return True
 
 
-def pays(config: DINConfig, schema: FeatureSchema) -> bool:
+def worth_packing(config: DINConfig, schema: FeatureSchema) -> bool:
     """Whether packed rows can be faster than every position: a packed row
     costs its gathers (key and query, D wide each) and its scatter back, a
     saved row the attention MLP's passes over its widths. Measured
@@ -90,7 +90,7 @@ def resolve(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.nda
     (every position) where packing does not pay."""
     if config.history_share or not schema.attention_groups:
         return config
-    if not pays(config, schema):
+    if not worth_packing(config, schema):
         return config.replace(history_share=1.0)
     share = 0.0
     for group in schema.attention_groups:

@@ -220,7 +220,7 @@ def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: 
     """lax.scan of train_step over `steps` (leading axis K); batch_of(step) ->
     (batch, row_mask [B]). A step whose rows are all masked is skipped, so every
     block of an epoch has the same shape. Returns (state, losses [K])."""
-    # The loss is computed in at least float32 (din_jax.layers.wide), whatever the activations.
+    # The loss is computed in at least float32 (din_jax.layers.at_least_float32), whatever the activations.
     loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
 
     def body(state, step):

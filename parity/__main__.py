@@ -54,7 +54,7 @@ def compare_run(args: argparse.Namespace) -> int:
     from data.datasets import load_test
     from data.schema import LABEL
     from inference.convert import to_backend
-    from parity.compare import TOLERANCES, Diff, Pair, diff, format_table
+    from parity.compare import TOLERANCES, Diff, Twins, diff, format_table
     from training import metrics
     from training.backend import BACKENDS
     from training.run_dir import read_run
@@ -76,7 +76,7 @@ def compare_run(args: argparse.Namespace) -> int:
     config = config.replace(attention_dropout=0.0, mlp_dropout=0.0)  # dropout RNGs differ by framework
     try:
         state = to_backend(weights, backend, "torch", template=lambda: {})  # the torch state_dict
-        pair = Pair(schema, config, args.dtype, torch_state=state)
+        twins = Twins(schema, config, args.dtype, torch_state=state)
     except (KeyError, ValueError, RuntimeError) as error:  # names or shapes that do not fit encoders.json
         raise RunError(f"{args.run_dir}: the weights do not fit the model that encoders.json describes "
                        f"({str(error).splitlines()[0]}); the run's files are damaged or mixed") from None
@@ -84,14 +84,14 @@ def compare_run(args: argparse.Namespace) -> int:
     worst: dict[str, Diff] = {}  # per output, the batch with the largest difference
     logits: dict[str, list[np.ndarray]] = {"torch": [], "jax": []}
     for rows in eval_batches(len(test[LABEL]), args.batch_size):
-        batch = pair.batch(test, rows)
-        found = pair.forward(batch, train=False, prefix="eval ")
+        batch = twins.batch(test, rows)
+        found = twins.forward(batch, train=False, prefix="eval ")
         if len(rows) > 1:  # BatchNorm cannot train on one row, in either framework
-            found += pair.forward(batch, train=True, prefix="train ")
+            found += twins.forward(batch, train=True, prefix="train ")
         for row in found:
             if row.name not in worst or row.max_abs > worst[row.name].max_abs:
                 worst[row.name] = row
-        for name, values in zip(("torch", "jax"), pair.eval_logits(batch)):
+        for name, values in zip(("torch", "jax"), twins.eval_logits(batch)):
             logits[name].append(values)
 
     auc = {name: metrics.auc(test[LABEL], np.concatenate(values)) for name, values in logits.items()}

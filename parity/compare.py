@@ -86,7 +86,7 @@ def format_table(rows: list[Diff]) -> str:
     return "\n".join(lines)
 
 
-class Pair:
+class Twins:
     """One DIN in both frameworks with the same weights, in float32 or float64;
     mba_scales (lambda / n_j per table row) adds the mini-batch aware L2 to
     both training objectives."""
@@ -121,12 +121,12 @@ class Pair:
             self.jax_regularizer = jax_steps.MiniBatchAwareL2.create(schema, mba_scales, jnp.dtype(dtype))
 
     def jax_state(self) -> jax_steps.TrainState:
-        """A Flax TrainState holding the pair's current weights."""
+        """A Flax TrainState holding the twins's current weights."""
         return jax_steps.TrainState.create(
             apply_fn=self.flax.apply,
             params=self.variables["params"],
             batch_stats=self.variables["batch_stats"],
-            tx=self.tx,  # one object per pair: the jitted step is traced once, not once per state
+            tx=self.tx,  # one object per twins: the jitted step is traced once, not once per state
             rng=jax.random.key(0),
         )
 
@@ -134,7 +134,7 @@ class Pair:
         return jax.tree_util.tree_map(jnp.asarray, torch_to_flax(state_dict, self.template))
 
     def batch(self, data: dict, rows: np.ndarray) -> dict:
-        """Rows of an encoded split as model inputs: numeric features in the pair's dtype."""
+        """Rows of an encoded split as model inputs: numeric features in the twins's dtype."""
         batch = {name: data[name][rows] for name in data if name != USER}
         for name in self.schema.numeric:
             batch[name] = batch[name].astype(self.dtype)
@@ -153,7 +153,7 @@ class Pair:
         with torch.no_grad():
             t_logits, t_inter = self.torch(self.torch_batch(batch))
         t_state = {k: v.clone() for k, v in self.torch.state_dict().items()}
-        self.torch.load_state_dict(saved)  # Leave the pair as it was.
+        self.torch.load_state_dict(saved)  # Leave the twins as it was.
         (j_logits, j_inter), updates = _apply(self.flax, train)(self.variables, self.jax_batch(batch))
         tol, rtol = self.tol["forward"], self.tol["forward_rtol"]
         rows = [diff(f"{prefix}logits", t_logits, j_logits, tol, rtol)]
@@ -310,7 +310,7 @@ def _apply(model, train: bool):
 
 @functools.lru_cache(maxsize=None)
 def _grads(model):
-    """The jitted gradient of the training objective, compiled once per model (not per Pair)."""
+    """The jitted gradient of the training objective, compiled once per model (not per Twins)."""
 
     def grads(params, batch_stats, batch, regularizer):
         loss = lambda p: jax_steps.objective(model.apply, p, batch_stats, batch, regularizer=regularizer)[0]  # noqa: E731

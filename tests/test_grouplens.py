@@ -10,7 +10,7 @@ from core.errors import DataError
 from data.datasets import load_splits
 from data.schema import LABEL, USER
 from data.sources.grouplens import detect_format, read_raw
-from data.sources.sequential import HISTORY, LOW_HISTORY, USER_ID, build_samples, split_masks
+from data.sources.sequential import HISTORY, LOW_HISTORY, USER_FEATURE, build_samples, split_masks
 
 RATINGS_CSV = """userId,movieId,rating,timestamp
 1,10,5.0,100
@@ -67,13 +67,13 @@ class TestSequentialProtocol:
         history's twin; --user-feature: the user id as a feature column."""
         raw = read_raw(folder(tmp_path, **{"ratings.csv": RATINGS_CSV, "movies.csv": MOVIES_CSV}))
         samples = build_samples(raw, max_hist=50, low_rated=True, user_id=True)
-        np.testing.assert_array_equal(samples[USER_ID], samples[USER])
+        np.testing.assert_array_equal(samples[USER_FEATURE], samples[USER])
         low = {(int(u), int(m)): [int(x) for x in h if x]
                for u, m, h in zip(samples[USER], samples["movieId"], samples[LOW_HISTORY])}
         # user 1 rated only movie 50 below 4, last: no sample has it; user 2 rated movie 10 at 1.0, first.
         assert low == {(1, 20): [], (1, 30): [], (1, 40): [], (1, 50): [], (2, 20): [10], (2, 30): [10]}
         plain = build_samples(raw, max_hist=50)
-        assert LOW_HISTORY not in plain and USER_ID not in plain
+        assert LOW_HISTORY not in plain and USER_FEATURE not in plain
         for name, values in plain.items():  # the options add columns, change none
             np.testing.assert_array_equal(np.asarray(values), np.asarray(samples[name]), err_msg=name)
 

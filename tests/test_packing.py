@@ -33,7 +33,7 @@ def test_the_share_is_the_mean_live_share_plus_four_standard_errors_of_a_batch()
     group = schema.attention_groups[0]
     share = packing.live_counts(group, train) / train[group.histories[0]].shape[1]
     config = DINConfig(**PRESETS["paper"] | {"embedding_dim": 4}, batch_size=64)
-    assert packing.pays(config, schema)
+    assert packing.worth_packing(config, schema)
     expected = math.ceil((share.mean() + 4 * share.std() / 8) * 1000) / 1000
     assert packing.resolve(config, schema, train).history_share == min(1.0, expected) < 1.0
     assert packing.resolve(config.replace(history_share=0.3), schema, train).history_share == 0.3  # given: kept
@@ -42,7 +42,7 @@ def test_the_share_is_the_mean_live_share_plus_four_standard_errors_of_a_batch()
 def test_a_narrow_attention_mlp_computes_every_position():
     schema, train = one_group_split()
     config = DINConfig(attention_hidden=(16, 8), embedding_dim=16)  # the tutorial's: packed rows do not pay
-    assert not packing.pays(config, schema)
+    assert not packing.worth_packing(config, schema)
     assert packing.resolve(config, schema, train).history_share == 1.0
 
 

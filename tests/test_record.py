@@ -62,7 +62,7 @@ def test_a_default_run_records_every_value_and_outlives_a_change_of_defaults(ml1
     monkeypatch.setattr(movielens.MovieLens, "defaults", lambda self, config: dict(
         embedding_dim=16, attention_hidden=(16, 8), mlp_hidden=(32, 16), attention_norm="sigmoid",
         low_rated_history=False, user_feature=False))
-    monkeypatch.setattr(sequential, "on", lambda option: option is True)
+    monkeypatch.setattr(sequential, "enabled", lambda option: option is True)
     monkeypatch.setattr(schedule, "steps_per_epoch", lambda n, batch: 1)
 
     (run / "metrics.json").unlink()  # as if killed after its last checkpoint

@@ -41,12 +41,12 @@ from data.splits import ChunkedSplits, Splits
 
 HISTORY = "histHighRatedMovieIds"
 LOW_HISTORY = "histLowRatedMovieIds"  # --low-rated-history
-USER_ID = "userId"  # --user-feature
+USER_FEATURE = "userId"  # --user-feature
 DEMOGRAPHICS = ("gender", "age", "occupation", "zipCode")  # ml-1m's users.dat
 ATTENTION_GROUPS = (AttentionGroup("liked", (("movieId", HISTORY),)),)
 
 
-def on(option: bool | None) -> bool:
+def enabled(option: bool | None) -> bool:
     """A sequential-protocol option. A run resolves it (training/resolve.py);
     None is what a config.json written before that records for "the protocol's
     choice", which was on, and is read as such."""
@@ -55,13 +55,13 @@ def on(option: bool | None) -> bool:
 
 def options(config: DINConfig) -> dict:
     """The data settings with the protocol's options as booleans (the cache key)."""
-    return config.group("data") | {name: on(getattr(config, name)) for name in SEQUENTIAL_OPTIONS}
+    return config.group("data") | {name: enabled(getattr(config, name)) for name in SEQUENTIAL_OPTIONS}
 
 
 def attention_groups(config: DINConfig) -> tuple[AttentionGroup, ...]:
     """The liked movies; with --low-rated-history the disliked ones too, a second
     group with the candidate as its query (DIN attends over each behaviour)."""
-    low = (AttentionGroup("disliked", (("movieId", LOW_HISTORY),)),) if on(config.low_rated_history) else ()
+    low = (AttentionGroup("disliked", (("movieId", LOW_HISTORY),)),) if enabled(config.low_rated_history) else ()
     return ATTENTION_GROUPS + low
 
 
@@ -100,7 +100,7 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int, lo
     pd.Categorical: each movie's string), plus `order` (the sample's rank among
     its user's samples) and `count`. low_rated: LOW_HISTORY [N, max_hist], the
     movies rated below 4 strictly earlier, as the history holds those rated 4
-    or more; user_id: USER_ID, the user as a feature."""
+    or more; user_id: USER_FEATURE, the user as a feature."""
     user, movie, timestamp = ratings["user"], ratings["movie"], ratings["timestamp"]
     positive = ratings["rating"] >= 4.0
 
@@ -123,7 +123,7 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int, lo
     if low_rated:
         columns[LOW_HISTORY] = earlier(user, timestamp, ~positive, max_hist, movie)
     if user_id:
-        columns[USER_ID] = user
+        columns[USER_FEATURE] = user
     if raw.users is not None:
         columns |= demographics(raw, user)
     return {name: values[sample] for name, values in columns.items()}
@@ -131,7 +131,7 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int, lo
 
 def samples_of(raw: RawMovieLens, ratings: dict[str, np.ndarray], config: DINConfig) -> dict[str, np.ndarray]:
     """samples with the run's options."""
-    return samples(raw, ratings, config.max_hist, on(config.low_rated_history), on(config.user_feature))
+    return samples(raw, ratings, config.max_hist, enabled(config.low_rated_history), enabled(config.user_feature))
 
 
 def movie_genres(raw: RawMovieLens, movie: np.ndarray) -> pd.Categorical:
@@ -197,8 +197,8 @@ def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarr
 def features(raw: RawMovieLens, config: DINConfig) -> tuple[Feature, ...]:
     numeric, categorical = (("age",), ("gender", "movieId", "occupation", "zipCode")) if raw.users is not None else \
         ((), ("movieId",))
-    user = (USER_ID,) if on(config.user_feature) else ()
-    low = (LOW_HISTORY,) if on(config.low_rated_history) else ()
+    user = (USER_FEATURE,) if enabled(config.user_feature) else ()
+    low = (LOW_HISTORY,) if enabled(config.low_rated_history) else ()
     return feature_kinds(numeric, (*categorical, *user), ("genres", HISTORY, *low))
 
 

@@ -93,7 +93,7 @@ def test_arrays_are_sharded_as_asked(trained):
     assert state.params["final"]["kernel"].sharding.is_fully_replicated
     assert jax.tree_util.tree_leaves(state.batch_stats)[0].sharding.is_fully_replicated
     # A batch's rows are split over 'data' (2 devices of 'model' hold each quarter).
-    rows = backend.input.rows(np.zeros((4, 64), np.int32))
+    rows = backend.feed.rows(np.zeros((4, 64), np.int32))
     assert rows.sharding.spec == P(None, "data")
     assert {s.data.shape for s in rows.addressable_shards} == {(4, 16)}
 
@@ -123,7 +123,7 @@ def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device(trained):
 
     earlier.update(id(array) for array in jax.live_arrays())
     backend, data = train_20_steps("data=8 streamed", CONFIG, inspect)
-    assert backend.input_path == "streamed" and not backend.input._on_device
+    assert backend.input_path == "streamed" and not backend.feed._on_device
     assert blocks and all(shapes == {(4, 8)} for shapes in blocks), blocks
     assert not splits, splits
     expected = trained["data=1"][0].weights()

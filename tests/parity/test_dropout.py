@@ -13,7 +13,7 @@ from core.config import DINConfig
 from din_jax import layers as jax_layers
 from din_jax import model as jax_model
 from din_torch import layers as torch_layers
-from parity.compare import Pair
+from parity.compare import Twins
 from parity.synthetic import random_batch, random_schema
 
 X64 = bool(jax.config.jax_enable_x64)
@@ -79,38 +79,38 @@ def test_no_dropout_in_eval_mode(backend):
     rng = np.random.default_rng(3)
     schema = random_schema(rng)
     batch = random_batch(schema, 16, rng, dtype=np.dtype(DTYPE))
-    pair = Pair(schema, DINConfig(attention_dropout=0.5, mlp_dropout=0.5), DTYPE, seed=3)
-    logits = train_mode_logits(pair, batch, 2, backend, train=False)
+    twins = Twins(schema, DINConfig(attention_dropout=0.5, mlp_dropout=0.5), DTYPE, seed=3)
+    logits = train_mode_logits(twins, batch, 2, backend, train=False)
     assert np.array_equal(logits[0], logits[1])
 
 
-def train_mode_logits(pair: Pair, batch: dict, draws: int, backend: str, train: bool = True) -> np.ndarray:
-    """[draws, B] logits of DIN with the pair's weights, one dropout draw each."""
+def train_mode_logits(twins: Twins, batch: dict, draws: int, backend: str, train: bool = True) -> np.ndarray:
+    """[draws, B] logits of DIN with the twins's weights, one dropout draw each."""
     if backend == "torch":
-        model = pair.torch.train(train)
+        model = twins.torch.train(train)
         out = []
         for draw in range(draws):
             torch.manual_seed(2000 + draw)
             with torch.no_grad():
-                out.append(model(pair.torch_batch(batch))[0].numpy())
+                out.append(model(twins.torch_batch(batch))[0].numpy())
         return np.stack(out)
 
     @jax.jit
     def run(key):
-        logits, _ = pair.flax.apply(pair.variables, pair.jax_batch(batch), train=train, mutable=["batch_stats"],
+        logits, _ = twins.flax.apply(twins.variables, twins.jax_batch(batch), train=train, mutable=["batch_stats"],
                                     rngs={"dropout": key})
         return logits[0] if isinstance(logits, tuple) else logits
 
     return np.stack([np.asarray(run(key)) for key in jax.random.split(jax.random.key(2), draws)])
 
 
-def assert_same_distribution(pair: Pair, batch: dict) -> None:
+def assert_same_distribution(twins: Twins, batch: dict) -> None:
     """Over many draws each row's mean train-mode logit agrees within its
     standard error across the backends, and so does its spread."""
-    state = {k: v.clone() for k, v in pair.torch.state_dict().items()}
-    torch_logits = train_mode_logits(pair, batch, DRAWS, "torch")  # [draws, B]
-    pair.torch.load_state_dict(state)  # running statistics back: only the draws differ
-    jax_logits = train_mode_logits(pair, batch, DRAWS, "jax")
+    state = {k: v.clone() for k, v in twins.torch.state_dict().items()}
+    torch_logits = train_mode_logits(twins, batch, DRAWS, "torch")  # [draws, B]
+    twins.torch.load_state_dict(state)  # running statistics back: only the draws differ
+    jax_logits = train_mode_logits(twins, batch, DRAWS, "jax")
     se = np.sqrt(torch_logits.var(axis=0) / DRAWS + jax_logits.var(axis=0) / DRAWS)  # [B]
     assert np.all(torch_logits.std(axis=0) > 0)
     assert np.all(np.abs(torch_logits.mean(axis=0) - jax_logits.mean(axis=0)) < 4 * se)
@@ -123,7 +123,7 @@ def test_train_mode_output_has_the_same_distribution_in_both_backends():
     rng = np.random.default_rng(4)
     schema = random_schema(rng)
     batch = random_batch(schema, 16, rng, dtype=np.dtype(DTYPE))
-    assert_same_distribution(Pair(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4), batch)
+    assert_same_distribution(Twins(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4), batch)
 
 
 @pytest.mark.parametrize("source", ["raw-movielens", "amazon"])
@@ -131,9 +131,9 @@ def test_the_shipped_default_trains_in_distribution(source, ml1m_dir, amazon_dir
     """The configuration a run takes with no flag (tests/parity/test_shipped_default.py
     compares it with dropout off), its own rates on, real rows."""
     config, splits = shipped_default({"raw-movielens": ml1m_dir, "amazon": amazon_dir}[source])
-    pair = Pair(splits.encoders.schema(), config, DTYPE, seed=4)
-    assert pair.config.attention_dropout > 0 and pair.config.mlp_dropout > 0
-    assert_same_distribution(pair, pair.batch(splits.train, np.arange(16)))
+    twins = Twins(splits.encoders.schema(), config, DTYPE, seed=4)
+    assert twins.config.attention_dropout > 0 and twins.config.mlp_dropout > 0
+    assert_same_distribution(twins, twins.batch(splits.train, np.arange(16)))
 
 
 @pytest.mark.skipif(X64, reason="dtype-independent: runs in the float32 session")
@@ -143,7 +143,7 @@ def test_the_distribution_check_catches_a_rate_on_the_wrong_layer():
     rng = np.random.default_rng(4)
     schema = random_schema(rng)
     batch = random_batch(schema, 16, rng, dtype=np.dtype(DTYPE))
-    pair = Pair(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4)
-    pair.flax = jax_model.DIN(schema, DINConfig(attention_dropout=0.25, mlp_dropout=0.1), param_dtype=np.dtype(DTYPE))
+    twins = Twins(schema, DINConfig(attention_dropout=0.1, mlp_dropout=0.25), DTYPE, seed=4)
+    twins.flax = jax_model.DIN(schema, DINConfig(attention_dropout=0.25, mlp_dropout=0.1), param_dtype=np.dtype(DTYPE))
     with pytest.raises(AssertionError):
-        assert_same_distribution(pair, batch)
+        assert_same_distribution(twins, batch)

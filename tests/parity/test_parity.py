@@ -14,7 +14,7 @@ from data.batches import epoch_batches
 from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
 from inference.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
-from parity.compare import TOLERANCES, Pair, diff, format_table
+from parity.compare import TOLERANCES, Twins, diff, format_table
 from parity.synthetic import random_batch, random_schema
 from training.regularization import mba_scales
 
@@ -34,17 +34,17 @@ def assert_within(rows):
     assert not bad, "over tolerance:\n" + format_table(bad)
 
 
-def synthetic_pair(seed, share=False):
+def synthetic_twins(seed, share=False):
     rng = np.random.default_rng(seed)
     schema = random_schema(rng, share=share)
-    return Pair(schema, NO_DROPOUT, DTYPE, seed=seed), schema, rng
+    return Twins(schema, NO_DROPOUT, DTYPE, seed=seed), schema, rng
 
 
 @pytest.mark.parametrize("seed, share", [(0, False), (1, False), (2, False), (3, True)])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_forward_random_schemas(seed, share, train):
-    pair, schema, rng = synthetic_pair(seed, share)
-    rows = pair.forward(random_batch(schema, 13, rng, dtype=np.dtype(DTYPE)), train=train)
+    twins, schema, rng = synthetic_twins(seed, share)
+    rows = twins.forward(random_batch(schema, 13, rng, dtype=np.dtype(DTYPE)), train=train)
     assert {"logits", "mlp_input"} <= {r.name for r in rows}
     assert_within(rows)
 
@@ -74,21 +74,21 @@ SCHEDULES = {
 }
 
 
-def option_pair(name, seed=5, **settings):
+def option_twins(name, seed=5, **settings):
     options = dict(OPTIONS.get(name) or SCHEDULES[name])
     share = options.pop("share", False)
     rng = np.random.default_rng(seed)
     schema = random_schema(rng, share=share)
     config = NO_DROPOUT.replace(**options, **settings)
     scales = mba_scales(schema, random_batch(schema, 40, rng), config.mba_reg) if config.mba_reg else None
-    return Pair(schema, config, DTYPE, seed=seed, mba_scales=scales), schema, rng
+    return Twins(schema, config, DTYPE, seed=seed, mba_scales=scales), schema, rng
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_options_forward_and_gradients(name):
-    pair, schema, rng = option_pair(name)
+    twins, schema, rng = option_twins(name)
     batch = random_batch(schema, 13, rng, dtype=np.dtype(DTYPE))
-    rows = pair.forward(batch, train=True) + pair.forward(batch, train=False, prefix="eval ") + pair.gradients(batch)
+    rows = twins.forward(batch, train=True) + twins.forward(batch, train=False, prefix="eval ") + twins.gradients(batch)
     assert_within(rows)
 
 
@@ -117,10 +117,10 @@ ZERO_GRADIENT_BIASES = {"embedding_weight_decay": 0.0, "attention_weight_decay":
 
 @pytest.mark.parametrize("name", STEP_OPTIONS)
 def test_options_ten_adam_steps(name):
-    pair, schema, rng = option_pair(name, **ZERO_GRADIENT_BIASES if OPTIONS.get(name, {}).get("init") == "paper" else {})
+    twins, schema, rng = option_twins(name, **ZERO_GRADIENT_BIASES if OPTIONS.get(name, {}).get("init") == "paper" else {})
     size = 32 if name == "paper-sizes" else 9  # see WIDE_LAYERS
-    rows = pair.train_steps([random_batch(schema, size, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
-    assert len(rows) == len(pair.torch.state_dict())  # every parameter and statistic
+    rows = twins.train_steps([random_batch(schema, size, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
+    assert len(rows) == len(twins.torch.state_dict())  # every parameter and statistic
     assert_within(rows)
 
 
@@ -162,9 +162,9 @@ def test_the_step_comparison_catches_a_mutated_jax_step(mutation, comparison, mo
     seed = 12 if mutation == "no weight decay on final" else 13  # schemas of their own: no jitted step is reused
     rng = np.random.default_rng(seed)
     schema = random_schema(rng)
-    pair = Pair(schema, NO_DROPOUT, DTYPE, seed=seed)
+    twins = Twins(schema, NO_DROPOUT, DTYPE, seed=seed)
     batches = [random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)]
-    rows = pair.train_steps(batches) if comparison == "trajectory" else pair.synced_steps(batches)[0]
+    rows = twins.train_steps(batches) if comparison == "trajectory" else twins.synced_steps(batches)[0]
     caught = {r.name.split(": ", 1)[1].split(" (Adam")[0] for r in rows if not r.ok}  # a weight or its moments
     if mutation == "no weight decay on final":
         assert {"final.weight", "final.bias"} <= caught, caught
@@ -178,9 +178,9 @@ def test_all_options_on_seed_data(seed_data_dir):
     config = NO_DROPOUT.replace(**{k: v for k, v in OPTIONS["all"].items() if k != "share"}, share_embeddings=True)
     splits = load_splits(seed_data_dir, config)
     schema = splits.encoders.schema()
-    pair = Pair(schema, config, DTYPE, mba_scales=mba_scales(schema, splits.train, config.mba_reg))
-    batch = pair.batch(splits.train, np.arange(128))
-    assert_within(pair.forward(batch, train=True) + pair.gradients(batch))
+    twins = Twins(schema, config, DTYPE, mba_scales=mba_scales(schema, splits.train, config.mba_reg))
+    batch = twins.batch(splits.train, np.arange(128))
+    assert_within(twins.forward(batch, train=True) + twins.gradients(batch))
 
 
 def test_sequential_options_on_ml_latest_small():
@@ -195,31 +195,31 @@ def test_sequential_options_on_ml_latest_small():
     assert [g.pairs for g in schema.attention_groups] == [(("movieId", "histHighRatedMovieIds"),),
                                                          (("movieId", "histLowRatedMovieIds"),)]
     assert "userId" in [f.name for f in schema.categorical]
-    pair = Pair(schema, config, DTYPE)
+    twins = Twins(schema, config, DTYPE)
     rows = np.random.default_rng(0).permutation(len(splits.train["label"]))
-    batch = pair.batch(splits.train, rows[:96])
+    batch = twins.batch(splits.train, rows[:96])
     assert (batch["histLowRatedMovieIds"] > 0).any(axis=1).mean() > 0.3  # real low-rated histories, not padding
-    assert_within(pair.forward(batch, train=True) + pair.forward(batch, train=False, prefix="eval ")
-                  + pair.gradients(batch))
-    assert_within(pair.train_steps([pair.batch(splits.train, rows[k : k + 32]) for k in range(96, 416, 32)]))
+    assert_within(twins.forward(batch, train=True) + twins.forward(batch, train=False, prefix="eval ")
+                  + twins.gradients(batch))
+    assert_within(twins.train_steps([twins.batch(splits.train, rows[k : k + 32]) for k in range(96, 416, 32)]))
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_forward_tutorial_layout(tutorial_splits, train):
-    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    assert_within(pair.forward(pair.batch(tutorial_splits.train, np.arange(128)), train=train))
+    twins = Twins(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    assert_within(twins.forward(twins.batch(tutorial_splits.train, np.arange(128)), train=train))
 
 
 @pytest.mark.parametrize("seed, share", [(0, False), (3, False), (4, True)])
 def test_gradients_random_schemas(seed, share):
-    pair, schema, rng = synthetic_pair(seed, share)
-    assert_within(pair.gradients(random_batch(schema, 11, rng, dtype=np.dtype(DTYPE))))
+    twins, schema, rng = synthetic_twins(seed, share)
+    assert_within(twins.gradients(random_batch(schema, 11, rng, dtype=np.dtype(DTYPE))))
 
 
 def test_gradients_tutorial_layout(tutorial_splits):
-    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    rows = pair.gradients(pair.batch(tutorial_splits.train, np.arange(128)))
-    assert len(rows) == len(list(pair.torch.parameters()))
+    twins = Twins(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    rows = twins.gradients(twins.batch(tutorial_splits.train, np.arange(128)))
+    assert len(rows) == len(list(twins.torch.parameters()))
     assert_within(rows)
 
 
@@ -229,17 +229,17 @@ def test_shared_embeddings_tutorial_layout(tutorial_dir):
     splits = load_splits(tutorial_dir, DINConfig(share_embeddings=True))
     schema = splits.encoders.schema()
     assert schema.shared == (("histHighRatedMovieIds", "movieId"),)
-    pair = Pair(schema, NO_DROPOUT, DTYPE)
-    assert "embeddings.tables.histHighRatedMovieIds.weight" not in pair.torch.state_dict()
-    batch = pair.batch(splits.train, np.arange(64))
-    assert_within(pair.forward(batch, train=True) + pair.gradients(batch))
+    twins = Twins(schema, NO_DROPOUT, DTYPE)
+    assert "embeddings.tables.histHighRatedMovieIds.weight" not in twins.torch.state_dict()
+    batch = twins.batch(splits.train, np.arange(64))
+    assert_within(twins.forward(batch, train=True) + twins.gradients(batch))
 
 
 def test_batchnorm_statistics_after_ten_train_steps():
-    pair, schema, rng = synthetic_pair(4)
-    rows = pair.train_steps([random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
+    twins, schema, rng = synthetic_twins(4)
+    rows = twins.train_steps([random_batch(schema, 9, rng, dtype=np.dtype(DTYPE)) for _ in range(10)])
     stats = [r for r in rows if "running_" in r.name or "num_batches_tracked" in r.name]
-    assert len(stats) == 3 * sum(isinstance(m, torch.nn.BatchNorm1d) for m in pair.torch.modules())
+    assert len(stats) == 3 * sum(isinstance(m, torch.nn.BatchNorm1d) for m in twins.torch.modules())
     assert_within(stats)
 
 
@@ -261,11 +261,11 @@ class Optimised:
         return self.compiled[key](*args)
 
 
-def hundred_batches(splits, pair: Pair) -> list[dict]:
+def hundred_batches(splits, twins: Twins) -> list[dict]:
     n = len(splits.train["label"])
     batches = [b for epoch in range(1, 8) for b in epoch_batches(n, 128, 0, epoch)][:100]
     assert len(batches) == 100
-    return [pair.batch(splits.train, rows) for rows in batches]
+    return [twins.batch(splits.train, rows) for rows in batches]
 
 
 # The optimiser's forms over a hundred steps: the shipped decays (coupled, none on the attention),
@@ -290,8 +290,8 @@ def test_hundred_adam_steps_tutorial_layout(tutorial_splits, monkeypatch, form):
         monkeypatch.setattr(compare, "_train_step", Optimised(jax_steps.train_step))
     attention_input = "split" if X64 else "concat"
     config = NO_DROPOUT.replace(attention_input=attention_input, **HUNDRED_STEP_FORMS[form])
-    pair = Pair(tutorial_splits.encoders.schema(), config, DTYPE)
-    assert_within(pair.train_steps(hundred_batches(tutorial_splits, pair)))
+    twins = Twins(tutorial_splits.encoders.schema(), config, DTYPE)
+    assert_within(twins.train_steps(hundred_batches(tutorial_splits, twins)))
 
 
 @pytest.mark.slow
@@ -301,10 +301,10 @@ def test_hundred_synced_adam_steps(tutorial_splits, monkeypatch):
     from parity import compare
 
     monkeypatch.setattr(compare, "_train_step", Optimised(jax_steps.train_step))
-    pair = Pair(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
-    assert pair.config.attention_input == "split"
-    rows, kinks = pair.synced_steps(hundred_batches(tutorial_splits, pair))
-    assert sum("(Adam mu)" in r.name for r in rows) == len(list(pair.torch.parameters()))
+    twins = Twins(tutorial_splits.encoders.schema(), NO_DROPOUT, DTYPE)
+    assert twins.config.attention_input == "split"
+    rows, kinks = twins.synced_steps(hundred_batches(tutorial_splits, twins))
+    assert sum("(Adam mu)" in r.name for r in rows) == len(list(twins.torch.parameters()))
     assert_within(rows)
     # Steps at a PReLU kink (one of the 6,144 inputs a step within 1e-5 of 0 in
     # torch) are taken, not compared: 4 of the 100 here, one of which (step 3,
@@ -418,10 +418,10 @@ def test_model_trained_in_one_backend_scores_the_same_in_the_other(tutorial_spli
     assert a > 0.5 and abs(a - b) <= 1e-6, (a, b)
 
 
-def bfloat16_gradient_rows(pair: Pair, batch: dict, config: DINConfig) -> dict[str, tuple[float, float]]:
+def bfloat16_gradient_rows(twins: Twins, batch: dict, config: DINConfig) -> dict[str, tuple[float, float]]:
     """{parameter: (max abs difference over the tensor's max abs, cosine)} of
     JAX's gradients computing in bfloat16 (`config`'s model, parameters
-    float32) against torch's float32 gradients, from the pair's weights.
+    float32) against torch's float32 gradients, from the twins's weights.
     Parameters whose true gradient is 0 (a bias that feeds a BatchNorm, the
     softmax attention's output bias: torch's is rounding noise, under 1e-6 of
     the largest gradient) are left out where JAX's is small too (under 1e-3
@@ -430,12 +430,12 @@ def bfloat16_gradient_rows(pair: Pair, batch: dict, config: DINConfig) -> dict[s
     from din_torch import steps as torch_steps
     from parity.compare import _grads
 
-    pair.torch.train()
-    pair.torch.zero_grad(set_to_none=True)
-    torch_steps.objective(pair.torch, pair.torch_batch(batch), None).backward()
-    expected = {k: p.grad.double().numpy() for k, p in pair.torch.named_parameters()}
-    model = FlaxDIN(pair.schema, config, dtype=COMPUTE_DTYPES["bfloat16"], param_dtype=np.float32)
-    grads = _grads(model)(pair.variables["params"], pair.variables["batch_stats"], pair.jax_batch(batch), None)
+    twins.torch.train()
+    twins.torch.zero_grad(set_to_none=True)
+    torch_steps.objective(twins.torch, twins.torch_batch(batch), None).backward()
+    expected = {k: p.grad.double().numpy() for k, p in twins.torch.named_parameters()}
+    model = FlaxDIN(twins.schema, config, dtype=COMPUTE_DTYPES["bfloat16"], param_dtype=np.float32)
+    grads = _grads(model)(twins.variables["params"], twins.variables["batch_stats"], twins.jax_batch(batch), None)
     found = {k: np.asarray(v, np.float64) for k, v in flax_to_torch({"params": grads}).items()}
     largest = max(np.abs(t).max() for t in expected.values())
     rows = {}
@@ -461,9 +461,9 @@ def test_bfloat16_gradients_track_float32(mutation):
     rng = np.random.default_rng(21)
     schema = random_schema(rng, groups=2)
     config = NO_DROPOUT.replace(**PRESETS["paper"], attention_norm="softmax")
-    pair = Pair(schema, config, "float32", seed=21)
+    twins = Twins(schema, config, "float32", seed=21)
     batch = random_batch(schema, 64, rng, dtype=np.float32)
-    rows = bfloat16_gradient_rows(pair, batch, config.replace(attention_norm="sigmoid") if mutation else config)
+    rows = bfloat16_gradient_rows(twins, batch, config.replace(attention_norm="sigmoid") if mutation else config)
     bad = {k: v for k, v in rows.items() if not (v[0] <= 0.15 and v[1] > 0.995)}
     print("largest relative difference:", max(rows.items(), key=lambda kv: kv[1][0]), "lowest cosine:",
           min(rows.items(), key=lambda kv: kv[1][1]), f"of {len(rows)} parameters")

@@ -4,7 +4,7 @@ frameworks: each source's defaults resolved as train.py resolves them
 MovieLens in the sequential protocol: the paper's sizes, the softmax
 attention, two attention groups (liked and low-rated histories), the user id
 and the JAX backend's packed attention rows; Amazon: DINConfig's defaults on
-its two-pair history. Forward, gradients and optimiser steps with dropout off
+its two-twins history. Forward, gradients and optimiser steps with dropout off
 (float32 here, float64 with a hundred steps in tests/test_parity_float64.py's
 child); with dropout on, tests/parity/test_dropout.py compares the train-mode
 outputs in distribution."""
@@ -15,7 +15,7 @@ import pytest
 
 from conftest import shipped_default
 from data.batches import epoch_batches
-from parity.compare import Pair, format_table
+from parity.compare import Twins, format_table
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = "float64" if X64 else "float32"
@@ -56,17 +56,17 @@ def test_the_defaults_are_what_ships(source):
         assert len(schema.attention_groups[0].pairs) == 2  # item and category histories
 
 
-def pair_of(config, splits) -> Pair:
-    return Pair(splits.encoders.schema(), config.replace(attention_dropout=0.0, mlp_dropout=0.0, **STEP_DECAY), DTYPE)
+def twins_of(config, splits) -> Twins:
+    return Twins(splits.encoders.schema(), config.replace(attention_dropout=0.0, mlp_dropout=0.0, **STEP_DECAY), DTYPE)
 
 
 def test_forward_and_gradients(source):
     _, config, splits = source
-    pair = pair_of(config, splits)
+    twins = twins_of(config, splits)
     rows = np.random.default_rng(0).permutation(len(splits.train["label"]))[: config.batch_size]
-    batch = pair.batch(splits.train, rows)
-    assert_within(pair.forward(batch, train=True) + pair.forward(batch, train=False, prefix="eval ")
-                  + pair.gradients(batch))
+    batch = twins.batch(splits.train, rows)
+    assert_within(twins.forward(batch, train=True) + twins.forward(batch, train=False, prefix="eval ")
+                  + twins.gradients(batch))
 
 
 def test_optimiser_steps(source):
@@ -76,15 +76,15 @@ def test_optimiser_steps(source):
     step, since a PReLU input within rounding of 0 sends a free float32
     trajectory of the split attention input elsewhere (docs/parity.md)."""
     _, config, splits = source
-    pair = pair_of(config, splits)
+    twins = twins_of(config, splits)
     n = len(splits.train["label"])
     batches = [rows for epoch in range(1, 100) for rows in epoch_batches(n, config.batch_size, 0, epoch)][:STEPS]
-    batches = [pair.batch(splits.train, b) for b in batches]
+    batches = [twins.batch(splits.train, b) for b in batches]
     if X64:
-        rows = pair.train_steps(batches)
-        assert len(rows) == len(pair.torch.state_dict())
+        rows = twins.train_steps(batches)
+        assert len(rows) == len(twins.torch.state_dict())
     else:
-        rows, kinks = pair.synced_steps(batches)
-        assert sum("(Adam mu)" in r.name for r in rows) == len(list(pair.torch.parameters()))
+        rows, kinks = twins.synced_steps(batches)
+        assert sum("(Adam mu)" in r.name for r in rows) == len(list(twins.torch.parameters()))
         assert len(kinks) <= STEPS // 2, kinks
     assert_within(rows)
