@@ -117,24 +117,8 @@ class JaxBackend:
             }
             self.regularizer = MiniBatchAwareL2(scales, {table: schema.columns_of(table) for table in scales})
         self.steps_per_call, self.batch_size = config.steps_per_call, config.batch_size
-        # Two input paths, each with its train and eval function (din_jax/input.py).
-        # `packing` (static): "checked" for a block whose batches fit the attention's
-        # packed rows (checked on the host, din_jax/packing.py), else "off".
-        self._train_steps = jax.jit(
-            train_steps, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
-            static_argnames="packing",
-        )
-        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_sharding(self.mesh),
-                                    static_argnames=("packing", "chunk"))
-        self._train_steps_on = jax.jit(
-            train_steps_on, donate_argnums=0, out_shardings=(self.state_sharding, replicated(self.mesh)),
-            static_argnames="packing",
-        )
+        self._jit_steps()
         self.unpacked_blocks = 0
-        self._counted: dict[int, tuple] = {}  # per split: (its first history array, live counts)
-        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh),
-                                  static_argnames=("packing", "chunk"))
-        self._eval_attention = jax.jit(eval_attention)
         self.feed = Inputs(self.mesh, config.input)  # how batches reach the devices (din_jax/input.py)
         self.input_path = None  # the training split's, once chosen
         devices = jax.devices()
@@ -142,6 +126,21 @@ class JaxBackend:
             f"jax {jax.__version__} on {len(devices)} x {devices[0].device_kind} ({jax.process_count()} process), "
             f"{describe(self.mesh)}{', sharded embeddings' if shard_embeddings else ''}, compute {config.dtype}"
         )
+
+    def _jit_steps(self) -> None:
+        """The jitted steps (din_jax/steps.py), two per input path (din_jax/input.py):
+        device-resident splits gather each batch's rows on the device, streamed
+        blocks arrive gathered. `packing` (static): "checked" for a block whose
+        batches fit the attention's packed rows (checked on the host,
+        din_jax/packing.py), else "off"; `chunk` (static): eval rows at a time."""
+        state_out = (self.state_sharding, replicated(self.mesh))
+        self._train_steps = jax.jit(train_steps, donate_argnums=0, out_shardings=state_out, static_argnames="packing")
+        self._train_steps_on = jax.jit(train_steps_on, donate_argnums=0, out_shardings=state_out,
+                                       static_argnames="packing")
+        rows_out = rows_sharding(self.mesh)
+        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_out, static_argnames=("packing", "chunk"))
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_out, static_argnames=("packing", "chunk"))
+        self._eval_attention = jax.jit(eval_attention)
 
     def streams(self, data: Arrays) -> bool:
         """Whether batches of `data` are streamed from the host (din_jax/input.py)."""
@@ -162,11 +161,11 @@ class JaxBackend:
                 return (self.feed.gathered(data, rows, names), self.feed.rows(row_mask), int(row_mask.sum()),
                         self._packing(data, rows, row_mask))
 
-            for batches_on_device, mask, count, packing in prefetched(
+            for batches_on_device, mask, count, packed in prefetched(
                 load, blocks(batches, self.steps_per_call, self.batch_size)
             ):
                 self.state, block_losses = self._train_steps_on(self.state, batches_on_device, mask, self.regularizer,
-                                                                packing=packing)
+                                                                packing=packed)
                 losses.append(block_losses)  # [K]
                 progress(count)
         else:
@@ -194,25 +193,12 @@ class JaxBackend:
         if not packing.packs(self.model.config, train) or not self.schema.attention_groups:
             return "off"
         running = rows[row_mask.any(axis=1)]  # an all-masked step is skipped
-        counts = self._live_counts(data)
-        if counts is None:  # a streamed split: this block's histories only
-            histories = {h: data[h][running] for g in self.schema.attention_groups for h in g.histories}
-            counts = packing.all_live_counts(self.schema, histories)
-        else:
-            counts = {name: per_row[running] for name, per_row in counts.items()}
+        histories = {h: data[h][running] for g in self.schema.attention_groups for h in g.histories}  # [K, B, T]
+        counts = packing.all_live_counts(self.schema, histories)
         if packing.counts_fit(self.schema, self.model.config.history_share, counts):
             return "checked"
         self.unpacked_blocks += train
         return "off"
-
-    def _live_counts(self, data: Arrays) -> dict[str, np.ndarray] | None:
-        """Each row's live positions per attention group, counted once per
-        device-resident split (None for a streamed one)."""
-        first = data[self.schema.attention_groups[0].histories[0]]
-        if id(first) not in self._counted:  # the array is kept, so its id is not reused
-            counts = None if self.streams(data) else packing.all_live_counts(self.schema, data)
-            self._counted[id(first)] = (first, counts)
-        return self._counted[id(first)][1]
 
     def predict(self, data: Arrays, batch_size: int) -> np.ndarray:
         n = len(data[self.inputs[0]])

@@ -71,7 +71,7 @@ class Inputs:
 
     def __init__(self, mesh: Mesh, mode: str):
         self.mesh, self.mode = mesh, mode  # mode: "auto", "device" or "stream"
-        self._on_device: dict[int, tuple[Arrays, Batch]] = {}
+        self._on_device: list[tuple[Arrays, Batch]] = []  # (a split, its arrays on the devices), the newest last
 
     def streams(self, data: Arrays, names: tuple[str, ...]) -> bool:
         """Whether batches of `data` are streamed from the host ('stream'), not
@@ -85,14 +85,10 @@ class Inputs:
         """Copies a split to the devices once (replicated: each batch gathers its rows
         there); later calls with the same split reuse it. The last few splits are
         kept (training, validation, test), not every array ever given."""
-        key = id(data)
-        if key not in self._on_device:
-            # Holding `data` keeps its id from being reused by another object.
-            arrays = {name: global_array(replicated(self.mesh), data[name]) for name in names}
-            self._on_device[key] = (data, arrays)
-            while len(self._on_device) > DEVICE_SPLITS:
-                self._on_device.pop(next(iter(self._on_device)))
-        cached = self._on_device[key][1]
+        cached = next((arrays for split, arrays in self._on_device if split is data), None)
+        if cached is None:
+            cached = {name: global_array(replicated(self.mesh), data[name]) for name in names}
+            self._on_device = [*self._on_device, (data, cached)][-DEVICE_SPLITS:]
         if not set(names) <= set(cached):
             cached |= {name: global_array(replicated(self.mesh), data[name]) for name in names if name not in cached}
         return {name: cached[name] for name in names}

@@ -20,13 +20,24 @@ from din_torch.steps import MiniBatchAwareL2, make_optimizer, make_schedule, tra
 
 
 def check(config: DINConfig) -> None:
-    """Settings this backend cannot run, refused before anything is built."""
-    jax_only = [name for name in ("mesh", "shard_embeddings", "input", "steps_per_call", "attention_input")
-                if getattr(config, name) != getattr(DINConfig(), name)]
+    """Settings this backend cannot run, refused before anything is built;
+    with the JAX backend's speed settings, which torch would ignore, refused
+    too when a user asks for a torch run with them (train.py)."""
+    jax_only = [name for name in ("steps_per_call", "attention_input") if getattr(config, name) != getattr(DINConfig(), name)]
     jax_only += ["history_share"] if config.history_share not in (0.0, 1.0) else []  # torch computes every position
     if jax_only:
-        raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs one device, "
-                          "every history position, one step per call)")
+        raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs every history "
+                          "position, one step per call)")
+    check_computable(config)
+
+
+def check_computable(config: DINConfig) -> None:
+    """What torch cannot compute or place: a mesh, sharded tables, JAX's input
+    paths, any dtype but float32 (a torch backend built from a JAX run's
+    config, as the benches do, ignores JAX's speed settings)."""
+    jax_only = [name for name in ("mesh", "shard_embeddings", "input") if getattr(config, name) != getattr(DINConfig(), name)]
+    if jax_only:
+        raise ConfigError(f"{', '.join(flag(name) for name in jax_only)}: for --backend jax (torch runs one device)")
     for name in ("dtype", "param_dtype"):
         if getattr(config, name) != "float32":
             raise ConfigError(f"{flag(name)} {getattr(config, name)}: the torch backend trains in "
@@ -56,7 +67,7 @@ class TorchBackend:
     ):
         """mba_scales: lambda / n_j per table row (training/regularization.py), when config.mba_reg > 0.
         config.device: where to compute ("": cuda when available, else cpu)."""
-        check(config)
+        check_computable(config)
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(config.seed)  # Initialisation and dropout masks.
         self.model = DIN(schema, config.model).to(self.device)

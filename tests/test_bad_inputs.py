@@ -100,7 +100,7 @@ TRAIN_CASES = [
     ("mesh too big", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--mesh", "data=64"],
      ["--mesh data=64", "needs 64 devices"]),
     ("torch bfloat16", lambda t, d: torch_run(t, d, "--dtype", "bfloat16"), ["--dtype bfloat16", "torch"]),
-    ("torch mesh", lambda t, d: torch_run(t, d, "--mesh", "data=1"), ["--mesh: for --backend jax"]),
+    ("torch mesh", lambda t, d: torch_run(t, d, "--mesh", "data=1"), ["--mesh: for --backend jax (torch runs one device)"]),
     ("torch steps per call", lambda t, d: torch_run(t, d, "--steps-per-call", "4"), ["--steps-per-call: for --backend jax"]),
     ("torch history share", lambda t, d: torch_run(t, d, "--history-share", "0.5"), ["--history-share: for --backend jax"]),
     ("torch attention input", lambda t, d: torch_run(t, d, "--attention-input", "concat"),
