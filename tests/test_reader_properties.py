@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from core.config import DINConfig
 from core.errors import DataError
 from data.datasets import load_splits
-from data.sources import grouplens
+from data.sources import grouplens, tables
 from data.sources.grouplens import read_raw
 from data.sources.tutorial import read_tutorial_csv
 
@@ -200,7 +200,7 @@ def test_ratings_read_in_blocks_read_as_the_whole_file(tmp_path_factory, which, 
         path, content, args = folder / "ratings.dat", dat_text("\n", True, [2])["ratings.dat"], (grouplens.ML1M_RATINGS, "::", "latin-1", False)
     path.write_bytes(damage(content, how, position, noise))
     outcomes = []
-    for read in (lambda: grouplens._checked_ratings(grouplens._read_table(str(path), *args)),
+    for read in (lambda: grouplens._checked_ratings(tables.read_table(str(path), *args)),
                  lambda: grouplens._read_ratings(str(folder), block_bytes=block_bytes)):
         try:
             outcomes.append(read())

@@ -30,13 +30,13 @@ import csv
 import dataclasses
 import io
 import os
-import re
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from core.errors import DataError
+from data.sources.tables import decode, integers, nonblank_lines, numbers, parse, read_table, where
 
 NO_GENRES = "(no genres listed)"
 # Each file's columns: its own name (the header's, or the documented order) -> ours.
@@ -83,135 +83,19 @@ def files(folder: str) -> list[str]:
     return [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
 
 
-def _read_table(path: str, columns: dict[str, str], separator: str, encoding: str, header: bool) -> pd.DataFrame:
-    """All fields as strings, renamed by `columns` (the file's name -> ours); every
-    line's field count checked.
-
-    With a header, columns are found by their names in it, in any order (extra
-    columns are ignored); without one, they are taken in `columns`' order.
-    `frame.attrs` keeps the path and each row's physical line number (blank
-    lines are skipped) for error messages.
-    """
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        raw = f.read()
-    text = _decode(raw, path, encoding, 1)
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
-    frame = _parse(text, path, columns, separator, header)
-    if frame.empty:
-        raise DataError(f"{path}: no data rows")
-    return frame
-
-
-def _decode(raw: bytes, path: str, encoding: str, first_line: int) -> str:
-    """Text with one line end (a file saved with CRLF or CR reads exactly as with
-    LF) and no UTF-8 byte-order mark; first_line: the number of raw's first line."""
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as error:
-        line = first_line + raw[: error.start].count(b"\n")
-        raise DataError(f"{path}, line {line}: not valid {encoding} text") from None
-    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark
-        text = text[1:]
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _parse(
-    text: str, path: str, columns: dict[str, str], separator: str, header: bool, first_line: int = 1,
-    file_names: list[str] | None = None,
-) -> pd.DataFrame:
-    """_read_table's parse of decoded text whose first line is the file's line
-    `first_line`; file_names: the columns a header named, for a part of the file
-    after its header."""
-    if separator == "::":
-        # A one-character separator lets pandas use its fast C parser; '\t'
-        # never occurs in MovieLens-1M fields.
-        text, separator = text.replace("::", "\t"), "\t"
-    names = list(columns)
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_filter=False,
-            header=0 if header else None,
-            # Header-less files get a spare column: a line with too many fields fills it.
-            names=file_names if file_names else None if header else names + ["__extra__"],
-            quoting=csv.QUOTE_MINIMAL if header or file_names else csv.QUOTE_NONE,
-        )
-    except pd.errors.ParserError as error:  # too many fields in a CSV line; pandas names the (physical) line
-        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
-        line = int(found[2]) + first_line - 1 if found else 0
-        why = f"line {line}: {found[3]} fields, expected {found[1]}" if found else " ".join(str(error).split())
-        raise DataError(f"{path}, {why}" if found else f"{path}: {why}") from None
-    lines = _nonblank_lines(text, separator)[1 if header else 0 :] + first_line - 1  # [rows]: each row's physical line number
-    if header or file_names:
-        found = [str(name).strip() for name in frame.columns]
-        missing = [name for name in names if name not in found]
-        if missing:
-            raise DataError(
-                f"{path}: the header {','.join(found)!r} lacks {missing}; expected the columns {names} "
-                "(in any order), as GroupLens releases name them"
-            )
-        frame = frame.set_axis(found, axis=1)[names]
-    else:
-        extra = np.flatnonzero(frame["__extra__"].to_numpy() != "")
-        if len(extra):
-            raise DataError(f"{path}, line {int(lines[extra[0]])}: more than {len(names)} fields")
-        frame = frame[names]
-    frame = frame.set_axis([columns[name] for name in names], axis=1)
-    frame.attrs.update(path=path, lines=lines[: len(frame)], names={ours: theirs for theirs, ours in columns.items()})
-    return frame
-
-
-def _nonblank_lines(text: str, separator: str = ",") -> np.ndarray:
-    """Physical numbers of the lines pandas reads (it skips blank lines, and lines
-    of spaces and tabs unless the separator is one of them)."""
-    blank, line, position = [], 1, 0
-    spaces = " \t".replace(separator, "")
-    for match in re.finditer(f"^[{spaces}]*$", text, flags=re.MULTILINE):  # few: usually the end's empty line
-        line += text.count("\n", position, match.start())
-        position = match.start()
-        blank.append(line - 1)
-    return np.delete(np.arange(1, text.count("\n") + 2), blank)
-
-
-def _where(frame: pd.DataFrame, row: int, column: str | None = None) -> str:
-    """'path, line N[, column C]' of a row of a frame read by _read_table."""
-    place = f"{frame.attrs['path']}, line {int(frame.attrs['lines'][row])}"
-    return place if column is None else f"{place}, column {frame.attrs['names'].get(column, column)!r}"
-
-
-def _integers(frame: pd.DataFrame, column: str) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy()
-    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
-    if len(bad):
-        i = int(bad[0])
-        raise DataError(f"{_where(frame, i, column)}: not an integer (value {frame[column].iloc[i]!r})")
-    return values.astype(np.int64)
-
-
-def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if len(bad):
-        i = int(bad[0])
-        raise DataError(f"{_where(frame, i, column)}: not a number (value {frame[column].iloc[i]!r})")
-    return values
-
-
 def _checked_ratings(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame of _parse's strings -> user, movie, timestamp (int64) and rating
+    """A frame of parse's strings -> user, movie, timestamp (int64) and rating
     (float64, in 0..5); a bad value is an error naming file, line and column."""
     ratings = pd.DataFrame({
-        "user": _integers(frame, "user"),
-        "movie": _integers(frame, "movie"),
-        "rating": _numbers(frame, "rating"),
-        "timestamp": _integers(frame, "timestamp"),
+        "user": integers(frame, "user"),
+        "movie": integers(frame, "movie"),
+        "rating": numbers(frame, "rating"),
+        "timestamp": integers(frame, "timestamp"),
     })
     bad = np.flatnonzero((ratings["rating"] < 0) | (ratings["rating"] > 5))
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{_where(frame, i, 'rating')}: outside 0..5 (value {frame['rating'].iloc[i]!r})")
+        raise DataError(f"{where(frame, i, 'rating')}: outside 0..5 (value {frame['rating'].iloc[i]!r})")
     return ratings
 
 
@@ -253,15 +137,15 @@ class RatingsFile:
         with open(path, "rb") as f:
             line, file_names = 1, None
             if header:  # the first non-blank line names the columns
-                while (raw := f.readline()) and not _decode(raw, path, encoding, line).strip():
+                while (raw := f.readline()) and not decode(raw, path, encoding, line).strip():
                     line += 1
                 if not raw:
                     raise DataError(f"{path}: empty file")
                 if b'"' in raw:  # a quoted header may run over lines
                     return None
-                names = pd.read_csv(io.StringIO(_decode(raw, path, encoding, line)), sep=separator, nrows=0).columns
+                names = pd.read_csv(io.StringIO(decode(raw, path, encoding, line)), sep=separator, nrows=0).columns
                 file_names = [str(name).strip() for name in names]
-                _parse(",".join(file_names) + "\n", path, columns, ",", True)  # the missing-column check
+                parse(",".join(file_names) + "\n", path, columns, ",", True)  # the missing-column check
                 line += 1
             return cls(path, columns, separator, encoding, file_names, f.tell(), line)
 
@@ -288,13 +172,13 @@ def _read_ratings(folder: str, block_bytes: int = BLOCK_BYTES, progress: bool = 
     never the file's, and the ratings as four numeric columns (32 bytes a
     rating). Each block is parsed straight to numbers by pandas' C parser; a
     block where that fails or a check does not hold (a bad value, a wrong field
-    count) is parsed again by _parse and checked value by value, which names
+    count) is parsed again by parse and checked value by value, which names
     the file, line and column of the first bad value: rows read exactly as
-    _read_table + _checked_ratings read them."""
+    read_table + _checked_ratings read them."""
     layout, path = ratings_file(folder)
     if layout is None:
         _, columns, separator, encoding, header = RATINGS[detect_format(folder)]
-        return _checked_ratings(_read_table(path, columns, separator, encoding, header))
+        return _checked_ratings(read_table(path, columns, separator, encoding, header))
     parts = []
     with open(path, "rb") as f:
         f.seek(layout.data_start)
@@ -329,11 +213,11 @@ def _ratings_block(
             return frame.set_axis([columns[name] for name in frame.columns], axis=1)[["user", "movie", "rating", "timestamp"]]
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
         pass
-    text = _decode(block, path, encoding, first_line)
-    if not len(_nonblank_lines(text, "\t" if separator == "::" else separator)):  # only blank lines
+    text = decode(block, path, encoding, first_line)
+    if not len(nonblank_lines(text, "\t" if separator == "::" else separator)):  # only blank lines
         return pd.DataFrame({"user": [], "movie": [], "rating": [], "timestamp": []}).astype(
             {"user": np.int64, "movie": np.int64, "rating": np.float64, "timestamp": np.int64})
-    return _checked_ratings(_parse(text, path, columns, separator, False, first_line, file_names))
+    return _checked_ratings(parse(text, path, columns, separator, False, first_line, file_names))
 
 
 def _ratings(ratings: pd.DataFrame) -> pd.DataFrame:
@@ -344,11 +228,11 @@ def _ratings(ratings: pd.DataFrame) -> pd.DataFrame:
 
 def _movies(frame: pd.DataFrame) -> pd.DataFrame:
     genres = frame["genres"].str.strip().replace(NO_GENRES, "")
-    movies = pd.DataFrame({"movie": _integers(frame, "movie"), "genres": genres.to_numpy(), "title": frame["title"].to_numpy()})
+    movies = pd.DataFrame({"movie": integers(frame, "movie"), "genres": genres.to_numpy(), "title": frame["title"].to_numpy()})
     duplicated = np.flatnonzero(movies["movie"].duplicated().to_numpy())
     if len(duplicated):
         i = int(duplicated[0])
-        raise DataError(f"{_where(frame, i)}: movie {movies['movie'][i]} listed twice")
+        raise DataError(f"{where(frame, i)}: movie {movies['movie'][i]} listed twice")
     return movies
 
 
@@ -371,20 +255,20 @@ def read_tables(folder: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The folder's movies and (ml-1m) users tables."""
     path = lambda name: os.path.join(folder, name)  # noqa: E731
     if detect_format(folder) == "csv":
-        return _movies(_read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True)), None
-    movies = _movies(_read_table(path("movies.dat"), ML1M_MOVIES, "::", "latin-1", False))
-    users_frame = _read_table(path("users.dat"), ML1M_USERS, "::", "latin-1", False)
+        return _movies(read_table(path("movies.csv"), CSV_MOVIES, ",", "utf-8", True)), None
+    movies = _movies(read_table(path("movies.dat"), ML1M_MOVIES, "::", "latin-1", False))
+    users_frame = read_table(path("users.dat"), ML1M_USERS, "::", "latin-1", False)
     users = pd.DataFrame({
-        "user": _integers(users_frame, "user"),
+        "user": integers(users_frame, "user"),
         "gender": users_frame["gender"].to_numpy(),
-        "age": _numbers(users_frame, "age"),
+        "age": numbers(users_frame, "age"),
         "occupation": users_frame["occupation"].to_numpy(),
         "zip": users_frame["zip"].to_numpy(),
     })
     duplicated = np.flatnonzero(users["user"].duplicated().to_numpy())
     if len(duplicated):
         i = int(duplicated[0])
-        raise DataError(f"{_where(users_frame, i)}: user {users['user'][i]} listed twice")
+        raise DataError(f"{where(users_frame, i)}: user {users['user'][i]} listed twice")
     return movies, users
 
 
