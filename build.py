@@ -11,14 +11,13 @@ then reads it without building.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
 from core.config import DINConfig
 from core.errors import UserError
-from core.flags import add_config_flags, given
+from core.flags import Parser, add_config_flags, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import build_key, detect, load_splits
 from data.download import default_cache_dir
@@ -26,7 +25,7 @@ from data.download import default_cache_dir
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 built (or already there), 2 a user's mistake (one line on stderr)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="build.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="a dataset folder (raw MovieLens, Amazon reviews + meta; with --build beam, CSVs through a dataset file too)")
     parser.add_argument("--cache-dir", default=None,
                         help="where built datasets live (default: $DIN_CACHE_DIR or ~/.cache/din-jax)")

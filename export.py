@@ -16,10 +16,11 @@ import argparse
 import sys
 
 from core.errors import exit_code
+from core.flags import Parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python export.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="export.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--format", required=True, choices=("stablehlo", "torch", "onnx"))  # training.backend.EXPORTS
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")

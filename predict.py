@@ -21,11 +21,12 @@ import os
 import sys
 
 from core.errors import ConfigError, exit_code
+from core.flags import Parser
 from training import outputs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python predict.py", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="predict.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--data", required=True, metavar="PATH", help="a CSV of rows, or a data folder")
     parser.add_argument("--backend", choices=("jax", "torch"), help="default: the backend that trained the run")

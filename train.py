@@ -19,7 +19,7 @@ import sys
 
 from core.config import CHANGE_ON_RESUME, DINConfig
 from core.errors import ConfigError, UserError
-from core.flags import add_config_flags, flag, given
+from core.flags import Parser, add_config_flags, flag, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import detect, load_splits
 from data.download import ML_1M, default_cache_dir, fetch
@@ -31,7 +31,7 @@ from training.resolve import resolve
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The run's own flags, then one per DINConfig field (core/flags.py); a
     config flag is in the namespace only when given."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="required for a new run; --resume takes the checkpoint's")
     parser.add_argument(

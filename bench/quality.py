@@ -83,10 +83,18 @@ def parse_setting(item: str) -> tuple[str, object]:
         raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
     default = getattr(DINConfig(), name)
     if isinstance(default, bool) or fields[name].type == "bool | None":
-        return name, value.lower() in ("1", "true", "yes")
-    if isinstance(default, tuple):
-        return name, tuple(int(v) for v in value.split(","))
-    return name, type(default)(value)
+        if value.lower() not in BOOLEANS:
+            raise SystemExit(f"--set {item!r}: {name} is true or false")
+        return name, BOOLEANS[value.lower()]
+    try:
+        if isinstance(default, tuple):
+            return name, tuple(int(v) for v in value.split(","))
+        return name, type(default)(value)
+    except ValueError:
+        raise SystemExit(f"--set {item!r}: {name} takes {'comma-separated integers' if isinstance(default, tuple) else type(default).__name__}") from None
+
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def finished(out: str, config: DINConfig) -> dict | None:

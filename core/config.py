@@ -206,6 +206,8 @@ class DINConfig:
             raise fail("holdout_fraction", "must be in (0, 0.5)")
         if self.max_hist < 1:
             raise fail("max_hist", "must be >= 1")
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seeds: an unsigned 32-bit integer
+            raise fail("seed", "must be in [0, 2**32)")
         if not 0.0 <= self.history_share <= 1.0:
             raise fail("history_share", "must be in [0, 1]")
         if not 0.0 <= self.valid_fraction < 1.0:

@@ -23,6 +23,14 @@ GROUP_TITLES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a user's mistake in one line (the flag and what is wrong,
+    then where the flags are listed), exit code 2, instead of the usage first."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (python {self.prog} --help lists the flags)\n")
+
+
 def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GROUPS) -> None:
     """One flag per DINConfig field, in the field's group (of the groups `only`)."""
     defaults = DINConfig()

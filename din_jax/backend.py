@@ -41,6 +41,9 @@ def check(config: DINConfig) -> None:
     """Settings this backend cannot run, refused before anything is built."""
     if config.param_dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("--param-dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1")
+    if config.device:
+        raise ConfigError(f"--device {config.device}: for --backend torch; JAX computes on its platform's devices "
+                          "(JAX_PLATFORMS=cpu|cuda|tpu chooses the platform, --mesh lays them out)")
 
 
 def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.ndarray] | None) -> DINConfig:

@@ -42,6 +42,24 @@ def check_computable(config: DINConfig) -> None:
         if getattr(config, name) != "float32":
             raise ConfigError(f"{flag(name)} {getattr(config, name)}: the torch backend trains in "
                               "float32 (bfloat16 and float64 are JAX's)")
+    check_device(config.device)
+
+
+def check_device(name: str) -> None:
+    """--device: a device this torch build has ('' picks cuda when available)."""
+    if not name:
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ConfigError(f"--device {name}: this torch build sees {torch.cuda.device_count()} CUDA device(s) (torch "
+                          f"{torch.__version__}); use --device cpu, or leave --device out to pick one")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: this machine has no MPS device; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name}: the torch backend runs on cpu, cuda or mps")
 
 
 def prepare(config: DINConfig, schema: FeatureSchema, train: Mapping[str, np.ndarray] | None) -> DINConfig:

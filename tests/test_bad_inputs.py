@@ -101,6 +101,16 @@ TRAIN_CASES = [
      ["--mesh data=64", "needs 64 devices"]),
     ("torch bfloat16", lambda t, d: torch_run(t, d, "--dtype", "bfloat16"), ["--dtype bfloat16", "torch"]),
     ("torch mesh", lambda t, d: torch_run(t, d, "--mesh", "data=1"), ["--mesh: for --backend jax (torch runs one device)"]),
+    ("torch device banana", lambda t, d: torch_run(t, d, "--device", "banana"), ["--device banana: not a torch device"]),
+    ("torch device not there", lambda t, d: torch_run(t, d, "--device", "cuda:64"), ["--device cuda:64", "CUDA device(s)"]),
+    ("jax device", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--device", "cpu"],
+     ["--device cpu: for --backend torch"]),
+    ("negative seed", lambda t, d: torch_run(t, d, "--seed", "-1"), ["--seed", "must be in [0, 2**32)"]),
+    ("seed too big", lambda t, d: torch_run(t, d, "--seed", str(2**64)), ["--seed", "must be in [0, 2**32)"]),
+    ("protocol of the tutorial split", lambda t, d: torch_run(t, d, "--protocol", "paper"),
+     ["--protocol paper", "is tutorial data, which does not use it", "drop it"]),
+    ("split of the tutorial split", lambda t, d: torch_run(t, d, "--split", "leave-last-out"),
+     ["--split leave-last-out", "is tutorial data", "(for raw MovieLens)"]),
     ("torch steps per call", lambda t, d: torch_run(t, d, "--steps-per-call", "4"), ["--steps-per-call: for --backend jax"]),
     ("torch history share", lambda t, d: torch_run(t, d, "--history-share", "0.5"), ["--history-share: for --backend jax"]),
     ("torch attention input", lambda t, d: torch_run(t, d, "--attention-input", "concat"),
@@ -365,3 +375,21 @@ def test_damaged_build_cache_is_rebuilt(tmp_path, caplog):
     for name, values in first.items():
         assert (again.train[name] == values).all()
     assert load_splits(data, config, str(tmp_path / "cache")).train.keys() == first.keys()  # whole again
+
+
+@pytest.mark.parametrize("command, argv, words", [
+    ("train", ["--backend", "jax", "--out", "x", "--dice", "nope"], "argument --dice: invalid choice: 'nope'"),
+    ("train", ["--backend", "jax", "--out", "x", "--seed", "1e20"], "argument --seed: invalid int value: '1e20'"),
+    ("predict", [], "the following arguments are required: RUN_DIR, --data"),
+    ("export", ["run"], "the following arguments are required: --format, --out"),
+    ("build", ["--data"], "argument --data: expected one argument"),
+])
+def test_a_flag_mistake_is_one_line_not_the_usage(command, argv, words, capsys):
+    import importlib
+
+    module = importlib.import_module(command)
+    with pytest.raises(SystemExit) as exit_:
+        module.parse_args(argv) if hasattr(module, "parse_args") else module.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and words in err and "usage:" not in err, err
+    assert f"python {command}.py --help lists the flags" in err

@@ -80,6 +80,8 @@ class SourceBase:
 
     def check(self, data_dir: str, config: DINConfig) -> None:
         refuse_sequential_options(data_dir, config, f"{self.name} data")
+        refuse_unused(data_dir, config, ("protocol", "split", "holdout_fraction"), f"{self.name} data",
+                      "raw MovieLens")
 
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "
@@ -100,6 +102,16 @@ def data_key(config: DINConfig) -> dict:
     options: off is keyed as unset, so caches built before the options were
     resolved to false still match."""
     return config.group("data") | {name: None for name in SEQUENTIAL_OPTIONS if getattr(config, name) is False}
+
+
+def refuse_unused(data_dir: str, config: DINConfig, names: tuple[str, ...], what: str, whose: str) -> None:
+    """Refuses settings given away from their defaults that `what` does not use."""
+    defaults = DINConfig()
+    given = [name for name in names if getattr(config, name) != getattr(defaults, name)]
+    if given:
+        flags = ", ".join(f"{flag(name)} {getattr(config, name)}" for name in given)
+        raise DataError(f"{flags}: {data_dir} is {what}, which does not use {'it' if len(given) == 1 else 'them'} "
+                        f"(for {whose}); drop {'it' if len(given) == 1 else 'them'}")
 
 
 def refuse_sequential_options(data_dir: str, config: DINConfig, what: str) -> None:

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from core.config import PRESETS, DINConfig
 from data import cache
 from data.sources import grouplens, paper_protocol, seed_protocol, sequential
-from data.sources.base import SEQUENTIAL_OPTIONS, SourceBase, beam_build, data_key, refuse_sequential_options
+from data.sources.base import (SEQUENTIAL_OPTIONS, SourceBase, beam_build, data_key, refuse_sequential_options,
+                               refuse_unused)
 from data.splits import Splits
 
 PROTOCOLS = {"sequential": sequential, "seed": seed_protocol, "paper": paper_protocol}
@@ -52,7 +53,9 @@ class MovieLens(SourceBase):
 
     def check(self, data_dir: str, config: DINConfig) -> None:
         if config.protocol != "sequential":
-            refuse_sequential_options(data_dir, config, f"MovieLens read by the {config.protocol} protocol")
+            what = f"MovieLens read by the {config.protocol} protocol"
+            refuse_sequential_options(data_dir, config, what)
+            refuse_unused(data_dir, config, ("split", "holdout_fraction"), what, "the sequential protocol")
 
     def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
         return PROTOCOLS[config.protocol].load(data_dir, config)
