@@ -21,6 +21,7 @@ from core.flags import Parser, add_config_flags, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import build_key, detect, load_splits
 from data.download import default_cache_dir
+from data.sources.movielens import MovieLens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where built datasets live (default: $DIN_CACHE_DIR or ~/.cache/din-jax)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_build_flags(parser)
-    add_config_flags(parser, only=("data",))
+    add_config_flags(parser, only=("data",), data_defaults={"raw MovieLens (sequential)": MovieLens().defaults(DINConfig())})
     args, extra = parser.parse_known_args(argv)
     build = build_options(parser, args, extra)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

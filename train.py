@@ -22,6 +22,7 @@ from core.errors import ConfigError, UserError
 from core.flags import Parser, add_config_flags, flag, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import detect, load_splits
+from data.sources.movielens import MovieLens
 from data.download import ML_1M, default_cache_dir, fetch
 from training import checkpoint, fit, make_backend, outputs
 from training.backend import BACKENDS, backend_module, check
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_build_flags(parser)
-    add_config_flags(parser)
+    add_config_flags(parser, data_defaults={"raw MovieLens (sequential)": MovieLens().defaults(DINConfig())})
     args, extra = parser.parse_known_args(argv)
     args.build = build_options(parser, args, extra)
     settings = given(args, preset=False)
@@ -146,6 +147,8 @@ def distribute(args: argparse.Namespace) -> None:
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:
     """The config, data folder and backend of a run directory that holds a checkpoint."""
+    if not os.path.isdir(run):
+        raise ConfigError(f"--resume {run}: no such folder (give the --out folder of the run to continue)")
     _, loop = checkpoint.newest(run)
     path = os.path.join(run, "config.json")
     try:

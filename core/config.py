@@ -76,10 +76,10 @@ class DINConfig:
     # there is none), False turns it off.
     low_rated_history: bool | None = setting(
         None, "data", "raw MovieLens, sequential protocol: a second attention group over the movies the user rated "
-        "below 4 before (the latest --max-hist); on there by default")
+        "below 4 before (the latest --max-hist)")
     user_feature: bool | None = setting(
         None, "data", "raw MovieLens, sequential protocol: the user id as a feature (test users are seen in "
-        "training; ids in fewer than --min-count training samples share the unknown id); on there by default")
+        "training; ids in fewer than --min-count training samples share the unknown id)")
     holdout_fraction: float = setting(0.1, "data", "raw MovieLens: the share of each user's samples held out for test")
     split: str = setting("fraction", "data", "raw MovieLens: hold out each user's latest fraction, or only the last sample",
                          choices=("fraction", "leave-last-out"))
@@ -112,7 +112,7 @@ class DINConfig:
         "attention", "model", "how a history becomes the interest vector: attention (DIN), or the mean or sum of its "
         "embeddings (the paper's BaseModel)", choices=("attention", "mean", "sum"))
     mask_padding: bool = setting(False, "model", "max-pooling and the attention's BatchNorm/Dice statistics ignore "
-                                 "padded positions (on by default for raw MovieLens, sequential protocol)")
+                                 "padded positions")
     dice: str = setting("tutorial", "model", "paper: Dice's BatchNorm has no affine parameters",
                         choices=("tutorial", "paper"))
     init: str = setting("tutorial", "model",

@@ -31,9 +31,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (python {self.prog} --help lists the flags)\n")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GROUPS) -> None:
-    """One flag per DINConfig field, in the field's group (of the groups `only`)."""
+def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GROUPS,
+                     data_defaults: dict[str, dict] | None = None) -> None:
+    """One flag per DINConfig field, in the field's group (of the groups `only`);
+    data_defaults {data: {field: value}}: the defaults a kind of data sets,
+    shown beside DINConfig's in the field's help."""
     defaults = DINConfig()
+
+    def shown(value) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    def noted(name: str, text: str) -> str:
+        notes = [f"{data}: {shown(values[name])}" for data, values in (data_defaults or {}).items() if name in values]
+        return "; ".join(filter(None, [text, *notes]))
+
     groups = {name: parser.add_argument_group(GROUP_TITLES[name]) for name in only}
     for field in dataclasses.fields(DINConfig):
         if field.metadata["group"] not in groups:
@@ -41,13 +54,14 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = GR
         meta, default = field.metadata, getattr(defaults, field.name)
         group = groups[meta["group"]]
         if field.type in ("bool", "bool | None"):  # --name / --no-name (a data's default may be on)
+            text = noted(field.name, "default off" if default is False else "off where a data has no such feature")
             group.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=meta["help"])
+                               help=f"{meta['help']} ({text})" if text else meta["help"])
             continue
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        text = noted(field.name, f"default {shown(default)}" if shown(default) != "" else "")
         options = {"type": {"int": int, "float": float, "str": str}.get(field.type, int), "choices": meta["choices"],
                    "metavar": meta["metavar"], "default": argparse.SUPPRESS,
-                   "help": f"{meta['help']} (default {shown!s})" if shown != "" else meta["help"]}
+                   "help": f"{meta['help']} ({text})" if text else meta["help"]}
         if isinstance(default, tuple):
             options["nargs"] = "+"
         group.add_argument(flag(field.name), **options)

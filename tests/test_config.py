@@ -138,3 +138,14 @@ def test_a_config_with_one_weight_decay_reads_as_that_decay_in_every_group():
     assert config.weight_decays() == {"embedding": 0.003, "attention": 0.003, "mlp": 0.003}
     assert config.weight_decay_form == "coupled" and config.pooling == "attention"
     assert DINConfig(mba_reg=0.1).weight_decays()["embedding"] == 0.0  # the tables take the mini-batch aware L2
+
+
+def test_help_shows_the_data_defaults_beside_the_configs(capsys):
+    """--help names DINConfig's default and, where raw MovieLens sets its own,
+    that one too (a user reading --embedding-dim's help sees 12 there)."""
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default 16; raw MovieLens (sequential): 12)" in text
+    assert "(default sigmoid; raw MovieLens (sequential): softmax)" in text
+    assert "(default off; raw MovieLens (sequential): on)" in text  # --mask-padding

@@ -134,3 +134,14 @@ def test_each_epoch_bar_ends_at_100_percent(tutorial_dir, tmp_path, capsys):
     for epoch in (1, 2):  # the last drawn state of each epoch's bar stays: 100% and the epoch's rate
         states = [line for line in bars.splitlines() if line.startswith(f"epoch {epoch}:")]
         assert states and "100%" in states[-1], states[-3:]
+
+
+def test_the_epoch_log_says_n_a_where_gauc_is_undefined(tutorial_dir, tmp_path, caplog):
+    """The tutorial's split holds one sample per user: no GAUC, and the
+    per-epoch line says so as the summary does (n/a, not nan)."""
+    from conftest import train_run
+
+    with caplog.at_level("INFO", logger="din"):
+        train_run(tutorial_dir, tmp_path / "run")
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1:")]
+    assert epochs and "valid_gauc n/a" in epochs[0] and "nan" not in epochs[0], epochs

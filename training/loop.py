@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import signal
 import threading
@@ -107,6 +108,14 @@ class Run:
         return self.backend.primary
 
 
+def shown(name: str, value: float) -> str:
+    """A history value as the log prints it: n/a where a metric is undefined
+    (a GAUC without a user with both labels), as the run's summary says."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.4g}" if name.startswith("attention_norm") else f"{value:.4f}"
+
+
 def fit(
     backend: Backend,
     splits: Splits,
@@ -207,8 +216,7 @@ def _train(run: Run, loop: checkpoint.LoopState) -> None:
         loop.history.append(row)
         if run.primary:
             run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" if k.startswith("attention_norm") else f"{k} {v:.4f}"
-                                                  for k, v in row.items() if k != "epoch"))
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {shown(k, v)}" for k, v in row.items() if k != "epoch"))
         collapsed = [group for group in health.collapsed(row) if group not in warned]
         if collapsed:
             log.warning(health.collapse_warning(collapsed, epoch))
