@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
+from core.workdirs import work_dir
 from data import sharded
 from data.encoders import FeatureEncoders
 from data.splits import SPLITS, Arrays, Splits
@@ -34,7 +34,7 @@ class Writer:
         parent = os.path.dirname(folder)
         os.makedirs(parent, exist_ok=True)
         self.folder, self.rows = folder, dict(rows)
-        self.work = tempfile.mkdtemp(prefix=".build-", dir=parent)
+        self.work = work_dir(".build-", parent)
         self.files: dict[tuple[str, str], tuple] = {}  # (split, column) -> (file, dtype, row shape)
         self.written: dict[tuple[str, str], int] = {}
 

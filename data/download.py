@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,6 +19,7 @@ import zipfile
 from tqdm import tqdm
 
 from core.errors import DataError, UserError
+from core.workdirs import work_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def fetch(release: Release = ML_1M, cache_dir: str | None = None, progress: bool
     if os.path.isdir(target):
         return target
     os.makedirs(cache_dir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{release.name}-", dir=cache_dir)
+    work = work_dir(f".{release.name}-", cache_dir)
     try:
         archive = os.path.join(work, "archive.zip")
         _download(release.url, archive, progress)

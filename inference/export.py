@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 from core.errors import ConfigError
+from core.workdirs import work_dir
 from data.schema import FeatureSchema
 from inference.model import load_run
 from training import outputs
@@ -64,7 +64,7 @@ def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dic
     model = load_run(run_dir, EXPORTS[fmt])
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    work = work_dir(".export-", parent)
     os.chmod(work, 0o755)  # mkdtemp makes it private; an export is for sharing
     try:
         extra = model.predictor.write(fmt, work)

@@ -155,3 +155,32 @@ def test_predict_overwrite_replaces_only_its_own_output(workspace, capsys):
     for _ in range(2):  # a picture of its own is replaced too
         assert predict.main([run, "--data", str(workspace / "data"), "--explain", user, "--out", str(picture),
                              "--overwrite"]) == 0
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_killed_jobs_working_folder_is_removed_by_the_next_job_of_its_kind(workspace):
+    """A killed export or build leaves its working folder beside the output; the
+    next export (or build) there removes those of ended processes on this host,
+    never a running job's, another host's, or anything else in the folder."""
+    from core.workdirs import _host, sweep
+
+    host, dead, parent = _host(), dead_pid(), workspace / "exports"
+    parent.mkdir()
+    leftovers = [parent / f".export-{host}-{dead}-abc", parent / f".build-{host}-{dead}-def"]
+    kept = [parent / f".export-{host}-{os.getpid()}-ghi", parent / f".export-otherhost-{dead}-jkl",
+            parent / ".export-old", parent / "notes"]
+    for folder in leftovers + kept:
+        folder.mkdir()
+        (folder / "part").write_text("x")
+    assert export.main([str(workspace / "run"), "--format", "torch", "--out", str(parent / "new")]) == 0
+    assert not leftovers[0].exists() and leftovers[1].exists()  # an export sweeps exports' folders only
+    assert all(folder.exists() for folder in kept)
+    assert sweep(".build-", str(parent)) == [str(leftovers[1])] and not leftovers[1].exists()

@@ -13,13 +13,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
 import pandas as pd
 
 from core.errors import DataError
+from core.workdirs import work_dir
 from data import cache
 from data.sharded import MANIFEST
 from data.splits import SPLITS, encode
@@ -199,7 +199,7 @@ def run(make, folder: str, runner: str, pipeline_args: tuple, no_rows: str) -> d
     rows). Returns the stages' figures: {stage: {calls, seconds, bytes}}."""
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".build-", dir=parent)
+    work = work_dir(".build-", parent)
     beam_log = logging.getLogger("apache_beam")
     level = beam_log.level
     beam_log.setLevel(logging.ERROR)  # Beam's own warnings about its internals (its workers' logs come through it)

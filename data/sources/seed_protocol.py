@@ -17,12 +17,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
 from core.config import DINConfig
 from core.errors import DataError
+from core.workdirs import work_dir
 from data.schema import LABEL, USER
 from data.sources.grouplens import RawMovieLens, read_raw
 from data.sources.sequential import DEMOGRAPHICS, HISTORY, build_samples
@@ -98,7 +98,7 @@ def write_tutorial_split(raw_dir: str, out_dir: str, seed: int = 0) -> str:
     train, test = build_seed_columns(read_raw(raw_dir), seed)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".seed-split-", dir=parent)
+    work = work_dir(".seed-split-", parent)
     try:
         for name, columns in (("train.csv", train), ("test.csv", test)):
             source = {LAYOUT.user: columns[USER], **columns}
