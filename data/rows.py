@@ -115,6 +115,8 @@ def _numbers(values: np.ndarray, column: str, where: Where) -> np.ndarray:
 
 
 _INTEGRAL = re.compile(r"[+-]?\d+\.0*")  # an integer written as a float: '2571.0'
+_OTHER_SEPARATOR = re.compile(r"\s*\d+\s*([,;:|/ ])\s*\d+(?:\s*\1\s*\d+)*\s*")  # ids joined by a separator
+_FRACTIONAL = r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?"  # a number with a fraction (an integral one is read by _INTEGRAL first)
 _NEEDS_CLEANING = r"\s|\.|^\[|^\("  # a term to strip or normalise, or a list's bracket
 
 
@@ -140,7 +142,12 @@ def ids(values: np.ndarray, column: str, where: Where) -> np.ndarray:
         return values
     if np.issubdtype(values.dtype, np.floating):
         return _integral(values, column, where)
-    return np.asarray(["" if _is_missing(v) else _id_text(str(v)) for v in values], dtype=str)
+    texts = np.asarray(["" if _is_missing(v) else _id_text(str(v)) for v in values], dtype=str)
+    fractional = np.flatnonzero(pd.Series(texts, dtype=object).str.fullmatch(_FRACTIONAL).to_numpy(dtype=bool))
+    if fractional.size:  # '2571.5': a number, not an id (a text id such as 'v1.2' is one)
+        raise DataError(f"{where(column, fractional[0])}: an id must be an integer or a string, got the fractional "
+                        f"number {str(texts[fractional[0]])!r}")
+    return texts
 
 
 def sequences(values: np.ndarray, column: str, sep: str, where: Where) -> np.ndarray:
@@ -166,9 +173,17 @@ def sequences(values: np.ndarray, column: str, sep: str, where: Where) -> np.nda
             raise DataError(f"{where(column, i)}: a list written as {texts[i]!r}; write its ids joined by {sep!r} "
                             f"(e.g. {sep.join(['260', '1196'])!r})")
         texts[i] = sep.join(_id_text(term) for term in texts[i].split(sep))
+        fractional = [term for term in texts[i].split(sep) if re.fullmatch(_FRACTIONAL, term)]
+        if fractional:
+            raise DataError(f"{where(column, i)}: an id must be an integer or a string, got the fractional number "
+                            f"{fractional[0]!r} in {texts[i]!r}")
     for i, text in enumerate(texts):
         if text and "" in text.split(sep):
             raise DataError(f"{where(column, i)}: empty term in a {sep!r}-separated sequence (value {text!r})")
+        other = _OTHER_SEPARATOR.fullmatch(text) if sep not in text else None
+        if other and other.group(1) != sep:  # '260,1196': numeric ids joined by another separator
+            raise DataError(f"{where(column, i)}: the ids in {text!r} are joined by {other.group(1)!r}; this column's "
+                            f"separator is {sep!r} (e.g. {sep.join(['260', '1196'])!r})")
     return texts.astype(str)
 
 

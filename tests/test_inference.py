@@ -171,6 +171,16 @@ BAD = {
     "a history written as a list": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.assign(
         histHighRatedMovieIds=["", "", "[260, 1196]", "", ""]))], None,
         "rows.csv, line 4, column 'histHighRatedMovieIds': a list written as '[260, 1196]'; write its ids joined by '|'"),
+    "a fractional id": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.assign(
+        movieId=["1", "2571.5", "3", "4", "5"]))], None,
+        "rows.csv, line 3, column 'movieId': an id must be an integer or a string, got the fractional number '2571.5'"),
+    "a fractional id in a history": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.assign(
+        histHighRatedMovieIds=["", "1|2.5", "", "", ""]))], None,
+        "line 3, column 'histHighRatedMovieIds': an id must be an integer or a string, got the fractional number '2.5'"),
+    "a history joined by commas": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.assign(
+        histHighRatedMovieIds=["", "", "260,1196,1210", "", ""]))], None,
+        "line 4, column 'histHighRatedMovieIds': the ids in '260,1196,1210' are joined by ','; this column's separator "
+        "is '|'"),
     "a column named twice": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.set_axis(
         [c if c != "label" else "movieId" for c in f.columns], axis=1))], None,
         "rows.csv, line 1: the header names column 'movieId' twice"),
