@@ -13,6 +13,7 @@ Only the chosen framework is imported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -119,24 +120,28 @@ def run(args: argparse.Namespace) -> None:
         replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
                                        protect={"--data": data_dir, "--dataset": config.dataset or None,
                                                 "the cache": args.cache_dir or default_cache_dir()})
-    if data_dir is None:  # MovieLens-1M, downloaded once
-        data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+    # One writer per run folder (a multi-host job's processes share it: its coordinator sees to that).
+    with contextlib.nullcontext() if args.distributed else outputs.locked(args.resume or args.out,
+                                                                           "--resume" if args.resume else "--out"):
+        if data_dir is None:  # MovieLens-1M, downloaded once
+            data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
 
-    def load(config: DINConfig):
-        return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
+        def load(config: DINConfig):
+            return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
 
-    if args.resume:  # every setting from its config.json
-        splits = load(config)
-    else:  # every default applied here, recorded in config.json
-        config, splits = resolve(args.backend, data_dir, config, settings, load)
-        if replace:  # the old run stays whole until the new one has finished
-            args.written = outputs.staged(args.out)
-            logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
-    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
-    out = args.resume or getattr(args, "written", None) or args.out
-    fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
-    if out != (args.resume or args.out) and backend.primary:
-        outputs.swap_in(out, args.out)
+        if args.resume:  # every setting from its config.json
+            splits = load(config)
+        else:  # every default applied here, recorded in config.json
+            config, splits = resolve(args.backend, data_dir, config, settings, load)
+            if replace:  # the old run stays whole until the new one has finished
+                args.written = outputs.staged(args.out)
+                logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written,
+                                              args.out)
+        backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
+        out = args.resume or getattr(args, "written", None) or args.out
+        fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
+        if out != (args.resume or args.out) and backend.primary:
+            outputs.swap_in(out, args.out)
 
 
 def distribute(args: argparse.Namespace) -> None:

@@ -22,6 +22,8 @@ import export
 import predict
 import train
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 
 def snapshot(folder: pathlib.Path) -> dict[str, str]:
     """Every file below folder -> its content's hash."""
@@ -184,3 +186,35 @@ def test_a_killed_jobs_working_folder_is_removed_by_the_next_job_of_its_kind(wor
     assert not leftovers[0].exists() and leftovers[1].exists()  # an export sweeps exports' folders only
     assert all(folder.exists() for folder in kept)
     assert sweep(".build-", str(parent)) == [str(leftovers[1])] and not leftovers[1].exists()
+
+
+def test_one_writer_per_run_folder(tutorial_dir, tmp_path, capsys):
+    """While a run trains into --out, a second train.py into it, a --resume of it
+    and an --overwrite of it each end in one line naming the writer, and
+    touch nothing; the lock goes with the writer, even when it is killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = ["--backend", "torch", "--data", tutorial_dir, "--out", str(out), "--no-progress"]
+    writer = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv, "--epochs", "1000", "--patience", "1000", "--checkpoint-every", "5"],
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints").is_dir():
+            assert writer.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        setup = {name: (out / name).read_bytes() for name in ("config.json", "encoders.json", ".lock")}
+        for other in (argv + ["--overwrite"], ["--resume", str(out), "--no-progress"]):
+            assert train.main(other) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"process {writer.pid} on " in err and "is writing it" in err, err
+            assert {name: (out / name).read_bytes() for name in setup} == setup and not (tmp_path / "run.new").exists()
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert train.main(argv + ["--overwrite", "--epochs", "1"]) == 0  # the killed writer's lock went with it
+    assert not (out / ".lock").exists() and (out / "metrics.json").exists()

@@ -14,16 +14,22 @@ output as it was.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+import socket
+import sys
 import tempfile
+from collections.abc import Iterator
 
 from core.errors import UserError
 
 # The names a run directory (training/run_dir.py, training/checkpoint.py) and
 # an export (inference/export.py: manifest.json, encoders.json, model.*) hold.
 RUN_NAMES = frozenset({"config.json", "encoders.json", "model.safetensors", "history.csv", "history.png",
-                       "metrics.json", "UNFINISHED", "checkpoints"})
+                       "metrics.json", "UNFINISHED", "checkpoints", ".lock"})
+LOCK = ".lock"  # a run folder's writer: an OS lock on it, and who holds it
 EXPORT_NAMES = frozenset({"manifest.json", "encoders.json"})
 PICTURE_MARK = b"din-jax predict.py"  # in the PNG's Software field (inference/explain.py)
 STAGED = ".new"  # train.py --overwrite trains into OUT.new, which replaces OUT when the run finishes
@@ -148,3 +154,43 @@ def check_file(flag: str, path: str, overwrite: bool, protect: dict[str, str | N
     if not ours:
         raise UserError(f"{flag} {path}: not a file predict.py wrote; --overwrite replaces only its own "
                         "predictions or pictures: choose another path")
+
+
+@contextlib.contextmanager
+def locked(folder: str, flag: str = "--out") -> Iterator[None]:
+    """One writer per run folder: an exclusive OS lock (flock) on `folder`/.lock
+    while the block runs, released when it ends or the process dies. A second
+    writer (another train.py into the same --out, a --resume of it, an
+    --overwrite of it) ends in one line naming the holder. `folder` is made if
+    missing, and removed again if the block leaves it empty."""
+    created = not os.path.exists(folder)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{flag} {folder}: {holder} is writing it; wait for it to end, or choose another "
+                            "folder") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # its holder removed it as we opened it: take a fresh one
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})".encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not when the folder was swapped for a new one
+                os.unlink(path)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            if created and not os.listdir(folder):
+                os.rmdir(folder)
