@@ -218,3 +218,26 @@ def test_one_writer_per_run_folder(tutorial_dir, tmp_path, capsys):
         writer.wait()
     assert train.main(argv + ["--overwrite", "--epochs", "1"]) == 0  # the killed writer's lock went with it
     assert not (out / ".lock").exists() and (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("kind, files", [
+    ("a Hugging Face model", {"config.json": '{"architectures": ["BertModel"], "hidden_size": 768}',
+                              "model.safetensors": "not ours"}),
+    ("only a config.json of someone else's", {"config.json": '{"lr": 0.1}'}),
+    ("a checkpoints folder of another tool", {"checkpoints/epoch=3.ckpt": "weights"}),
+    ("a manifest of another tool", {"manifest.json": '{"name": "app", "version": 2}'}),
+    ("a damaged run's weights", {"config.json": "OUR_CONFIG", "model.safetensors": "xx"}),
+])
+def test_overwrite_replaces_a_folder_only_when_its_files_are_this_projects(kind, files, workspace, capsys):
+    """--overwrite looks inside the files whose names a run uses: a folder of
+    another tool's that happens to use them is refused in one line, untouched."""
+    from core.config import DINConfig
+
+    folder = workspace / "theirs"
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text.replace("OUR_CONFIG", DINConfig().to_json()))
+    before = snapshot(folder)
+    data = str(workspace / "data")
+    refused(train.main(torch_args(data, str(folder), "--overwrite")), capsys, f"--out {folder}", "this project")
+    assert snapshot(folder) == before

@@ -36,14 +36,62 @@ STAGED = ".new"  # train.py --overwrite trains into OUT.new, which replaces OUT 
 
 
 def _foreign(folder: str, kind: str) -> str | None:
-    """The first entry of `folder` this project would not have written there as a `kind`."""
+    """Why `folder` is not a `kind` this project wrote (None: it is): an entry it
+    would not have written there, or one of its own files' names holding
+    something else (a user's config.json, a manifest of another tool)."""
     for name in sorted(os.listdir(folder)):
         if name.startswith(".tmp-"):  # an atomic write interrupted (training/run_dir.py)
             continue
         if kind == "run" and name not in RUN_NAMES:
-            return name
+            return f"holds {name!r}, which is no part of a run written by this project"
         if kind == "export" and name not in EXPORT_NAMES and not name.startswith("model."):
-            return name
+            return f"holds {name!r}, which is no part of an export written by this project"
+    return _not_ours(folder, kind)
+
+
+def _not_ours(folder: str, kind: str) -> str | None:
+    """Whether the project's own file names in `folder` hold what it writes there:
+    a run's config.json is a DINConfig, its weights name a backend, its
+    checkpoints are steps; an export's manifest.json is this project's."""
+    import json
+
+    from core.config import DINConfig
+    from core.errors import ConfigError
+
+    def unreadable(name: str) -> str:
+        return f"its {name} is not one this project wrote"
+
+    if kind == "run":
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            return "holds no config.json, so it is no run written by this project"
+        try:
+            with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+                DINConfig.from_json(f.read())
+        except (OSError, ConfigError, UnicodeDecodeError):
+            return unreadable("config.json")
+        checkpoints = os.path.join(folder, "checkpoints")
+        if os.path.exists(checkpoints) and (not os.path.isdir(checkpoints) or any(
+                not name.startswith(("step-", ".tmp-step-")) for name in os.listdir(checkpoints))):
+            return unreadable("checkpoints folder")
+        weights = os.path.join(folder, "model.safetensors")
+        if os.path.exists(weights):
+            from safetensors import safe_open
+
+            try:
+                with safe_open(weights, framework="numpy") as f:  # the header only
+                    backend = (f.metadata() or {}).get("backend")
+            except Exception:  # safetensors' own error types, for a file that is not one
+                backend = None
+            if backend not in ("jax", "torch"):
+                return unreadable("model.safetensors")
+        return None
+    try:
+        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return "holds no manifest.json of this project, so it is no export written by it"
+    if not isinstance(manifest, dict) or not {"format", "artifact", "inputs", "call"} <= set(manifest):
+        return unreadable("manifest.json")
     return None
 
 
@@ -100,8 +148,8 @@ def check_folder(flag: str, path: str, overwrite: bool, kind: str, protect: dict
                         f"the {kind} it holds{hint}")
     foreign = _foreign(path, kind)
     if foreign is not None:
-        raise UserError(f"{flag} {path}: holds {foreign!r}, which is no part of a {kind} written by this project; "
-                        f"--overwrite replaces only a {kind} folder: choose another folder")
+        raise UserError(f"{flag} {path}: {foreign}; --overwrite replaces only a {kind} folder this project wrote: "
+                        "choose another folder (or remove it by hand)")
     return True
 
 
