@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
         (rows, lines), source = read_csv(args.data), args.data
     table, found, unknown = score(model, rows, source, lines, args.attention, progress=not args.no_progress)
     write_text(out, table.to_csv(index=False, float_format="%.9g"))
+    outputs.mark_file(out)  # what --overwrite checks before replacing it
     print(f"wrote {len(table)} predictions to {out} ({model.backend}, weights trained by {model.trained_by})")
     print(describe_unknown(unknown))
     if found:

@@ -241,3 +241,23 @@ def test_overwrite_replaces_a_folder_only_when_its_files_are_this_projects(kind,
     data = str(workspace / "data")
     refused(train.main(torch_args(data, str(folder), "--overwrite")), capsys, f"--out {folder}", "this project")
     assert snapshot(folder) == before
+
+
+def test_overwrite_replaces_predictions_only_while_they_are_as_predict_wrote_them(workspace, capsys):
+    """A predictions CSV carries a record of what predict.py wrote (size and
+    SHA-256, beside it): --overwrite replaces it while it matches, and refuses
+    a user's CSV that merely has a `probability` column, or ours once edited."""
+    run, rows = str(workspace / "run"), str(workspace / "data" / "test.csv")
+    theirs = workspace / "scores.csv"
+    theirs.write_text("user,item,probability\n1,2,0.5\n")
+    refused(predict.main([run, "--data", rows, "--out", str(theirs), "--overwrite", "--no-progress"]), capsys,
+            "not a file predict.py wrote")
+    assert theirs.read_text() == "user,item,probability\n1,2,0.5\n"
+    ours = workspace / "p.csv"
+    assert predict.main([run, "--data", rows, "--out", str(ours), "--no-progress"]) == 0
+    assert predict.main([run, "--data", rows, "--out", str(ours), "--overwrite", "--no-progress"]) == 0
+    ours.write_text(ours.read_text() + "a user's note\n")
+    edited = ours.read_text()
+    refused(predict.main([run, "--data", rows, "--out", str(ours), "--overwrite", "--no-progress"]), capsys,
+            "or changed since")
+    assert ours.read_text() == edited

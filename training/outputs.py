@@ -198,10 +198,11 @@ def check_file(flag: str, path: str, overwrite: bool, protect: dict[str, str | N
         raise UserError(f"{flag} {path}: exists; choose a new path or pass --overwrite to replace it")
     with open(path, "rb") as f:
         head = f.read(4096)
-    ours = PICTURE_MARK in head if head.startswith(b"\x89PNG") else b"probability" in head.split(b"\n", 1)[0]
+    ours = PICTURE_MARK in head if head.startswith(b"\x89PNG") else _marked(path)
     if not ours:
-        raise UserError(f"{flag} {path}: not a file predict.py wrote; --overwrite replaces only its own "
-                        "predictions or pictures: choose another path")
+        raise UserError(f"{flag} {path}: not a file predict.py wrote, or changed since (its record "
+                        f"{os.path.basename(mark_path(path))} does not match); --overwrite replaces only its own "
+                        "predictions or pictures: choose another path, or remove the file by hand")
 
 
 @contextlib.contextmanager
@@ -242,3 +243,37 @@ def locked(folder: str, flag: str = "--out") -> Iterator[None]:
         with contextlib.suppress(OSError):
             if created and not os.listdir(folder):
                 os.rmdir(folder)
+
+
+def mark_path(path: str) -> str:
+    """The record beside a predictions CSV: `.NAME.din.json` in its folder."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.din.json")
+
+
+def mark_file(path: str) -> None:
+    """Records that predict.py wrote `path` (its size and SHA-256), so that
+    --overwrite later replaces it only while it holds exactly that."""
+    import json
+
+    from data.download import sha256_of
+
+    record = {"written_by": "din-jax predict.py", "bytes": os.path.getsize(path), "sha256": sha256_of(path)}
+    with open(mark_path(path), "w", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _marked(path: str) -> bool:
+    """Whether `path` is a predictions CSV predict.py wrote and nobody changed
+    since: its record beside it matches its size and SHA-256."""
+    import json
+
+    from data.download import sha256_of
+
+    try:
+        with open(mark_path(path), encoding="utf-8") as f:
+            record = json.load(f)
+        return (record.get("written_by") == "din-jax predict.py" and record.get("bytes") == os.path.getsize(path)
+                and record.get("sha256") == sha256_of(path))
+    except (OSError, ValueError, AttributeError):
+        return False
