@@ -98,28 +98,32 @@ def candidates(model: TrainedModel, data_dir: str, user: str) -> tuple[dict[str,
 
 
 def explain(model: TrainedModel, data_dir: str, user: str, out: str) -> pd.DataFrame:
-    """Draws `out` (PNG) and returns the weights: one line per (candidate, history position)."""
+    """Draws `out` (PNG: a row of panels per attention group, a panel per
+    candidate) and returns the weights: one line per (group, candidate,
+    history position)."""
     rows, reasons = candidates(model, data_dir, user)
     checked, inputs = model.encode(rows, source=data_dir)
     logits, weights = model.forward(inputs)
-    group = model.schema.attention_groups[0]
-    frame = model.attention_frames(checked, weights)[group.name]
     titles = item_titles(data_dir, model.config)
-    item, history = group.queries[0], group.histories[0]
     name = lambda i: titles.get(str(i), str(i))  # noqa: E731
-    frame["candidate"] = [name(rows[item][r]) for r in frame["row"]]
-    frame["item"] = [name(i) for i in frame[history]]
+    item = model.schema.attention_groups[0].queries[0]
     vocabulary = model.encoders.categorical[item].vocabulary if item in model.encoders.categorical else None
     names = [name(rows[item][k]) + (" (id unknown to the run)" if vocabulary and inputs[item][k] == vocabulary.unknown
                                      else "") for k in range(len(reasons))]
-    draw(frame, names, reasons, probabilities(logits), user, out)
-    return frame
+    frames = {}
+    for group in model.schema.attention_groups:
+        frame = model.attention_frames(checked, weights)[group.name]
+        frame["candidate"] = [name(rows[group.queries[0]][r]) for r in frame["row"]]
+        frame["item"] = [name(i) for i in frame[group.histories[0]]]
+        frames[group.name] = frame
+    draw(frames, names, reasons, probabilities(logits), user, out)
+    return pd.concat([frame.assign(group=group) for group, frame in frames.items()], ignore_index=True)
 
 
 def weight_axis(weights: np.ndarray) -> tuple[float, float]:
-    """An x range that shows the weights' differences: DIN's weights are not
-    normalised and often cluster (say in 0.43-0.50), where an axis from 0
-    makes every bar look the same. From 0 only when the smallest weight is
+    """An x range that shows the weights' differences: the scaled sigmoid's
+    weights are not normalised and may cluster in a narrow band, where an
+    axis from 0 makes every bar look the same. From 0 only when the smallest weight is
     below a third of the largest."""
     low, high = float(np.min(weights)), float(np.max(weights))
     spread = max(high - low, 1e-3 * max(abs(high), 1e-9))
@@ -128,30 +132,39 @@ def weight_axis(weights: np.ndarray) -> tuple[float, float]:
     return low - 0.3 * spread, high + 0.25 * spread  # room on the right for the values
 
 
-def draw(frame: pd.DataFrame, names: list[str], reasons: list[str], probability: np.ndarray, user: str, out: str) -> None:
+def draw(frames: dict[str, pd.DataFrame], names: list[str], reasons: list[str], probability: np.ndarray, user: str,
+         out: str) -> None:
+    """One row of panels per attention group (its history down the side), one
+    column per candidate; a group whose history is empty says so."""
     from matplotlib.figure import Figure
 
-    history = frame[frame["row"] == 0].sort_values("position")
-    labels = [f"{p + 1}. " + textwrap.fill(text, 48, subsequent_indent="    ")
-              for p, text in zip(history["position"], history["item"])]
-    lines = sum(label.count("\n") + 1 for label in labels)
-    height = max(3.5, 0.26 * lines + 0.1 * len(labels) + 2.0)
-    figure = Figure(figsize=(4.4 * len(names) + 3.0, height), layout="constrained")
-    panels = figure.subplots(1, len(names), sharey=True, squeeze=False)[0]
-    left, right = weight_axis(frame["weight"].to_numpy())
-    for k, axes in enumerate(panels):
-        mine = frame[frame["row"] == k].sort_values("position")
-        weights = mine["weight"].to_numpy()
-        bars = axes.barh(np.arange(len(mine)), weights - left, left=left, color=f"C{k}")
-        axes.bar_label(bars, labels=[f"{w:.3f}" for w in weights], fontsize=7, padding=2)
-        axes.set_xlim(left, right)
-        title = textwrap.fill(names[k], 40)
-        axes.set_title(f"{reasons[k]}:\n{title}\np = {probability[k]:.3f}", fontsize=9)
-        axes.set_xlabel("attention weight" + (" (axis from 0)" if left <= 0 else f" (axis from {left:.3f})"))
-        axes.grid(axis="x", alpha=0.3)
-    panels[0].set_yticks(np.arange(len(labels)), labels, fontsize=8)
-    panels[0].invert_yaxis()  # oldest history item on top
-    figure.suptitle(f"user {user}: attention over their history (oldest first) for each candidate")
+    histories = {group: frame[frame["row"] == 0].sort_values("position") for group, frame in frames.items()}
+    labels = {group: [f"{p + 1}. " + textwrap.fill(text, 48, subsequent_indent="    ")
+                      for p, text in zip(history["position"], history["item"])] for group, history in histories.items()}
+    heights = [max(2.2, 0.26 * sum(label.count("\n") + 1 for label in rows) + 0.1 * len(rows) + 1.6)
+               for rows in labels.values()]
+    figure = Figure(figsize=(4.4 * len(names) + 3.0, sum(heights) + 0.6), layout="constrained")
+    weights = pd.concat(list(frames.values()))["weight"].to_numpy()
+    left, right = weight_axis(weights) if weights.size else (0.0, 1.0)
+    for (group, frame), subfigure in zip(frames.items(), np.atleast_1d(figure.subfigures(len(frames), 1,
+                                                                                        height_ratios=heights))):
+        panels = subfigure.subplots(1, len(names), sharey=True, squeeze=False)[0]
+        for k, axes in enumerate(panels):
+            mine = frame[frame["row"] == k].sort_values("position")
+            values = mine["weight"].to_numpy()
+            bars = axes.barh(np.arange(len(mine)), values - left, left=left, color=f"C{k}")
+            axes.bar_label(bars, labels=[f"{w:.3f}" for w in values], fontsize=7, padding=2)
+            axes.set_xlim(left, right)
+            title = textwrap.fill(names[k], 40)
+            axes.set_title(f"{reasons[k]}:\n{title}\np = {probability[k]:.3f}", fontsize=9)
+            axes.set_xlabel("attention weight" + (" (axis from 0)" if left <= 0 else f" (axis from {left:.3f})"))
+            axes.grid(axis="x", alpha=0.3)
+            if not len(mine):
+                axes.text(0.5, 0.5, f"no {group} history", transform=axes.transAxes, ha="center", va="center")
+        panels[0].set_yticks(np.arange(len(labels[group])), labels[group], fontsize=8)
+        panels[0].invert_yaxis()  # oldest history item on top
+        subfigure.suptitle(f"attention over the {group} history (oldest first)", fontsize=10)
+    figure.suptitle(f"user {user}: attention over their history for each candidate")
     # The mark lets predict.py --overwrite tell its own pictures from a user's files (training/outputs.py).
     run_dir.write_file(out, lambda tmp: figure.savefig(tmp, format="png", dpi=110,
                                                        metadata={"Software": outputs.PICTURE_MARK.decode()}))

@@ -306,3 +306,26 @@ def test_a_run_with_the_old_attention_group_names_scores_as_it_did(tutorial_run,
     model = load_run(str(old), backend)
     assert [g.name for g in model.schema.attention_groups] == ["group1"]
     np.testing.assert_allclose(model.predict(test_rows), torch_model.predict(test_rows), rtol=1e-5, atol=1e-6)
+
+
+def test_explain_draws_every_attention_group(ml1m_dir, tmp_path):
+    """Raw MovieLens' run attends over the liked and the disliked history: the
+    picture has a row of panels for each, and the weights name their group."""
+    from matplotlib.image import imread
+
+    from conftest import train_run
+    from inference.explain import draw, explain
+
+    run = train_run(ml1m_dir, tmp_path / "run", "--max-hist", "6")
+    model = load_run(run)
+    assert [g.name for g in model.schema.attention_groups] == ["liked", "disliked"]
+    out = tmp_path / "user.png"
+    frame = explain(model, ml1m_dir, "7", str(out))
+    assert set(frame["group"]) == {"liked", "disliked"}
+    for group, mine in frame.groupby("group"):  # each candidate's weights over each history
+        assert mine["row"].nunique() >= 2 and np.isfinite(mine["weight"]).all(), group
+    one_group = tmp_path / "one.png"  # the same picture with the liked row only
+    liked = frame[frame["group"] == "liked"].drop(columns="group")
+    draw({"liked": liked}, ["a", "b", "c"][: liked["row"].nunique()], ["x", "y", "z"][: liked["row"].nunique()],
+         np.full(3, 0.5), "7", str(one_group))
+    assert imread(out).shape[0] > imread(one_group).shape[0]  # a second row of panels
