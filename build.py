@@ -16,7 +16,7 @@ import os
 import sys
 
 from core.config import DINConfig
-from core.errors import UserError
+from core.errors import UserError, storage_error
 from core.flags import Parser, add_config_flags, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import build_key, detect, load_splits
@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.data, config, args.cache_dir, progress=not args.no_progress, build=build)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, an unwritable cache: one line (core/errors.py)
+        found = storage_error(error)
+        if found is None:
+            raise
+        print(f"error: {found}", file=sys.stderr)
         return 2
     rows = ", ".join(f"{split} {len(getattr(splits, split)['label']):,}" for split in ("train", "valid", "test"))
     print(f"{'already built' if existed else f'built ({build.engine})'}: {folder}: {rows} rows")

@@ -19,7 +19,7 @@ import os
 import sys
 
 from core.config import CHANGE_ON_RESUME, DINConfig
-from core.errors import ConfigError, UserError
+from core.errors import ConfigError, exit_code
 from core.flags import Parser, add_config_flags, flag, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import detect, load_splits
@@ -79,17 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a user's mistake (one line on stderr), 130 interrupted."""
     args = parse_args(argv)
     try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return exit_code(lambda: run(args))
     except KeyboardInterrupt:
         out = args.resume or getattr(args, "written", None) or args.out
         newest = checkpoint.latest(out) if out else None
         where = f"; the newest whole checkpoint is {newest}: --resume {out} continues" if newest else ""
         print(f"interrupted: {out} is unfinished (marked by its UNFINISHED file){where}", file=sys.stderr)
         return 130
-    return 0
 
 
 def run(args: argparse.Namespace) -> None:

@@ -23,14 +23,48 @@ class RunError(UserError):
     """A run directory or checkpoint that cannot be used as asked; the message names the file."""
 
 
+# What a full disk or a folder the user cannot write means, and what to do.
+STORAGE_ERRORS = {
+    "ENOSPC": "no space left on its device; free space there or write the output elsewhere",
+    "EDQUOT": "the disk quota is used up; free space there or write the output elsewhere",
+    "EACCES": "permission denied; choose a folder you can write, or change its permissions",
+    "EPERM": "operation not permitted; choose a folder you can write, or change its permissions",
+    "EROFS": "a read-only file system; write the output elsewhere",
+}
+
+
+def storage_error(error: BaseException) -> UserError | None:
+    """A full disk or an unwritable place anywhere in `error`'s chain (libraries
+    such as orbax wrap the OSError) as one line naming the path; None for
+    anything else."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        name = errno.errorcode.get(getattr(error, "errno", None) or -1) if isinstance(error, OSError) else None
+        if name in STORAGE_ERRORS:
+            where = error.filename or "a file being written"
+            return UserError(f"{where}: {STORAGE_ERRORS[name]} ({name})")
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def exit_code(action) -> int:
-    """Runs a command's `action()`: 0 when done; a UserError becomes one line on
-    stderr and exit code 2. Anything else is a bug and keeps its traceback."""
+    """Runs a command's `action()`: 0 when done; a UserError, a full disk or an
+    unwritable place become one line on stderr and exit code 2. Anything else
+    is a bug and keeps its traceback."""
     import sys
 
     try:
         action()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        found = storage_error(error)
+        if found is None:
+            raise
+        print(f"error: {found}", file=sys.stderr)
         return 2
     return 0

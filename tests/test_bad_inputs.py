@@ -170,7 +170,11 @@ def test_out_is_never_replaced_silently(tutorial_dir, tmp_path, capsys):
     (out / "model.safetensors").write_bytes(b"a run's weights")
     assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 2
     assert "not empty" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"a run's weights"
-    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1", "--overwrite")) == 0
+    # A file named as a run's but no run's (no config.json beside it): --overwrite refuses it too.
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1", "--overwrite")) == 2
+    assert "no config.json" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"a run's weights"
+    (out / "model.safetensors").unlink()
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 0  # an empty folder takes a run
     assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "history.png", "metrics.json", "model.safetensors"]
 
 
@@ -393,3 +397,24 @@ def test_a_flag_mistake_is_one_line_not_the_usage(command, argv, words, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and words in err and "usage:" not in err, err
     assert f"python {command}.py --help lists the flags" in err
+
+
+@pytest.mark.parametrize("code, words", [(28, "no space left on its device; free space there"),
+                                         (13, "permission denied; choose a folder you can write"),
+                                         (30, "a read-only file system; write the output elsewhere")])
+def test_a_full_disk_or_an_unwritable_place_is_one_line(code, words, tutorial_dir, tmp_path, capsys, monkeypatch):
+    """Whatever writes when the disk fills or a folder refuses writes (here the
+    run's weights, as orbax or safetensors would meet it), the command ends in
+    one line naming the path, exit 2, no traceback."""
+    import errno
+
+    from training import run_dir
+
+    def full(path, *args, **kwargs):
+        raise RuntimeError("the writer's own wrapping") from OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(run_dir, "write_weights", full)
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.safetensors" in err and words in err, err
+    assert errno.errorcode[code] in err and "Traceback" not in err
