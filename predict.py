@@ -65,29 +65,65 @@ def run(args: argparse.Namespace) -> None:
         explain(model, args.data, args.explain, out)
         print(f"wrote {out}")
         return
-    import numpy as np
-
-    from data.rows import read_csv
     from inference.model import describe_unknown
+
+    written, unknown, found = predictions(model, args, out)
+    outputs.mark_file(out)  # what --overwrite checks before replacing it
+    print(f"wrote {written} predictions to {out} ({model.backend}, weights trained by {model.trained_by})")
+    print(describe_unknown(unknown))
+    if found is not None:
+        print(found)
+
+
+CHUNK_ROWS = 1 << 16  # a CSV is scored this many rows at a time (whole batches of any power-of-two size)
+
+
+def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[str, tuple[int, int]], str | None]:
+    """Scores --data a chunk of rows at a time into `out` (whole, or not at all);
+    returns (rows written, unknown ids per feature, the metrics line when the
+    rows hold labels)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from data.rows import read_csv_chunks
     from inference.score import score
     from training import metrics
-    from training.run_dir import write_text
+    from training.run_dir import write_file
 
     if os.path.isdir(args.data):
         from data.datasets import raw_splits
 
-        rows, source, lines = raw_splits(args.data, model.config)["test"], f"{args.data} (test split)", None
+        pieces = [(raw_splits(args.data, model.config)["test"], None)]
+        source = f"{args.data} (test split)"
     else:
-        (rows, lines), source = read_csv(args.data), args.data
-    table, found, unknown = score(model, rows, source, lines, args.attention, progress=not args.no_progress)
-    write_text(out, table.to_csv(index=False, float_format="%.9g"))
-    outputs.mark_file(out)  # what --overwrite checks before replacing it
-    print(f"wrote {len(table)} predictions to {out} ({model.backend}, weights trained by {model.trained_by})")
-    print(describe_unknown(unknown))
-    if found:
-        user = next((c for c in model.user_columns if c in table), None)
-        users = table[user].to_numpy() if user else np.arange(len(table))  # no user column: every row its own
-        print(metrics.summary(found, users, table["label"].to_numpy()))
+        pieces, source = read_csv_chunks(args.data, CHUNK_ROWS), args.data
+    written, unknown, logits, labels, users = 0, {}, [], [], []
+    user = None
+
+    def write(tmp: str) -> None:
+        nonlocal written, user
+        with open(tmp, "w", encoding="utf-8", newline="") as f, \
+                tqdm(unit="row", desc="scoring", disable=args.no_progress, delay=1.0) as bar:  # none for a quick error
+            for rows, lines in pieces:
+                table, piece_logits, piece_unknown = score(model, rows, source, lines, args.attention, bar)
+                f.write(table.to_csv(index=False, header=written == 0, float_format="%.9g"))
+                written += len(table)
+                for name, (n, total) in piece_unknown.items():
+                    before = unknown.get(name, (0, 0))
+                    unknown[name] = (before[0] + n, before[1] + total)
+                if "label" in table:
+                    user = next((c for c in model.user_columns if c in table), None)
+                    logits.append(piece_logits)
+                    labels.append(table["label"].to_numpy())
+                    # No user column: every row its own (GAUC undefined).
+                    users.append(table[user].to_numpy() if user else np.arange(written - len(table), written))
+
+    write_file(out, write)
+    if not logits:
+        return written, unknown, None
+    all_users, all_labels = np.concatenate(users), np.concatenate(labels)
+    found = metrics.evaluate(all_users, all_labels, np.concatenate(logits))
+    return written, unknown, metrics.summary(found, all_users, all_labels)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import gzip
 import io
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,54 @@ def read_csv(path: str) -> tuple[pd.DataFrame, np.ndarray]:
     return parse_csv(data, path)
 
 
+def read_csv_chunks(path: str, rows: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """read_csv a piece at a time: frames of at most `rows` data rows (strings),
+    with their physical line numbers, the same checks as read_csv's; memory is
+    bounded by the piece, not the file."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header, lines, chunk = None, [], []
+            try:
+                for row in reader:
+                    if not row:
+                        continue  # a blank line
+                    if header is None:
+                        header = _header([name.strip() for name in row], path, reader.line_num)
+                        continue
+                    if len(row) != len(header):
+                        raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
+                    chunk.append(row)
+                    lines.append(reader.line_num)
+                    if len(chunk) == rows:
+                        yield pd.DataFrame(chunk, columns=header, dtype=object), np.asarray(lines, np.int64)
+                        chunk, lines = [], []
+            except csv.Error as error:
+                raise DataError(f"{path}, line {reader.line_num}: {error}") from None
+            except UnicodeDecodeError:
+                raise DataError(f"{path}, line {reader.line_num + 1}: not valid UTF-8 text; save the file as UTF-8") from None
+    except (OSError, EOFError) as error:  # e.g. a truncated .gz
+        raise DataError(f"{path}: unreadable ({error})") from None
+    if header is None:
+        raise DataError(f"{path}: empty file, expected a header line")
+    if chunk or not lines:
+        yield pd.DataFrame(chunk, columns=header, dtype=object), np.asarray(lines, np.int64)
+
+
+def _header(header: list[str], path: str, line: int) -> list[str]:
+    """The header's column names; one named twice is refused."""
+    seen: dict[str, int] = {}
+    for column, name in enumerate(header, 1):
+        if name in seen:
+            raise DataError(f"{path}, line {line}: the header names column {name!r} twice (fields "
+                            f"{seen[name]} and {column}); rename or drop one")
+        seen[name] = column
+    return header
+
+
 def parse_csv(data: bytes, path: str, header: list[str] | None = None, first_line: int = 1
               ) -> tuple[pd.DataFrame, np.ndarray]:
     """CSV bytes as strings, and each data row's physical line number. `data` is
@@ -68,13 +116,7 @@ def parse_csv(data: bytes, path: str, header: list[str] | None = None, first_lin
     if header is None:
         if not rows:
             raise DataError(f"{path}: empty file, expected a header line")
-        header = [name.strip() for name in rows[0][1]]
-        seen: dict[str, int] = {}
-        for column, name in enumerate(header, 1):
-            if name in seen:
-                raise DataError(f"{path}, line {rows[0][0]}: the header names column {name!r} twice (fields "
-                                f"{seen[name]} and {column}); rename or drop one")
-            seen[name] = column
+        header = _header([name.strip() for name in rows[0][1]], path, rows[0][0])
         rows = rows[1:]
     for line, row in rows:
         if len(row) != len(header):

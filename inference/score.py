@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from data.schema import LABEL, USER
 from inference.model import Rows, TrainedModel, probabilities
@@ -35,26 +34,23 @@ def top_attended(model: TrainedModel, frames: dict[str, pd.DataFrame], n: int, k
 
 def score(
     model: TrainedModel, rows: Rows, source: str = "rows", lines: np.ndarray | None = None, attention: int = 0,
-    progress: bool = False,
-) -> tuple[pd.DataFrame, dict | None, dict[str, tuple[int, int]]]:
-    """(table, metrics, unknown): the table holds each row's user and candidate
-    ids, its probability, its label when given and, with attention = K, its K
-    most attended history ids; metrics (auc, gauc, logloss) when labels are
-    given; unknown: TrainedModel.unknown_ids of the rows."""
+    bar=None,
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, tuple[int, int]]]:
+    """(table, logits [N], unknown): the table holds each row's user and
+    candidate ids, its probability, its label when given and, with attention =
+    K, its K most attended history ids; unknown: TrainedModel.unknown_ids of
+    the rows. bar: a progress bar advanced by the rows scored."""
     columns, inputs = model.encode(rows, source, lines)
     n = len(inputs[model.schema.inputs[0]])
-    with tqdm(total=n, unit="row", desc="scoring", disable=not progress or n == 0) as bar:
-        logits, weights = model.forward(inputs, progress=bar.update)
+    logits, weights = model.forward(inputs, progress=None if bar is None else bar.update)
     table = pd.DataFrame(index=np.arange(n))
     if USER in columns:
         table[model.user_columns[0]] = columns[USER]
     for query in dict.fromkeys(q for g in model.schema.attention_groups for q in g.queries):
         table[query] = columns[query]
     table["probability"] = probabilities(logits)
-    found = None
     if LABEL in columns:
         table[LABEL] = columns[LABEL].astype(np.int64)
-        found = model.metrics(columns, logits)
     if attention:
         table = pd.concat([table, top_attended(model, model.attention_frames(columns, weights), n, attention)], axis=1)
-    return table, found, model.unknown_ids(inputs)
+    return table, logits, model.unknown_ids(inputs)

@@ -329,3 +329,26 @@ def test_explain_draws_every_attention_group(ml1m_dir, tmp_path):
     draw({"liked": liked}, ["a", "b", "c"][: liked["row"].nunique()], ["x", "y", "z"][: liked["row"].nunique()],
          np.full(3, 0.5), "7", str(one_group))
     assert imread(out).shape[0] > imread(one_group).shape[0]  # a second row of panels
+
+
+def test_a_csv_is_scored_a_chunk_at_a_time_as_whole(tutorial_run, tutorial_dir, tmp_path, capsys, monkeypatch):
+    """predict.py reads a CSV a chunk of rows at a time (memory bounded by the
+    chunk): the same file, metrics and unknown-id counts as one chunk, and an
+    error in a later chunk names its own line."""
+    rows = os.path.join(tutorial_dir, "test.csv")
+    whole, chunked = tmp_path / "whole.csv", tmp_path / "chunked.csv"
+    # Chunks of whole batches (as 65,536 rows are of the default batch): the same batches, the same bits.
+    flags = ["--attention", "2", "--batch-size", "8", "--no-progress"]
+    assert predict.main([tutorial_run, "--data", rows, "--out", str(whole), *flags]) == 0
+    one = capsys.readouterr().out
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 24)
+    assert predict.main([tutorial_run, "--data", rows, "--out", str(chunked), *flags]) == 0
+    many = capsys.readouterr().out
+    assert chunked.read_bytes() == whole.read_bytes()
+    assert many.replace(str(chunked), str(whole)) == one  # the counts and the AUC line
+    lines = pathlib.Path(rows).read_text().splitlines()
+    lines[40] = lines[40].replace(",", ";", 1)  # one field fewer on line 41
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    assert predict.main([tutorial_run, "--data", str(bad), "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
+    assert "bad.csv, line 41: " in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
