@@ -98,7 +98,7 @@ def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[st
     else:
         pieces, source = read_csv_chunks(args.data, CHUNK_ROWS), args.data
     written, unknown, logits, labels, users = 0, {}, [], [], []
-    user = None
+    user, codes = None, {}  # each user's number: a row keeps 8 bytes for GAUC, not its id's text
 
     def write(tmp: str) -> None:
         nonlocal written, user
@@ -116,7 +116,8 @@ def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[st
                     logits.append(piece_logits)
                     labels.append(table["label"].to_numpy())
                     # No user column: every row its own (GAUC undefined).
-                    users.append(table[user].to_numpy() if user else np.arange(written - len(table), written))
+                    ids = table[user].to_numpy() if user else np.arange(written - len(table), written)
+                    users.append(np.fromiter((codes.setdefault(i, len(codes)) for i in ids), np.int64, len(ids)))
 
     write_file(out, write)
     if not logits:
