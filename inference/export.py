@@ -46,6 +46,7 @@ def manifest(schema: FeatureSchema, fmt: str, run_dir: str, extra: dict | None =
         "inputs": inputs,
         "outputs": [{"name": "probability", "dtype": "float32", "shape": [BATCH]}],
         "encoders": "encoders.json",
+        "encode": "encode.py: Encoder.load(folder)(rows) turns raw rows into these inputs (numpy only)",
         "call": HOW_TO_CALL[fmt],
         **(extra or {}),
     }
@@ -69,6 +70,9 @@ def export_run(run_dir: str, fmt: str, out: str, overwrite: bool = False) -> dic
     try:
         extra = model.predictor.write(fmt, work)
         shutil.copyfile(os.path.join(run_dir, "encoders.json"), os.path.join(work, "encoders.json"))
+        # Raw rows -> the artifact's inputs, numpy only: what a server reimplements or calls.
+        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_encoder.py"),
+                        os.path.join(work, "encode.py"))
         found = manifest(model.schema, fmt, run_dir, extra)
         with open(os.path.join(work, "manifest.json"), "w", encoding="utf-8") as f:
             f.write(json.dumps(found, indent=2) + "\n")

@@ -118,3 +118,32 @@ def test_export_never_replaces_a_folder(seed_run, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err and (out / "model.onnx").read_bytes() == b"someone's model"
     assert export.main([str(tmp_path), "--format", "torch", "--out", str(tmp_path / "new")]) == 2
     assert "is" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow  # the exported artifacts (shared with the tests above)
+def test_raw_rows_through_the_reference_encoder_score_as_predict_does(exported, seed_run, seed_data_dir, tmp_path):
+    """Every export carries encode.py (numpy only): raw rows, numbers included,
+    through it and into each artifact give predict.py's probabilities."""
+    import csv
+    import importlib.util
+
+    source = os.path.join(seed_data_dir, "test.csv")
+    with open(source, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))[:300]
+    rows[0]["age"], rows[1]["age"] = "", "1000"  # the training mean; beyond the last quantile
+    path = tmp_path / "rows.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert predict.main([seed_run, "--data", str(path), "--out", str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    expected = pd.read_csv(tmp_path / "p.csv")["probability"].to_numpy()
+    for fmt, folder in exported.items():
+        spec = importlib.util.spec_from_file_location(f"encode_{fmt}", os.path.join(folder, "encode.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        inputs = module.Encoder.load(folder)(rows)
+        found = call_artifact(fmt, folder, inputs)
+        worst = float(np.abs(found - expected).max())
+        print(f"{fmt}: raw rows -> encode.py -> artifact vs predict.py: largest difference {worst:.2e}")
+        assert worst <= 1e-6, (fmt, worst)

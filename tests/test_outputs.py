@@ -128,7 +128,7 @@ def test_export_overwrite_keeps_the_old_export_until_the_new_one_is_whole(worksp
     (out / "README.txt").unlink()
     # A whole new export replaces the old one.
     assert export.main([run, "--format", "stablehlo", "--out", str(out), "--overwrite"]) == 0
-    assert sorted(os.listdir(out)) == ["encoders.json", "manifest.json", "model.mlir", "model.stablehlo"]
+    assert sorted(os.listdir(out)) == ["encode.py", "encoders.json", "manifest.json", "model.mlir", "model.stablehlo"]
     assert sorted(os.listdir(workspace)) == ["data", "export", "notes.txt", "run"]
 
 

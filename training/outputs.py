@@ -30,7 +30,7 @@ from core.errors import UserError
 RUN_NAMES = frozenset({"config.json", "encoders.json", "model.safetensors", "history.csv", "history.png",
                        "metrics.json", "UNFINISHED", "checkpoints", ".lock"})
 LOCK = ".lock"  # a run folder's writer: an OS lock on it, and who holds it
-EXPORT_NAMES = frozenset({"manifest.json", "encoders.json"})
+EXPORT_NAMES = frozenset({"manifest.json", "encoders.json", "encode.py"})
 PICTURE_MARK = b"din-jax predict.py"  # in the PNG's Software field (inference/explain.py)
 STAGED = ".new"  # train.py --overwrite trains into OUT.new, which replaces OUT when the run finishes
 
