@@ -27,8 +27,8 @@ class RunError(UserError):
 STORAGE_ERRORS = {
     "ENOSPC": "no space left on its device; free space there or write the output elsewhere",
     "EDQUOT": "the disk quota is used up; free space there or write the output elsewhere",
-    "EACCES": "permission denied; choose a folder you can write, or change its permissions",
-    "EPERM": "operation not permitted; choose a folder you can write, or change its permissions",
+    "EACCES": "permission denied: this user may not read or write it; change its permissions or choose another path",
+    "EPERM": "operation not permitted; change its permissions or choose another path",
     "EROFS": "a read-only file system; write the output elsewhere",
 }
 
@@ -60,6 +60,10 @@ def exit_code(action) -> int:
         action()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # numpy's says how much it asked for
+        print(f"error: not enough memory ({error}); lower --max-hist or --batch-size, or use a machine with more "
+              "memory", file=sys.stderr)
         return 2
     except Exception as error:
         found = storage_error(error)

@@ -400,7 +400,7 @@ def test_a_flag_mistake_is_one_line_not_the_usage(command, argv, words, capsys):
 
 
 @pytest.mark.parametrize("code, words", [(28, "no space left on its device; free space there"),
-                                         (13, "permission denied; choose a folder you can write"),
+                                         (13, "permission denied: this user may not read or write it"),
                                          (30, "a read-only file system; write the output elsewhere")])
 def test_a_full_disk_or_an_unwritable_place_is_one_line(code, words, tutorial_dir, tmp_path, capsys, monkeypatch):
     """Whatever writes when the disk fills or a folder refuses writes (here the
@@ -418,3 +418,17 @@ def test_a_full_disk_or_an_unwritable_place_is_one_line(code, words, tutorial_di
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.safetensors" in err and words in err, err
     assert errno.errorcode[code] in err and "Traceback" not in err
+
+
+def test_running_out_of_memory_is_one_line(tutorial_dir, tmp_path, capsys, monkeypatch):
+    """A build or a step that asks for more memory than the machine has (a huge
+    --max-hist, say: 37.6 GiB on ml-latest-small) ends in one line saying how
+    much and what to lower, and leaves no empty --out behind."""
+    def huge(*args, **kwargs):
+        raise MemoryError("Unable to allocate 37.6 GiB for an array with shape (100836, 100000) and data type int32")
+
+    monkeypatch.setattr(train, "load_splits", huge)
+    assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not enough memory (Unable to allocate 37.6 GiB" in err and "--max-hist" in err, err
+    assert not (tmp_path / "run").exists()
