@@ -22,6 +22,7 @@ from data.build_flags import add_build_flags, build_options
 from data.datasets import build_key, detect, load_splits
 from data.download import default_cache_dir
 from data.sources.movielens import MovieLens
+from training import outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if not source.built and build.engine == "local":
             raise UserError(f"--data {args.data}: {source.name} data are read as they are on every run: nothing to "
                             "build locally (--build beam builds a cache entry of them)")
+        outputs.check_cache_dir("--cache-dir", args.cache_dir or default_cache_dir())
         folder = os.path.join(args.cache_dir or default_cache_dir(), "built", build_key(args.data, config))
         existed = os.path.isfile(os.path.join(folder, "encoders.json"))
         splits = load_splits(args.data, config, args.cache_dir, progress=not args.no_progress, build=build)

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> None:
         data_dir = args.data
         if data_dir is not None:  # the folder and its dataset file are read before --out is touched
             detect(data_dir, config)
+        outputs.check_cache_dir("--cache-dir", args.cache_dir or default_cache_dir())
         replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
                                        protect={"--data": data_dir, "--dataset": config.dataset or None,
                                                 "the cache": args.cache_dir or default_cache_dir()})

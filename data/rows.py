@@ -140,7 +140,8 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _numbers(values: np.ndarray, column: str, where: Where) -> np.ndarray:
+def _numbers(values: np.ndarray, column: str, where: Where,
+             hint: str = "write a number, or leave it empty to impute the training mean") -> np.ndarray:
     if np.issubdtype(values.dtype, np.number) or values.dtype == bool:
         numbers = values.astype(np.float64)
     else:
@@ -148,8 +149,7 @@ def _numbers(values: np.ndarray, column: str, where: Where) -> np.ndarray:
         numbers = pd.to_numeric(pd.Series(text).replace("", np.nan), errors="coerce").to_numpy(np.float64)
         bad = np.flatnonzero(np.isnan(numbers) & (text != ""))
         if bad.size:
-            raise DataError(f"{where(column, bad[0])}: not a number (value {text[bad[0]]!r}); "
-                            "write a number, or leave it empty to impute the training mean")
+            raise DataError(f"{where(column, bad[0])}: not a number (value {text[bad[0]]!r}); {hint}")
     infinite = np.flatnonzero(np.isinf(numbers))
     if infinite.size:
         raise DataError(f"{where(column, infinite[0])}: not a finite number (value {values[infinite[0]]!r})")
@@ -230,7 +230,7 @@ def sequences(values: np.ndarray, column: str, sep: str, where: Where) -> np.nda
 
 
 def _labels(values: np.ndarray, where: Where, column: str) -> np.ndarray:
-    labels = _numbers(values, column, where)
+    labels = _numbers(values, column, where, hint="a label is 0 or 1")
     bad = np.flatnonzero(~np.isin(labels, (0.0, 1.0)))
     if bad.size:
         raise DataError(f"{where(column, bad[0])}: label must be 0 or 1 (value {values[bad[0]]!r})")

@@ -106,6 +106,8 @@ TRAIN_CASES = [
     ("jax device", lambda t, d: ["--backend", "jax", "--data", d, "--out", str(t / "run"), "--device", "cpu"],
      ["--device cpu: for --backend torch"]),
     ("negative seed", lambda t, d: torch_run(t, d, "--seed", "-1"), ["--seed", "must be in [0, 2**32)"]),
+    ("cache dir is a file", lambda t, d: torch_run(t, d, "--cache-dir", write(t / "c", **{"cache": "x"}) + "/cache"),
+     ["--cache-dir", "is a file, not a folder"]),
     ("seed too big", lambda t, d: torch_run(t, d, "--seed", str(2**64)), ["--seed", "must be in [0, 2**32)"]),
     ("protocol of the tutorial split", lambda t, d: torch_run(t, d, "--protocol", "paper"),
      ["--protocol paper", "is tutorial data, which does not use it", "drop it"]),

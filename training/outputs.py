@@ -277,3 +277,16 @@ def _marked(path: str) -> bool:
                 and record.get("sha256") == sha256_of(path))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def check_cache_dir(flag: str, path: str) -> None:
+    """A cache folder that can be made or written: not a file, nor an unwritable place."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path}: is a file, not a folder; give a folder for downloads and built data")
+    place = os.path.abspath(path)
+    while not os.path.exists(place):
+        place = os.path.dirname(place)
+    if not os.path.isdir(place):
+        raise UserError(f"{flag} {path}: {place} is a file, not a folder")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {place} is not writable by this user; choose a cache folder you can write")
