@@ -434,3 +434,22 @@ def test_running_out_of_memory_is_one_line(tutorial_dir, tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not enough memory (Unable to allocate 37.6 GiB" in err and "--max-hist" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def as_written_before_the_settings_existed(path: pathlib.Path) -> None:
+    """A checkpoint's loop.json as an older version wrote it: its fingerprint
+    without the settings added since (their absence meant today's values)."""
+    loop = json.loads(path.read_text())
+    for name in ("pooling", "weight_decay_form"):
+        del loop["fingerprint"]["config"][name]
+    path.write_text(json.dumps(loop))
+
+
+def test_an_older_checkpoint_of_the_same_run_resumes(checkpointed_run, tmp_path, capsys):
+    """A run checkpointed by an earlier version, whose fingerprint lacks settings
+    added since, resumes: the fingerprint is read as its config.json is (what
+    an absent setting meant), not as 'another run' with settings never set."""
+    run = pathlib.Path(damaged_copy(checkpointed_run, tmp_path, lambda r: every_checkpoint(
+        r, "loop.json", as_written_before_the_settings_existed)))
+    assert train.main(["--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
+    assert (run / "metrics.json").exists()

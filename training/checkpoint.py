@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.config import CHANGE_ON_RESUME, DINConfig
-from core.errors import RunError
+from core.errors import ConfigError, RunError
 from training import run_dir
 from training.backend import Backend
 
@@ -85,10 +85,22 @@ def fingerprint(config: DINConfig, data_sha256: str | None) -> dict[str, Any]:
     return {"config": {k: v for k, v in settings.items() if k not in CHANGE_ON_RESUME}, "data": data_sha256}
 
 
+def settings_as_read(settings: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint's settings as a config.json of that time reads now
+    (DINConfig.from_json: a setting added since takes what its absence meant, a
+    renamed one its new name), so an older checkpoint of the same run matches."""
+    try:
+        config = DINConfig.from_json(json.dumps(settings))
+    except (ConfigError, TypeError, ValueError):
+        return settings  # compared as written: the differences will be named
+    return {k: v for k, v in fingerprint(config, None)["config"].items()}
+
+
 def mismatch(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
     """What differs between a checkpoint's fingerprint and the run's, in words; None if nothing."""
     if saved is None:
         return None
+    saved = {**saved, "config": settings_as_read(saved["config"])}
     changed = sorted(k for k in set(saved["config"]) | set(current["config"])
                      if saved["config"].get(k) != current["config"].get(k))
     parts = [f"{k} {saved['config'].get(k)!r} -> {current['config'].get(k)!r}" for k in changed]
