@@ -157,6 +157,8 @@ def _numbers(values: np.ndarray, column: str, where: Where,
 
 
 _INTEGRAL = re.compile(r"[+-]?\d+\.0*")  # an integer written as a float: '2571.0'
+NO_GENRES = "(no genres listed)"  # how the GroupLens releases write a movie without genres: none
+_LIST = re.compile(r"[\[(].*,.*[\])]|\[.*\]")  # '[260, 1196]', '(1, 2)', '[260]': a list, not an id
 _OTHER_SEPARATOR = re.compile(r"\s*\d+\s*([,;:|/ ])\s*\d+(?:\s*\1\s*\d+)*\s*")  # ids joined by a separator
 _FRACTIONAL = r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?"  # a number with a fraction (an integral one is read by _INTEGRAL first)
 _NEEDS_CLEANING = r"\s|\.|^\[|^\("  # a term to strip or normalise, or a list's bracket
@@ -211,7 +213,10 @@ def sequences(values: np.ndarray, column: str, sep: str, where: Where) -> np.nda
     ], dtype=object)
     messy = pd.Series(texts, dtype=object).str.contains(_NEEDS_CLEANING, regex=True).to_numpy(dtype=bool)
     for i in np.flatnonzero(messy):  # rare: only rows with spaces, decimals or brackets take this loop
-        if texts[i][:1] in "[(" and texts[i][-1:] in ")]" and sep not in "[](),":
+        if texts[i] == NO_GENRES:  # MovieLens' own marker: no genres, as its reader reads it
+            texts[i] = ""
+            continue
+        if _LIST.fullmatch(texts[i]) and sep not in "[](),":
             raise DataError(f"{where(column, i)}: a list written as {texts[i]!r}; write its ids joined by {sep!r} "
                             f"(e.g. {sep.join(['260', '1196'])!r})")
         texts[i] = sep.join(_id_text(term) for term in texts[i].split(sep))

@@ -352,3 +352,13 @@ def test_a_csv_is_scored_a_chunk_at_a_time_as_whole(tutorial_run, tutorial_dir, 
     bad.write_text("\n".join(lines) + "\n")
     assert predict.main([tutorial_run, "--data", str(bad), "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
     assert "bad.csv, line 41: " in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+def test_movielens_own_no_genres_marker_scores_as_no_genres(torch_model, test_rows):
+    """'(no genres listed)', the GroupLens releases' marker, reads as training
+    reads it (no genres), not as a list in brackets nor an unknown genre."""
+    rows = test_rows.head(4)
+    marked, empty = rows.assign(genres="(no genres listed)"), rows.assign(genres="")
+    np.testing.assert_array_equal(torch_model.predict(marked), torch_model.predict(empty))
+    assert torch_model.evaluate(marked.assign(label=1).iloc[:2].pipe(lambda f: pd.concat([f, f.assign(label=0)])))[
+        "unknown_ids"]["genres"][0] == 0

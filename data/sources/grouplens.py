@@ -36,9 +36,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from core.errors import DataError
+from data.rows import NO_GENRES
 from data.sources.tables import decode, integers, nonblank_lines, numbers, parse, read_table, where
 
-NO_GENRES = "(no genres listed)"
 # Each file's columns: its own name (the header's, or the documented order) -> ours.
 ML1M_RATINGS = {"UserID": "user", "MovieID": "movie", "Rating": "rating", "Timestamp": "timestamp"}
 ML1M_USERS = {"UserID": "user", "Gender": "gender", "Age": "age", "Occupation": "occupation", "Zip-code": "zip"}
