@@ -86,7 +86,13 @@ def read_csv_chunks(path: str, rows: int) -> Iterator[tuple[pd.DataFrame, np.nda
 
 
 def _header(header: list[str], path: str, line: int) -> list[str]:
-    """The header's column names; one named twice is refused."""
+    """The header's column names; one named twice, or a header of one field
+    that another separator splits (';', a tab), is refused."""
+    if len(header) == 1:
+        other = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
+        if other:
+            raise DataError(f"{path}, line {line}: the header {header[0]!r} is one field: the file looks "
+                            f"{other!r}-separated; save it with commas between fields")
     seen: dict[str, int] = {}
     for column, name in enumerate(header, 1):
         if name in seen:

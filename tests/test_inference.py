@@ -145,6 +145,12 @@ def unfinished(tutorial_run, tmp):
     return str(run)
 
 
+def write_semicolons(test_rows, tmp):
+    path = tmp / "rows.csv"
+    test_rows.head(5).to_csv(path, index=False, sep=";")
+    return path
+
+
 def csv_with(test_rows, tmp, edit):
     path = tmp / "rows.csv"
     edit(test_rows.head(5).copy()).to_csv(path, index=False)
@@ -181,6 +187,8 @@ BAD = {
         histHighRatedMovieIds=["", "", "260,1196,1210", "", ""]))], None,
         "line 4, column 'histHighRatedMovieIds': the ids in '260,1196,1210' are joined by ','; this column's separator "
         "is '|'"),
+    "a semicolon-separated file": (lambda run, rows, tmp: ["--data", str(write_semicolons(rows, tmp))], None,
+                                   "is one field: the file looks ';'-separated; save it with commas"),
     "a column named twice": (lambda run, rows, tmp: ["--data", csv_with(rows, tmp, lambda f: f.set_axis(
         [c if c != "label" else "movieId" for c in f.columns], axis=1))], None,
         "rows.csv, line 1: the header names column 'movieId' twice"),
