@@ -9,6 +9,8 @@ import argparse
 from data.datasets import Build
 
 BUILDS = ("local", "beam")
+# Beam's runners by the names its --runner takes (apache_beam.runners.create_runner).
+RUNNERS = ("DirectRunner", "PrismRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "DataflowRunner")
 
 
 def add_build_flags(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +20,7 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
                        help="local: one process, chunk by chunk; beam: an Apache Beam pipeline (pip install -e '.[beam]'), "
                        "for data beyond one machine; Beam's own pipeline options (--project=..., --flink_master=..., "
                        "--direct_num_workers=...) may follow")
-    group.add_argument("--runner", default="DirectRunner", metavar="RUNNER",
+    group.add_argument("--runner", default="DirectRunner", choices=RUNNERS, metavar="RUNNER",
                        help="--build beam: DirectRunner (this machine), FlinkRunner, SparkRunner or DataflowRunner "
                        "(default DirectRunner)")
 

@@ -389,6 +389,7 @@ def test_damaged_build_cache_is_rebuilt(tmp_path, caplog):
     ("predict", [], "the following arguments are required: RUN_DIR, --data"),
     ("export", ["run"], "the following arguments are required: --format, --out"),
     ("build", ["--data"], "argument --data: expected one argument"),
+    ("build", ["--data", "x", "--build", "beam", "--runner", "Nonsense"], "argument --runner: invalid choice: 'Nonsense'"),
 ])
 def test_a_flag_mistake_is_one_line_not_the_usage(command, argv, words, capsys):
     import importlib
