@@ -261,3 +261,15 @@ def test_overwrite_replaces_predictions_only_while_they_are_as_predict_wrote_the
     refused(predict.main([run, "--data", rows, "--out", str(ours), "--overwrite", "--no-progress"]), capsys,
             "or changed since")
     assert ours.read_text() == edited
+
+
+def test_overwrite_refuses_early_an_out_new_that_is_a_symbolic_link(workspace, capsys):
+    """--overwrite trains into OUT.new: one that is a symbolic link is refused
+    before the run trains, in one line, and left as it was."""
+    data, run = str(workspace / "data"), workspace / "run"
+    (workspace / "elsewhere").mkdir()
+    (workspace / "run.new").symlink_to(workspace / "elsewhere")
+    before = snapshot(run)
+    refused(train.main(torch_args(data, str(run), "--overwrite")), capsys, "run.new is a symbolic link")
+    assert (workspace / "run.new").is_symlink() and not os.listdir(workspace / "elsewhere")
+    assert snapshot(run) == before

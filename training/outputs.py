@@ -146,6 +146,9 @@ def check_folder(flag: str, path: str, overwrite: bool, kind: str, protect: dict
     if not overwrite:
         raise UserError(f"{flag} {path}: the folder is not empty; choose a new folder or pass --overwrite to replace "
                         f"the {kind} it holds{hint}")
+    if not os.access(path, os.W_OK | os.X_OK):  # found now, not after the whole training
+        raise UserError(f"{flag} {path}: the folder is read-only for this user, so --overwrite cannot replace it; "
+                        "change its permissions or choose another folder")
     foreign = _foreign(path, kind)
     if foreign is not None:
         raise UserError(f"{flag} {path}: {foreign}; --overwrite replaces only a {kind} folder this project wrote: "
@@ -157,6 +160,9 @@ def staged(path: str) -> str:
     """Where train.py --overwrite writes the new run: OUT.new beside OUT, emptied
     first if an earlier overwrite left it (refused unless it is a run of ours)."""
     stage = os.path.abspath(path).rstrip(os.sep) + STAGED
+    if os.path.islink(stage):
+        raise UserError(f"--out {path}: {stage} is a symbolic link; --overwrite trains into that path before "
+                        "replacing --out: move it away")
     if os.path.exists(stage):
         if not os.path.isdir(stage) or _foreign(stage, "run") is not None:
             raise UserError(f"--out {path}: {stage} exists and is not a run of this project; --overwrite trains "
