@@ -18,12 +18,14 @@ from sklearn.metrics import roc_auc_score
 import planted
 import train
 from core.config import DINConfig
+from data.sources.base import SEQUENTIAL_OPTIONS
 from data.sources.movielens import MovieLens
 from inference.model import load_run
 from training.run_dir import read_history
 
-# Raw MovieLens' sequential protocol: its source's defaults (the paper's sizes, softmax attention).
-SEQUENTIAL = MovieLens().defaults(DINConfig())
+# Raw MovieLens' sequential protocol: its source's defaults (the paper's sizes, softmax attention, masked padding).
+# Raw MovieLens' model defaults (its features, which the planted data has not, aside).
+SEQUENTIAL = {k: v for k, v in MovieLens().defaults(DINConfig()).items() if k not in SEQUENTIAL_OPTIONS}
 PAPER_EPOCHS = 12  # 1,200 steps of 128 rows
 # The tutorial's defaults (every other source): its small sigmoid attention learns slowly.
 TUTORIAL_EPOCHS = 20
@@ -36,6 +38,9 @@ MARGIN = 0.015
 def flags(settings: dict) -> list[str]:
     out = []
     for name, value in settings.items():
+        if isinstance(value, bool):
+            out.append(f"--{'' if value else 'no-'}{name.replace('_', '-')}")
+            continue
         out += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
     return out
 

@@ -34,9 +34,10 @@ def train(tutorial_dir, out, mesh, devices, extra=(), env_extra=None):
     env.update(env_extra or {})
     argv = [sys.executable, str(ROOT / "train.py"), "--backend", "jax", "--data", tutorial_dir, "--out", str(out),
             "--epochs", "1", "--batch-size", "128", "--mesh", mesh, "--no-progress", *extra,
-            # Decay on the attention too: without it the Dense biases that feed a BatchNorm (true gradient 0)
-            # step by each program's rounding noise over Adam's eps (tests/parity/test_parity.py, STEP_DECAY).
-            "--attention-weight-decay", "0.001"]
+            # Decay on the attention too, and Adam's eps at 1e-6: without them the Dense biases that feed a
+            # BatchNorm (true gradient 0) step by each program's rounding noise over Adam's eps
+            # (tests/parity/test_parity.py, STEP_DECAY and ZERO_GRADIENT_BIASES; seen: 1.9e-5 in one epoch).
+            "--attention-weight-decay", "0.001", "--adam-eps", "1e-6"]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
