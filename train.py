@@ -93,52 +93,74 @@ def run(args: argparse.Namespace) -> None:
     # on every start, orbax's per-checkpoint lines) stays out, their warnings not.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("din").setLevel(logging.INFO)
-    if args.resume:
-        config, data_dir, backend = resume_setup(args.resume)
-        if args.backend and args.backend != backend:
-            raise ConfigError(f"--resume {args.resume}: its checkpoints were written by the {backend} backend, "
-                              f"not {args.backend}: resume with --backend {backend}, or without --backend")
-        config = config.replace(**given(args))  # --mesh, --device, --input: where to compute
-        data_dir = args.data or data_dir
-        args.backend = backend
-        check(backend, config)
-        distribute(args)
-    else:
-        settings = given(args)
-        if settings.get("dataset"):  # recorded whole in config.json, so the run can be rebuilt from anywhere
-            settings["dataset"] = os.path.abspath(settings["dataset"])
-        config = DINConfig(**settings)
-        check(args.backend, config)  # settings the backend cannot run, before anything is read or written
-        distribute(args)
-        data_dir = args.data
-        if data_dir is not None:  # the folder and its dataset file are read before --out is touched
-            detect(data_dir, config)
-        outputs.check_cache_dir("--cache-dir", args.cache_dir or default_cache_dir())
-        replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
-                                       protect={"--data": data_dir, "--dataset": config.dataset or None,
-                                                "the cache": args.cache_dir or default_cache_dir()})
-    # One writer per run folder (a multi-host job's processes share it: its coordinator sees to that).
-    with contextlib.nullcontext() if args.distributed else outputs.locked(args.resume or args.out,
-                                                                           "--resume" if args.resume else "--out"):
-        if data_dir is None:  # MovieLens-1M, downloaded once
-            data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+    # One writer per run folder (a multi-host job's processes share it: its
+    # coordinator sees to that); a resume takes it before it reads its checkpoints.
+    with contextlib.ExitStack() as writing:
+        if args.resume:
+            if not os.path.isdir(args.resume):
+                raise ConfigError(f"--resume {args.resume}: no such folder (give the --out folder of the run to continue)")
+            if not args.distributed:
+                writing.enter_context(outputs.locked(args.resume, "--resume"))
+            config, data_dir, settings, replace = *resumed(args), None, False
+        else:
+            config, data_dir, settings, replace = new_run(args)
+            if not args.distributed:
+                writing.enter_context(outputs.locked(args.out, "--out"))
+        train(args, config, data_dir, settings, replace)
 
-        def load(config: DINConfig):
-            return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
 
-        if args.resume:  # every setting from its config.json
-            splits = load(config)
-        else:  # every default applied here, recorded in config.json
-            config, splits = resolve(args.backend, data_dir, config, settings, load)
-            if replace:  # the old run stays whole until the new one has finished
-                args.written = outputs.staged(args.out)
-                logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written,
-                                              args.out)
-        backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
-        out = args.resume or getattr(args, "written", None) or args.out
-        fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
-        if out != (args.resume or args.out) and backend.primary:
-            outputs.swap_in(out, args.out)
+def resumed(args: argparse.Namespace) -> tuple[DINConfig, str | None]:
+    """The resumed run's config (with where to compute, as given) and data folder."""
+    config, data_dir, backend = resume_setup(args.resume)
+    if args.backend and args.backend != backend:
+        raise ConfigError(f"--resume {args.resume}: its checkpoints were written by the {backend} backend, "
+                          f"not {args.backend}: resume with --backend {backend}, or without --backend")
+    config = config.replace(**given(args))  # --mesh, --device, --input: where to compute
+    args.backend = backend
+    check(backend, config)
+    distribute(args)
+    return config, args.data or data_dir
+
+
+def new_run(args: argparse.Namespace) -> tuple[DINConfig, str | None, dict, bool]:
+    """(the flags' config, the data folder, the settings given, whether --out is replaced):
+    every check that reads, before anything is written."""
+    settings = given(args)
+    if settings.get("dataset"):  # recorded whole in config.json, so the run can be rebuilt from anywhere
+        settings["dataset"] = os.path.abspath(settings["dataset"])
+    config = DINConfig(**settings)
+    check(args.backend, config)  # settings the backend cannot run, before anything is read or written
+    distribute(args)
+    if args.data is not None:  # the folder and its dataset file are read before --out is touched
+        detect(args.data, config)
+    outputs.check_cache_dir("--cache-dir", args.cache_dir or default_cache_dir())
+    replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
+                                   protect={"--data": args.data, "--dataset": config.dataset or None,
+                                            "the cache": args.cache_dir or default_cache_dir()})
+    return config, args.data, settings, replace
+
+
+def train(args: argparse.Namespace, config: DINConfig, data_dir: str | None, settings: dict, replace: bool) -> None:
+    """Resolves the run's defaults (a new run), loads the data and trains into --out (or the resumed run)."""
+    if data_dir is None:  # MovieLens-1M, downloaded once
+        data_dir = fetch(ML_1M, args.cache_dir, progress=not args.no_progress)
+
+    def load(config: DINConfig):
+        return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
+
+    if args.resume:  # every setting from its config.json
+        splits = load(config)
+    else:  # every default applied here, recorded in config.json
+        config, splits = resolve(args.backend, data_dir, config, settings, load)
+        if replace:  # the old run stays whole until the new one has finished
+            args.written = outputs.staged(args.out)
+            logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written,
+                                          args.out)
+    backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
+    out = args.resume or getattr(args, "written", None) or args.out
+    fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
+    if out != (args.resume or args.out) and backend.primary:
+        outputs.swap_in(out, args.out)
 
 
 def distribute(args: argparse.Namespace) -> None:
@@ -149,8 +171,6 @@ def distribute(args: argparse.Namespace) -> None:
 
 def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:
     """The config, data folder and backend of a run directory that holds a checkpoint."""
-    if not os.path.isdir(run):
-        raise ConfigError(f"--resume {run}: no such folder (give the --out folder of the run to continue)")
     _, loop = checkpoint.newest(run)
     path = os.path.join(run, "config.json")
     try:
