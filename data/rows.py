@@ -75,14 +75,27 @@ def read_csv_chunks(path: str, rows: int) -> Iterator[tuple[pd.DataFrame, np.nda
                         chunk, lines = [], []
             except csv.Error as error:
                 raise DataError(f"{path}, line {reader.line_num}: {error}") from None
-            except UnicodeDecodeError:
-                raise DataError(f"{path}, line {reader.line_num + 1}: not valid UTF-8 text; save the file as UTF-8") from None
+            except UnicodeDecodeError:  # decoded a block ahead of the reader: find the line itself
+                raise DataError(f"{path}, line {_first_bad_line(path, opener)}: not valid UTF-8 text; save the file "
+                                "as UTF-8") from None
     except (OSError, EOFError) as error:  # e.g. a truncated .gz
         raise DataError(f"{path}: unreadable ({error})") from None
     if header is None:
         raise DataError(f"{path}: empty file, expected a header line")
     if chunk or not lines:
         yield pd.DataFrame(chunk, columns=header, dtype=object), np.asarray(lines, np.int64)
+
+
+def _first_bad_line(path: str, opener) -> int:
+    """The number of the first line of `path` that is not valid UTF-8 (a line
+    ends at b'\\n', which no multi-byte character contains)."""
+    with opener(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def _header(header: list[str], path: str, line: int) -> list[str]:

@@ -360,6 +360,11 @@ def test_a_csv_is_scored_a_chunk_at_a_time_as_whole(tutorial_run, tutorial_dir, 
     bad.write_text("\n".join(lines) + "\n")
     assert predict.main([tutorial_run, "--data", str(bad), "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
     assert "bad.csv, line 41: " in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+    raw = pathlib.Path(rows).read_bytes().split(b"\n")
+    raw[60] = raw[60].replace(b",", b",\xff", 1)  # line 61, chunks after the first: its own number, not the reader's
+    bad.write_bytes(b"\n".join(raw))
+    assert predict.main([tutorial_run, "--data", str(bad), "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
+    assert "bad.csv, line 61: not valid UTF-8" in capsys.readouterr().err
 
 
 def test_movielens_own_no_genres_marker_scores_as_no_genres(torch_model, test_rows):
