@@ -98,10 +98,10 @@ def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[st
     else:
         pieces, source = read_csv_chunks(args.data, CHUNK_ROWS), args.data
     written, unknown, logits, labels, users = 0, {}, [], [], []
-    user, codes = None, {}  # each user's number: a row keeps 8 bytes for GAUC, not its id's text
+    codes: dict = {}  # each user's number: a row keeps 8 bytes for GAUC, not its id's text
 
     def write(tmp: str) -> None:
-        nonlocal written, user
+        nonlocal written
         with open(tmp, "w", encoding="utf-8", newline="") as f, \
                 tqdm(unit="row", desc="scoring", disable=args.no_progress, delay=1.0) as bar:  # none for a quick error
             for rows, lines in pieces:
