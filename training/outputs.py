@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -23,7 +24,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-from core.errors import UserError
+from core.config import DINConfig
+from core.errors import ConfigError, UserError
+from data.download import sha256_of
 
 # The names a run directory (training/run_dir.py, training/checkpoint.py) and
 # an export (inference/export.py: manifest.json, encoders.json, model.*) hold.
@@ -53,11 +56,6 @@ def _not_ours(folder: str, kind: str) -> str | None:
     """Whether the project's own file names in `folder` hold what it writes there:
     a run's config.json is a DINConfig, its weights name a backend, its
     checkpoints are steps; an export's manifest.json is this project's."""
-    import json
-
-    from core.config import DINConfig
-    from core.errors import ConfigError
-
     def unreadable(name: str) -> str:
         return f"its {name} is not one this project wrote"
 
@@ -260,10 +258,6 @@ def mark_path(path: str) -> str:
 def mark_file(path: str) -> None:
     """Records that predict.py wrote `path` (its size and SHA-256), so that
     --overwrite later replaces it only while it holds exactly that."""
-    import json
-
-    from data.download import sha256_of
-
     record = {"written_by": "din-jax predict.py", "bytes": os.path.getsize(path), "sha256": sha256_of(path)}
     with open(mark_path(path), "w", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -272,10 +266,6 @@ def mark_file(path: str) -> None:
 def _marked(path: str) -> bool:
     """Whether `path` is a predictions CSV predict.py wrote and nobody changed
     since: its record beside it matches its size and SHA-256."""
-    import json
-
-    from data.download import sha256_of
-
     try:
         with open(mark_path(path), encoding="utf-8") as f:
             record = json.load(f)
