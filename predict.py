@@ -86,6 +86,7 @@ def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[st
     from tqdm import tqdm
 
     from data.rows import read_csv_chunks
+    from data.schema import LABEL
     from inference.score import score
     from training import metrics
     from training.run_dir import write_file
@@ -93,7 +94,9 @@ def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[st
     if os.path.isdir(args.data):
         from data.datasets import raw_splits
 
-        pieces = [(raw_splits(args.data, model.config)["test"], None)]
+        test = raw_splits(args.data, model.config)["test"]  # its label as LABEL: the rows name it as the run does
+        test[model.label_column] = test.pop(LABEL)
+        pieces = [(test, None)]
         source = f"{args.data} (test split)"
     else:
         pieces, source = read_csv_chunks(args.data, CHUNK_ROWS), args.data

@@ -28,8 +28,27 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
 def build_options(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]):
     """The data layer's Build from --build, --runner and the arguments argparse
     left (Beam's pipeline options, only with --build beam)."""
-    if extra and args.build != "beam":  # with --build beam, Beam parses them (and warns of any it does not know)
+    if extra and args.build != "beam":
         parser.error(f"unrecognized arguments: {' '.join(extra)} (Beam's pipeline options go with --build beam)")
     if args.build != "beam" and args.runner != "DirectRunner":
         parser.error("--runner is for --build beam")
+    unknown = unknown_beam_options(extra)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither a flag of this command nor one of "
+                     "Beam's pipeline options)")
     return Build(args.build, args.runner, tuple(extra))
+
+
+def unknown_beam_options(extra: list[str]) -> list[str]:
+    """The arguments Beam's own option parser leaves unparsed (it would drop
+    them with a warning): options it does not define and stray words. []
+    without Beam installed (the build then says how to install it)."""
+    if not extra:
+        return []
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        return []
+    parsers = []  # Beam hands its parser, every option class's flags added, to this hook
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    return parsers[0].parse_known_args(list(extra))[1]

@@ -159,8 +159,10 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _numbers(values: np.ndarray, column: str, where: Where,
-             hint: str = "write a number, or leave it empty to impute the training mean") -> np.ndarray:
+def numbers(values: np.ndarray, column: str, where: Where,
+            hint: str = "write a number, or leave it empty to impute the training mean") -> np.ndarray:
+    """A numeric column [N] as float64, empty as NaN (imputed by its encoder);
+    text that is not a number (Python's '2_5' included) or an infinity, one line."""
     if np.issubdtype(values.dtype, np.number) or values.dtype == bool:
         numbers = values.astype(np.float64)
     else:
@@ -253,8 +255,9 @@ def sequences(values: np.ndarray, column: str, sep: str, where: Where) -> np.nda
     return texts.astype(str)
 
 
-def _labels(values: np.ndarray, where: Where, column: str) -> np.ndarray:
-    labels = _numbers(values, column, where, hint="a label is 0 or 1")
+def labels(values: np.ndarray, where: Where, column: str) -> np.ndarray:
+    """A label column [N] as float32 0/1; anything else, empty included, one line."""
+    labels = numbers(values, column, where, hint="a label is 0 or 1")
     bad = np.flatnonzero(~np.isin(labels, (0.0, 1.0)))
     if bad.size:
         raise DataError(f"{where(column, bad[0])}: label must be 0 or 1 (value {values[bad[0]]!r})")
@@ -283,20 +286,21 @@ def to_columns(
     missing = [name for name in expected if name not in raw]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; rows need {list(expected)} "
-                        f"(optional: {label_column!r}, the user column {user_columns[0]!r})")
+                        f"(and, optional when scoring, {label_column!r} for AUC and the user column "
+                        f"{user_columns[0]!r} for GAUC)")
     sizes = {name: len(values) for name, values in raw.items()}
     if len(set(sizes.values())) > 1:
         raise DataError(f"{source}: columns differ in length {sizes}")
     where = Where(source, lines)
     columns: dict[str, np.ndarray] = {}
     for name in encoders.numeric:
-        columns[name] = _numbers(raw[name], name, where)
+        columns[name] = numbers(raw[name], name, where)
     for name in encoders.categorical:
         columns[name] = ids(raw[name], name, where)
     for name, encoder in encoders.sequence.items():
         columns[name] = sequences(raw[name], name, encoder.sep, where)
     if label_column in raw:
-        columns[LABEL] = _labels(raw[label_column], where, label_column)
+        columns[LABEL] = labels(raw[label_column], where, label_column)
     for name in user_columns:
         if name in raw:
             columns[USER] = raw[name]

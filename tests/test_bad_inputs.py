@@ -390,6 +390,10 @@ def test_damaged_build_cache_is_rebuilt(tmp_path, caplog):
     ("export", ["run"], "the following arguments are required: --format, --out"),
     ("build", ["--data"], "argument --data: expected one argument"),
     ("build", ["--data", "x", "--build", "beam", "--runner", "Nonsense"], "argument --runner: invalid choice: 'Nonsense'"),
+    ("build", ["--data", "x", "--build", "beam", "--direct_num_workers=2", "--nonsense=3", "banana"],
+     "unrecognized arguments: --nonsense=3 banana (neither a flag of this command nor one of Beam's"),
+    ("train", ["--backend", "jax", "--out", "x", "--build", "beam", "--epocs", "3"],
+     "unrecognized arguments: --epocs 3 (neither a flag of this command nor one of Beam's pipeline options)"),
 ])
 def test_a_flag_mistake_is_one_line_not_the_usage(command, argv, words, capsys):
     import importlib
@@ -421,6 +425,33 @@ def test_a_full_disk_or_an_unwritable_place_is_one_line(code, words, tutorial_di
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.safetensors" in err and words in err, err
     assert errno.errorcode[code] in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("what", ["run", "cache"])
+def test_too_little_free_space_is_refused_before_the_job(what, ml1m_dir, tmp_path, capsys, monkeypatch):
+    """Before training (the run's weights and checkpoints) and before building a
+    cache entry (every split's rows), the free space is checked against the
+    expected size: one line naming the path and the need, nothing left behind."""
+    from core import workdirs
+
+    actual = shutil.disk_usage
+
+    def nearly_full(path):  # the run's folder, or the cache's, has 100 KB free
+        usage = actual(path)
+        full = str(tmp_path / what) in str(path)
+        return usage._replace(free=100_000) if full else usage
+
+    monkeypatch.setattr(workdirs.shutil, "disk_usage", nearly_full)
+    cache_dir = tmp_path / "cache"
+    argv = ["--backend", "torch", "--data", ml1m_dir, "--out", str(tmp_path / "run"), "--no-progress",
+            "--cache-dir", str(cache_dir), "--epochs", "1", "--checkpoint-every", "5"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    need = "this run's weights and checkpoints needs about" if what == "run" else "this data's cache entry needs about"
+    assert err.count("\n") == 1 and need in err and "is free there" in err, err
+    assert not (tmp_path / "run").exists()
+    entries = os.listdir(cache_dir / "built") if (cache_dir / "built").exists() else []
+    assert len(entries) == (what == "run"), entries  # the data was built, or nothing was (no partial entry)
 
 
 def test_running_out_of_memory_is_one_line(tutorial_dir, tmp_path, capsys, monkeypatch):

@@ -116,6 +116,25 @@ def test_training_reads_the_sharded_entry_as_the_local_one(ml1m_dir, tmp_path):
             np.testing.assert_array_equal(theirs[name], mine[name])
 
 
+@pytest.mark.parametrize("engine", ["local", "beam"])
+def test_a_damaged_array_is_caught_by_its_checksum_and_rebuilt(ml1m_dir, tmp_path, engine, caplog):
+    """One flipped label in a cache entry (its header and length intact, so it
+    still loads) is caught on the next read and the entry is built again."""
+    cache_dir = str(tmp_path / "cache")
+    built = load_splits(ml1m_dir, CONFIG, cache_dir, build=Build(engine))
+    labels = np.asarray(built.train["label"]).copy()
+    (entry,) = (tmp_path / "cache" / "built").iterdir()
+    (path,) = [p for p in entry.rglob("label.npy") if p.parent.name == "train"][:1]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # the last row's label, 0 <-> 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="label.npy does not match the checksum"):
+        cache.read(str(entry))
+    again = load_splits(ml1m_dir, CONFIG, cache_dir, build=Build(engine))
+    np.testing.assert_array_equal(np.asarray(again.train["label"]), labels)
+    assert "is damaged" in caplog.text
+
+
 @pytest.mark.optimised  # bit for bit across two programs: at -O1, in tests/test_optimised.py
 def test_jax_trains_the_same_bits_from_either_entry(ml1m_dir, tmp_path):
     """Streamed and device-resident input over the shards give the weights of the local entry."""

@@ -99,6 +99,15 @@ def test_taobao_sample_trains_on_both_backends_and_passes_parity(tmp_path, capsy
     reported = json.loads((runs["jax"] / "metrics.json").read_text())
     assert found["auc"] == pytest.approx(reported["test_auc"], abs=1e-6)
     assert found["gauc"] == pytest.approx(reported["test_gauc"], abs=1e-6)
+    # predict.py prints the same metrics for the data folder as for its test CSV (the label named 'clk' either way).
+    import predict
+
+    printed = []
+    for source in (data, os.path.join(data, "test.csv")):
+        assert predict.main([str(runs["jax"]), "--data", source, "--out", str(tmp_path / f"p{len(printed)}.csv"),
+                             "--no-progress"]) == 0
+        printed.append(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed[0] == printed[1] and printed[0].startswith("AUC "), printed
 
 
 def bad_file(tmp_path, tutorial_dir, edit) -> str:
@@ -113,6 +122,9 @@ BAD = {
                      "bad.toml, key 'features.gender.kind': 'category' is not a kind; use one of"),
     "column missing": (lambda t: t.replace("[attention]", 'mood = { kind = "numeric" }\n\n[attention]'),
                        "train.csv: missing column(s) ['mood']"),
+    "user column missing": (lambda t: t.replace('user = "userId"', 'user = "uid"'),
+                            "'label'] (training needs the user column 'uid' that bad.toml names, for the validation "
+                            "hold-out and GAUC; scoring does not; remove `user` from the dataset file if the data"),
     "history not a sequence": (lambda t: t.replace('[["movieId", "histHighRatedMovieIds"]]', '[["movieId", "gender"]]'),
                                "bad.toml, key 'attention.liked': history 'gender' is not a sequence feature"),
     "share cycle": (lambda t: t.replace('genres = { kind = "sequence" }', 'genres = { kind = "sequence", share = "negHistMovieIds" }')
@@ -166,3 +178,34 @@ def test_latest_first_sequences_keep_their_first_ids(tutorial_dir, tmp_path):
 def test_missing_dataset_file(tutorial_dir, tmp_path):
     with pytest.raises(DataError, match="no such dataset file"):
         load_splits(tutorial_dir, DINConfig(dataset=str(tmp_path / "none.toml")))
+
+
+@pytest.mark.parametrize("column, value", [
+    ("age", "2_5"), ("age", " 25 "), ("age", "1e1"), ("age", ""), ("age", "inf"), ("age", "nan"), ("age", "0x19"),
+    ("movieId", "2571.0"), ("movieId", "2571.5"), ("movieId", " 2571 "), ("movieId", "2_571"),
+    ("histHighRatedMovieIds", "260,1196"), ("histHighRatedMovieIds", "260| 1196"), ("histHighRatedMovieIds", ""),
+    ("label", "1.0"), ("label", "2"), ("label", ""), ("label", "1_0"),
+])
+def test_training_and_scoring_read_a_value_alike(column, value, tutorial_dir, tutorial_splits):
+    """One reader: a tutorial file's row read for training (the dataset file's
+    reader) and for scoring (predict.py's) gives the same value, or the same
+    one-line refusal."""
+    from data.rows import read_csv, to_columns
+    from data.sources import dataset_file
+    from data.sources.tutorial import LAYOUT
+
+    path = os.path.join(tutorial_dir, "test.csv")
+    frame, lines = read_csv(path)
+    frame = frame.head(3).copy()
+    frame.loc[1, column] = value
+
+    def outcome(read):
+        try:
+            got = read()[LABEL if column == "label" else column]
+        except DataError as error:
+            return str(error)
+        return got[1]
+
+    trained = outcome(lambda: dataset_file.columns_of(frame, lines[:3], path, LAYOUT))
+    scored = outcome(lambda: to_columns(frame, tutorial_splits.encoders, path, lines[:3]))
+    assert trained == scored or (trained != trained and scored != scored), (trained, scored)  # NaN: imputed alike

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from core.config import DINConfig
 from core.errors import UserError
+from core.workdirs import require_space
 from data.batches import epoch_batches, num_rows, take
 from data.datasets import data_fingerprint
 from data.schema import LABEL, USER
@@ -133,6 +134,8 @@ def fit(
     newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
     """
     check_trainable(splits)
+    if backend.primary:
+        check_space(backend, config, out_dir)
     data_dir = os.path.abspath(data_dir) if data_dir else None
     # What a checkpoint must match to be resumed: these settings and these data files.
     # Hashing the data costs a read of every file, so only runs with checkpoints pay it.
@@ -153,6 +156,16 @@ def fit(
         run = Run(backend, splits, config, out_dir, progress, data_dir, interrupted)
         _train(run, loop)
     return _finish(run, loop)
+
+
+def check_space(backend: Backend, config: DINConfig, out_dir: str) -> None:
+    """Refuses before training when out_dir's disk cannot hold the run: its
+    weights twice (model.safetensors and the best epoch's), and with
+    checkpoints each kept one's weights, Adam's two moments and best weights."""
+    size = sum(np.asarray(values).nbytes for values in backend.weights().values())
+    copies = 2 + (checkpoint.KEEP + 1) * 4 if config.checkpoint_every else 2
+    require_space(out_dir, size * copies, "this run's weights" + " and checkpoints" * bool(config.checkpoint_every),
+                  "free space there or train into another --out")
 
 
 def _train_segment(run: Run, loop: checkpoint.LoopState, batches: list[np.ndarray], stop: int, bar: tqdm) -> None:

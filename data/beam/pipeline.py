@@ -167,27 +167,31 @@ class MergeStatistics(beam.CombineFn):
 
 def write_shard(work: str, name: str, splits: dict[str, dict], encoders, stage: Stage) -> tuple[str, dict, dict]:
     """One shard's raw columns per split, encoded and written under
-    work/shards/<name>/<split>/<column>.npy; returns (name, rows, columns)."""
-    rows, columns = {}, {}
+    work/shards/<name>/<split>/<column>.npy; returns (name, rows, columns,
+    checksums)."""
+    rows, columns, checksums = {}, {}, {}
     for split in SPLITS:
         arrays = encode(splits[split], encoders)
         stage.handed_on(arrays)
         folder = os.path.join(work, "shards", name, split)
         os.makedirs(folder, exist_ok=True)
         for column, values in arrays.items():
-            np.save(os.path.join(folder, f"{column}.npy"), cache.storable(values))
+            path = os.path.join(folder, f"{column}.npy")
+            np.save(path, cache.storable(values))
+            checksums[f"shards/{name}/{split}/{column}.npy"] = cache.sha256_of(path)
         rows[split], columns[split] = len(arrays["label"]), sorted(arrays)
-    return name, rows, columns
+    return name, rows, columns, checksums
 
 
 def write_manifest(work: str, encoders, written) -> None:
     """encoders.json, then manifest.json: the entry is whole once the manifest is."""
     written = sorted(written)
     columns = {split: written[0][2][split] for split in SPLITS}
+    cache.write_checksums(work, {path: digest for *_, checksums in written for path, digest in checksums.items()})
     with open(os.path.join(work, "encoders.json"), "w", encoding="utf-8") as f:
         f.write(encoders.to_json())
-    manifest = {"build": "beam", "shards": [name for name, _, _ in written],
-                "rows": {name: rows for name, rows, _ in written}, "columns": columns}
+    manifest = {"build": "beam", "shards": [name for name, *_ in written],
+                "rows": {name: rows for name, rows, *_ in written}, "columns": columns}
     with open(os.path.join(work, MANIFEST), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 
 import numpy as np
@@ -35,7 +36,7 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.encoders import ORDERS
 from data.features import KINDS, PREPROCESS, Feature
-from data.rows import Where, ids, read_csv, sequences
+from data.rows import Where, ids, labels, numbers, read_csv, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
 from data.sources.base import SourceBase, beam_build, data_key
 from data.splits import Splits, encode, holdout_users
@@ -43,6 +44,7 @@ from data.statistics import fit_encoders
 
 FILE_NAME = "dataset.toml"
 SPLITS = ("train", "valid", "test")
+_INTEGER = re.compile(r"[+-]?\d+")
 OPTIONS = {"kind", "sep", "min_count", "max_len", "preprocess", "share", "order"}
 
 
@@ -148,18 +150,10 @@ def read_layout(path: str) -> Layout:
     return Layout(path, raw["label"], raw.get("user"), dict(files), tuple(features), tuple(groups))
 
 
-def _float(text: str) -> float:
-    value = float(text) if text else float("nan")
-    if np.isinf(value):
+def _user(text: str) -> int:
+    if not _INTEGER.fullmatch(text):  # int() would take '2_5' and ' 25'
         raise ValueError(text)
-    return value
-
-
-def _label(text: str) -> float:
-    value = float(text)
-    if value not in (0.0, 1.0):
-        raise ValueError(text)
-    return value
+    return int(text)
 
 
 def read_split(path: str, layout: Layout) -> dict[str, np.ndarray]:
@@ -174,7 +168,15 @@ def read_split(path: str, layout: Layout) -> dict[str, np.ndarray]:
 def check_header(path: str, header: list[str], layout: Layout) -> None:
     missing = [c for c in layout.columns if c not in header]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; header is {header}")
+        why = ""
+        if len(missing) > len(layout.columns) // 2:
+            why = (f" (not the layout {os.path.basename(layout.path)} describes: describe the file's columns in a "
+                   "dataset.toml beside it, or pass --dataset FILE; docs/data.md)")
+        elif missing == [layout.user] and layout.user not in {f.name for f in layout.features}:
+            why = (f" (training needs the user column {layout.user!r} that {os.path.basename(layout.path)} names, for "
+                   "the validation hold-out and GAUC; scoring does not; remove `user` from the dataset file if the "
+                   "data has none)")
+        raise DataError(f"{path}: missing column(s) {missing}; header is {header}{why}")
 
 
 def integer_users(first: str) -> bool:
@@ -204,17 +206,17 @@ def columns_of(frame, lines: np.ndarray, path: str, layout: Layout, integer: boo
     where = Where(path, lines)  # ids and sequences are read by the same functions as scoring reads them
     for feature in layout.features:
         if feature.kind == "numeric":
-            out[feature.name] = parse(feature.name, _float, np.float64, "not a finite number")  # empty -> NaN
+            out[feature.name] = numbers(raw[feature.name], feature.name, where)  # empty -> NaN
         elif feature.kind == "sequence":
             out[feature.name] = sequences(raw[feature.name], feature.name, feature.sep, where)
         else:
             out[feature.name] = ids(raw[feature.name], feature.name, where)
-    out[LABEL] = parse(layout.label, _label, np.float32, "label must be 0 or 1")
+    out[LABEL] = labels(raw[layout.label], where, layout.label)
     if layout.user:
         users = raw[layout.user]
         if integer is None:
             integer = bool(len(users)) and integer_users(users[0])
-        out[USER] = parse(layout.user, int, np.int64, "user id must be an integer") if integer else users.astype(str)
+        out[USER] = parse(layout.user, _user, np.int64, "user id must be an integer") if integer else users.astype(str)
     else:
         out[USER] = np.arange(first_row, first_row + len(frame), dtype=np.int64)  # every row its own user (no GAUC)
     return out
