@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from data.schema import LABEL
-from din_jax.steps import eval_step, train_step
+from din_jax.steps import eval_step, one_batch, train_step
 from din_torch.input import to_tensors
 from din_torch.steps import train_step as torch_train_step
 
@@ -88,7 +88,7 @@ def jax_step_costs(backend, data: dict[str, np.ndarray], size: int) -> dict[str,
     rows; 'train_passes': big_passes of the train step (per step)."""
     batch = {name: jnp.asarray(data[name][:size]) for name in (*backend.inputs, LABEL)}
     # A batch that fits the attention's packed rows (the program that runs; "auto" would count both branches).
-    train_program = jax.jit(functools.partial(train_step, packing="checked")).lower(backend.state, batch).compile()
+    train_program = jax.jit(functools.partial(train_step, packing="checked")).lower(backend.state, one_batch(batch)).compile()
     train = _cost(train_program)
     evaluate = _cost(jax.jit(functools.partial(eval_step, packing="checked")).lower(backend.state, batch).compile())
     return {"train": {k: v / size for k, v in train.items()}, "eval": {k: v / size for k, v in evaluate.items()},

@@ -10,10 +10,10 @@ from din_jax.inference import Predictor
 from din_jax.layers import MLP, BatchNorm, Dice
 from din_jax.mesh import initialize_distributed
 from din_jax.model import DIN, Embeddings
-from din_jax.steps import TrainState, create_state, eval_step, make_optimizer, train_step, train_steps
+from din_jax.steps import TrainState, create_state, eval_step, make_optimizer, one_batch, train_step
 
 __all__ = [
     "DIN", "MLP", "AttentionUnit", "Backend", "BatchNorm", "Dice", "Embeddings", "JaxBackend", "Predictor",
     "TrainState", "check", "create_state", "eval_step", "initialize_distributed", "make_optimizer", "prepare",
-    "train_step", "train_steps",
+    "one_batch", "train_step",
 ]

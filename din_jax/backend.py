@@ -22,17 +22,14 @@ from din_jax import packing
 from core.config import DINConfig, flag
 from core.errors import ConfigError
 from data.batches import Arrays, eval_batches
-from data.schema import LABEL, FeatureSchema
+from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.chunks import eval_chunk
 from din_jax.input import RESIDENT_BYTES, Inputs, blocks, prefetched
 from din_jax.mesh import (
     DATA, describe, global_array, logical_shardings, make_mesh, parse_mesh, replicated, rows_sharding, table_rows_multiple,
 )
 from din_jax.model import COMPUTE_DTYPES, DIN, VOCAB, example_batch, padded_rows
-from din_jax.steps import (
-    MiniBatchAwareL2, create_state, eval_attention, eval_logits, eval_step, state_logical_specs, train_steps,
-    train_steps_on,
-)
+from din_jax.steps import ROWS, MiniBatchAwareL2, create_state, eval_attention, eval_step, state_logical_specs, train_step
 
 log = logging.getLogger("din")
 
@@ -131,18 +128,13 @@ class JaxBackend:
         )
 
     def _jit_steps(self) -> None:
-        """The jitted steps (din_jax/steps.py), two per input path (din_jax/input.py):
-        device-resident splits gather each batch's rows on the device, streamed
-        blocks arrive gathered. `packing` (static): "checked" for a block whose
-        batches fit the attention's packed rows (checked on the host,
-        din_jax/packing.py), else "off"; `chunk` (static): eval rows at a time."""
+        """The jitted steps (din_jax/steps.py). `packing` (static): "checked" for
+        a block whose batches fit the attention's packed rows (checked on the
+        host, din_jax/packing.py), else "off"; `chunk` (static): eval rows at a time."""
         state_out = (self.state_sharding, replicated(self.mesh))
-        self._train_steps = jax.jit(train_steps, donate_argnums=0, out_shardings=state_out, static_argnames="packing")
-        self._train_steps_on = jax.jit(train_steps_on, donate_argnums=0, out_shardings=state_out,
-                                       static_argnames="packing")
-        rows_out = rows_sharding(self.mesh)
-        self._eval_logits = jax.jit(eval_logits, out_shardings=rows_out, static_argnames=("packing", "chunk"))
-        self._eval_step = jax.jit(eval_step, out_shardings=rows_out, static_argnames=("packing", "chunk"))
+        self._train_step = jax.jit(train_step, donate_argnums=0, out_shardings=state_out, static_argnames="packing")
+        self._eval_step = jax.jit(eval_step, out_shardings=rows_sharding(self.mesh),
+                                  static_argnames=("packing", "chunk"))
         self._eval_attention = jax.jit(eval_attention)
 
     def streams(self, data: Arrays) -> bool:
@@ -157,28 +149,21 @@ class JaxBackend:
             mode = self.feed.mode
             log.info("training input: %s (training split %.2f GB; --input %s%s)", self.input_path, size, mode,
                      f", device-resident up to {RESIDENT_BYTES / 2**30:g} GB" if mode == "auto" else "")
-        losses = []
+        # A block of K batches: gathered on the host ({name: [K, B, ...]}, in a
+        # background thread, a block ahead), or row indices [K, B] into the
+        # split's copy on the devices, where each step gathers its batch.
         if streamed:
-            def load(block):  # in a background thread, a block ahead
-                rows, row_mask = block
-                return (self.feed.gathered(data, rows, names), self.feed.rows(row_mask), int(row_mask.sum()),
-                        self._packing(data, rows, row_mask))
-
-            for batches_on_device, mask, count, packed in prefetched(
-                load, blocks(batches, self.steps_per_call, self.batch_size)
-            ):
-                self.state, block_losses = self._train_steps_on(self.state, batches_on_device, mask, self.regularizer,
-                                                                packing=packed)
-                losses.append(block_losses)  # [K]
-                progress(count)
+            resident, load = None, lambda rows: self.feed.gathered(data, rows, names)  # noqa: E731
         else:
-            device_data = self.feed.resident(data, names)
-            for rows, row_mask in blocks(batches, self.steps_per_call, self.batch_size):
-                rows_global, mask_global = self.feed.rows(rows), self.feed.rows(row_mask)
-                self.state, block_losses = self._train_steps(self.state, device_data, rows_global, mask_global,
-                                                             self.regularizer, packing=self._packing(data, rows, row_mask))
-                losses.append(block_losses)  # [K]
-                progress(int(row_mask.sum()))
+            resident, load = self.feed.resident(data, names), lambda rows: {ROWS: self.feed.rows(rows)}  # noqa: E731
+        losses = []
+        for block, rows, row_mask in prefetched(lambda b: (load(b[0]), *b),
+                                                blocks(batches, self.steps_per_call, self.batch_size)):
+            block[ROW_MASK] = self.feed.rows(row_mask)
+            self.state, block_losses = self._train_step(self.state, block, self.regularizer,
+                                                        packing=self._packing(data, rows, row_mask), data=resident)
+            losses.append(block_losses)  # [K]
+            progress(int(row_mask.sum()))
         if self.unpacked_blocks:
             log.info("%d block(s) of batches had more history positions than the attention's packed rows "
                      "(--history-share %g) and ran on every position", self.unpacked_blocks,
@@ -216,17 +201,12 @@ class JaxBackend:
         packing_of = lambda rows: (  # noqa: E731
             "off" if chunk else self._packing(data, rows[None], np.ones((1, len(rows))), train=False))
         if self.streams(data):
-            def load(rows):
-                rows = padded(rows)
-                return self.feed.gathered(data, rows, self.inputs), packing_of(rows)
-
-            out = [self._eval_step(self.state, batch, packing=packing, chunk=chunk)
-                   for batch, packing in prefetched(load, eval_batches(n, batch_size))]
+            resident, load = None, lambda rows: self.feed.gathered(data, rows, self.inputs)  # noqa: E731
         else:
-            device_data = self.feed.resident(data, self.inputs)
-            out = [self._eval_logits(self.state, device_data, self.feed.rows(rows), packing=packing_of(rows),
-                                     chunk=chunk)
-                   for rows in map(padded, eval_batches(n, batch_size))]
+            resident, load = self.feed.resident(data, self.inputs), lambda rows: {ROWS: self.feed.rows(rows)}  # noqa: E731
+        out = [self._eval_step(self.state, batch, packing=packing, chunk=chunk, data=resident)
+               for batch, packing in prefetched(lambda rows: (load(rows), packing_of(rows)),
+                                                map(padded, eval_batches(n, batch_size)))]
         # One gather from every device (and host) per evaluation.
         return np.asarray(to_host(jnp.concatenate(out)), np.float32)[:n]
 

@@ -3,8 +3,9 @@
 Two paths, the same batches and so the same results: a split is copied to
 every device once and each batch gathered there (device-resident), or each
 block of batches is gathered on the host, from memory-mapped arrays, and
-each device sent only its shard (streamed). `blocks` packs an epoch's
-batches into blocks of one shape for `steps.train_steps`.
+each device sent only its shard (streamed). Either gives `steps.train_step`
+a block {name: [K, B, ...]}; `blocks` packs an epoch's batches into blocks
+of one shape.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def blocks(batches: list[np.ndarray], steps_per_call: int, batch_size: int) -> l
     (rows [K, B], row_mask [K, B]) blocks of one shape, K = steps_per_call.
 
     B is batch_size; a shorter batch is filled by repeating its rows, masked
-    out. The last block is filled with all-masked steps, which `train_steps`
+    out. The last block is filled with all-masked steps, which `train_step`
     skips. One shape means one compilation per run, whatever the batches.
     """
     size = max(batch_size, *(len(rows) for rows in batches))
@@ -72,7 +73,6 @@ class Inputs:
     def __init__(self, mesh: Mesh, mode: str):
         self.mesh, self.mode = mesh, mode  # mode: "auto", "device" or "stream"
         self._on_device: list[tuple[Arrays, Batch]] = []  # (a split, its arrays on the devices), the newest last
-
     def streams(self, data: Arrays, names: tuple[str, ...]) -> bool:
         """Whether batches of `data` are streamed from the host ('stream'), not
         gathered from a copy on every device ('device'); 'auto': streamed when

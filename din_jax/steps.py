@@ -1,10 +1,9 @@
 """Pure, jitted training and evaluation steps for the Flax DIN.
 
-`train_step(state, batch) -> (state, metrics)` is a pure function of explicit
-state (params, batch_stats, optimiser state, RNG); `train_steps` scans it over
-a block of batches gathered on the device, so one host dispatch runs many
-steps and the training data crosses to the device once. Mirrors
-din_torch/steps.py.
+`train_step(state, block) -> (state, losses)` is a pure function of explicit
+state (params, batch_stats, optimiser state, RNG) that scans the optimiser
+step over a block of batches, so one host dispatch runs many steps;
+`eval_step` gives a batch's logits. Mirrors din_torch/steps.py.
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ from core.config import DINConfig
 from data.schema import LABEL, ROW_MASK, FeatureSchema
 from din_jax.chunks import in_chunks
 from din_jax.model import DIN, Batch, table_path
+
+ROWS = "rows"  # a block's or batch's row indices into a split resident on the devices
 
 
 @struct.dataclass
@@ -177,24 +178,60 @@ def objective(
 
 
 def train_step(
-    state: TrainState, batch: Batch, regularizer: MiniBatchAwareL2 | None = None, packing: str = "auto"
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimiser step in train mode (batch statistics, dropout). packing
-    "checked": the caller has checked that the batch's history positions fit
-    the attention's packed rows (din_jax.packing.fits); "off": every position."""
-    rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
-    loss_and_stats = functools.partial(
-        objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch, rngs=rngs, regularizer=regularizer,
-        packing=packing,
-    )
-    (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    return state, {"loss": loss}
+    state: TrainState, block: Batch, regularizer: MiniBatchAwareL2 | None = None, packing: str = "auto",
+    data: Batch | None = None,
+) -> tuple[TrainState, jax.Array]:
+    """Optimiser steps on a block of K batches {name: [K, B, ...]} in one
+    dispatch (a lax.scan over the leading axis; K = --steps-per-call), each in
+    train mode: batch statistics, dropout from the state's key and step.
+
+    ROW_MASK [K, B] marks a batch's real rows: a short batch is padded with
+    masked rows, and a step with none is skipped, so every block of an epoch
+    has one shape. packing "checked": the caller has checked that the block's
+    history positions fit the attention's packed rows (din_jax.packing.fits);
+    "off": every position. With `data`, a split resident on the devices
+    {name: [N, ...]}, the block holds ROWS [K, B] instead of the batches: each
+    step gathers its rows there. Returns (state, losses [K]).
+    """
+    # The loss is computed in at least float32 (din_jax.layers.at_least_float32), whatever the activations.
+    loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
+        if data is not None:  # row indices: the batch is gathered from the split on the devices
+            batch = gather(data, batch[ROWS]) | {ROW_MASK: batch[ROW_MASK]}
+
+        def update(state: TrainState) -> tuple[TrainState, jax.Array]:
+            rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+            loss_and_stats = functools.partial(objective, state.apply_fn, batch_stats=state.batch_stats, batch=batch,
+                                               rngs=rngs, regularizer=regularizer, packing=packing)
+            (loss, batch_stats), grads = jax.value_and_grad(loss_and_stats, has_aux=True)(state.params)
+            return state.apply_gradients(grads=grads, batch_stats=batch_stats), loss.astype(loss_dtype)
+
+        if ROW_MASK not in batch:
+            return update(state)
+        skip = lambda state: (state, jnp.zeros((), loss_dtype))  # noqa: E731
+        return jax.lax.cond(jnp.any(batch[ROW_MASK] > 0), update, skip, state)
+
+    return jax.lax.scan(step, state, block)
 
 
-def eval_step(state: TrainState, batch: Batch, packing: str = "auto", chunk: int | None = None) -> jax.Array:
+def gather(data: Batch, rows: jax.Array) -> Batch:
+    """{name: [B, ...]}: the rows [B] of a split on the devices {name: [N, ...]}."""
+    return {name: values[rows] for name, values in data.items()}
+
+
+def one_batch(batch: Batch) -> Batch:
+    """A single batch {name: [B, ...]} as a block of one step {name: [1, B, ...]}."""
+    return {name: values[None] for name, values in batch.items()}
+
+
+def eval_step(state: TrainState, batch: Batch, packing: str = "auto", chunk: int | None = None,
+              data: Batch | None = None) -> jax.Array:
     """Eval-mode logits [B] (running statistics, no dropout); `chunk` rows at a
-    time where din_jax.chunks.eval_chunk says (a CPU), else the whole batch."""
+    time where din_jax.chunks.eval_chunk says (a CPU), else the whole batch.
+    With `data` (a split resident on the devices), batch holds ROWS [B]."""
+    if data is not None:
+        batch = gather(data, batch[ROWS])
 
     def logits(batch: Batch) -> jax.Array:
         out, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False,
@@ -210,58 +247,3 @@ def eval_attention(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
                                       packing="off")
     prefix = "attention_weights/"
     return {name[len(prefix):]: value for name, value in intermediates.items() if name.startswith(prefix)}
-
-
-def _gather(data: Batch, rows: jax.Array) -> Batch:
-    return {name: values[rows] for name, values in data.items()}  # each [B, ...]
-
-
-def _scan_steps(state: TrainState, steps: Any, batch_of: Callable, regularizer: MiniBatchAwareL2 | None, packing: str):
-    """lax.scan of train_step over `steps` (leading axis K); batch_of(step) ->
-    (batch, row_mask [B]). A step whose rows are all masked is skipped, so every
-    block of an epoch has the same shape. Returns (state, losses [K])."""
-    # The loss is computed in at least float32 (din_jax.layers.at_least_float32), whatever the activations.
-    loss_dtype = jnp.promote_types(jax.tree_util.tree_leaves(state.params)[0].dtype, jnp.float32)
-
-    def body(state, step):
-        batch, mask = batch_of(step)
-        batch = batch | {ROW_MASK: mask}
-
-        def run(state):
-            state, metrics = train_step(state, batch, regularizer, packing)
-            return state, metrics["loss"].astype(loss_dtype)
-
-        def skip(state):
-            return state, jnp.zeros((), loss_dtype)
-
-        return jax.lax.cond(jnp.any(mask > 0), run, skip, state)
-
-    return jax.lax.scan(body, state, steps)
-
-
-def train_steps(
-    state: TrainState, data: Batch, rows: jax.Array, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None,
-    packing: str = "auto",
-) -> tuple[TrainState, jax.Array]:
-    """Runs up to K train steps on device-resident `data` in one dispatch.
-
-    rows [K, B] index `data`; row_mask [K, B] marks real rows (a short batch is
-    padded with masked rows). `regularizer`, a constant of the run, is closed
-    over by the scan, not carried; `packing` is train_step's (static). Returns
-    the losses [K].
-    """
-    return _scan_steps(state, (rows, row_mask), lambda step: (_gather(data, step[0]), step[1]), regularizer, packing)
-
-
-def train_steps_on(
-    state: TrainState, batches: Batch, row_mask: jax.Array, regularizer: MiniBatchAwareL2 | None = None,
-    packing: str = "auto",
-) -> tuple[TrainState, jax.Array]:
-    """train_steps on a block of batches gathered on the host (streamed input):
-    batches {name: [K, B, ...]}, row_mask [K, B]. Returns the losses [K]."""
-    return _scan_steps(state, (batches, row_mask), lambda step: step, regularizer, packing)
-
-
-def eval_logits(state: TrainState, data: Batch, rows: jax.Array, packing: str = "auto", chunk: int | None = None
-                ) -> jax.Array:
-    return eval_step(state, _gather(data, rows), packing, chunk)  # [B]

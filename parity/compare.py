@@ -192,7 +192,7 @@ class Twins:
             torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
         state = self.jax_state()
         for batch in batches:
-            state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
+            state, _ = _train_step(state, jax_steps.one_batch(self.jax_batch(batch)), self.jax_regularizer)
         final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
         torch_state = model.state_dict()
         self.variables = self.flax_variables(torch_state)  # Continue from torch's weights.
@@ -233,7 +233,7 @@ class Twins:
                     mu=self.adam_moment(optimizer, "exp_avg"), nu=self.adam_moment(optimizer, "exp_avg_sq")))
             with prelu_inputs(model) as inputs:
                 torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
-            state, _ = _train_step(state, self.jax_batch(batch), self.jax_regularizer)
+            state, _ = _train_step(state, jax_steps.one_batch(self.jax_batch(batch)), self.jax_regularizer)
             if any(bool((x.abs() < self.tol["forward"]).any()) for x in inputs):
                 kinks.append(step)
                 continue

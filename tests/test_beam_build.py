@@ -305,7 +305,7 @@ def test_a_bad_csv_line_is_one_line_naming_file_and_line(tutorial_dir, tmp_path,
     fields, label = lines[1500].split(","), lines[0].split(",").index("label")
     if case == "bad value":
         fields[label] = "maybe"
-        expected = ["label must be 0 or 1"]
+        expected = ["not a number (value 'maybe'); a label is 0 or 1"]
     else:
         fields[label] = '"1\n"'  # a quoted field over two lines
         expected = ["a quoted field runs over a line break", "--build local"]

@@ -224,7 +224,7 @@ def test_backend_trains_with_one_compilation_and_keeps_padding_rows_zero():
     data = random_batch(schema, 203, rng)  # 203 = 3 * 64 + 11: a short last batch
     backend = JaxBackend(schema, CONFIG.replace(batch_size=64, steps_per_call=2))
     losses = [backend.train_batches(data, epoch_batches(203, 64, 0, epoch), lambda n: None).mean() for epoch in (1, 2, 3)]
-    assert backend._train_steps._cache_size() == 1  # every block of every epoch: one shape
+    assert backend._train_step._cache_size() == 1  # every block of every epoch: one shape
     assert all(np.isfinite(losses))
     for name, table in backend.state.params["embeddings"].items():
         assert np.all(np.asarray(table["embedding"][0]) == 0.0), name

@@ -26,11 +26,13 @@ def test_reads_a_valid_row(tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        (ROW.replace(",F,1,", ",F,old,"), r"line 3, column 'age': not a finite number"),
+        (ROW.replace(",F,1,", ",F,old,"), r"line 3, column 'age': not a number \(value 'old'\)"),
+        (ROW.replace(",F,1,", ",F,2_5,"), r"line 3, column 'age': not a number \(value '2_5'\)"),
         (ROW.replace(",F,1,", ",F,inf,"), r"line 3, column 'age': not a finite number"),
         (ROW[:-1] + "2", r"line 3, column 'label': label must be 0 or 1"),
         (ROW.replace("1545|527", "1545||527"), r"line 3, column 'histHighRatedMovieIds': empty term"),
         ("x" + ROW, r"line 3, column 'userId': user id must be an integer"),
+        ("1_0" + ROW[1:], r"line 3, column 'userId': user id must be an integer \(value '1_0'\)"),
         (ROW + ",extra", r"line 3: 15 fields, the header has 14"),
         (ROW.rsplit(",", 1)[0], r"line 3: 13 fields, the header has 14"),
     ],

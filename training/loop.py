@@ -133,10 +133,42 @@ def fit(
     optimiser steps (training/checkpoint.py); resume=True continues from the
     newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
     """
+    data_dir = os.path.abspath(data_dir) if data_dir else None
+    loop = _start(backend, splits, config, out_dir, data_dir, resume)
+    every = config.checkpoint_every
+    # The attention's health is measured on a fixed draw of validation rows (training rows without them).
+    probed = splits.valid if num_rows(splits.valid) else splits.train
+    probe = take(probed, health.probe_rows(num_rows(probed), config.seed))
+    with deferred_interrupt() if every else contextlib.nullcontext(lambda: None) as interrupted:
+        run = Run(backend, splits, config, out_dir, progress, data_dir, interrupted)
+        while loop.epoch <= config.epochs:
+            batches = epoch_batches(num_rows(splits.train), config.batch_size, config.seed, loop.epoch)
+            total = sum(len(rows) for rows in batches)
+            # leave=True: the bar's last state (100%, the epoch's rate) stays on screen and in logs.
+            with tqdm(total=total, initial=loop.samples, desc=f"epoch {loop.epoch}", unit="ex", unit_scale=True,
+                      leave=True, disable=not progress) as bar:
+                start, resumed_at = time.perf_counter(), loop.samples
+                while loop.position < len(batches):
+                    # A segment: up to the next multiple of checkpoint_every steps (the whole epoch without them).
+                    stop = len(batches) if not every else min(len(batches), loop.position + every - loop.step % every)
+                    losses = backend.train_batches(splits.train, batches[loop.position : stop], bar.update)  # [steps]
+                    _advance(run, loop, batches, stop, losses)
+                    if every and loop.step % every == 0:
+                        checkpoint.save(out_dir, backend, loop)
+                    interrupted()  # a held Ctrl-C stops here, with the newest checkpoint whole
+                seconds = time.perf_counter() - start
+            if not _end_epoch(run, loop, probe, seconds, total - resumed_at):
+                break
+    return _finish(run, loop)
+
+
+def _start(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, data_dir: str | None,
+           resume: bool) -> checkpoint.LoopState:
+    """The loop's state: a new run's (its setup written) or the newest
+    checkpoint's; the checks that come before anything is written first."""
     check_trainable(splits)
     if backend.primary:
         check_space(backend, config, out_dir)
-    data_dir = os.path.abspath(data_dir) if data_dir else None
     # What a checkpoint must match to be resumed: these settings and these data files.
     # Hashing the data costs a read of every file, so only runs with checkpoints pay it.
     fingerprint = None
@@ -151,11 +183,7 @@ def fit(
             run_dir.write_setup(out_dir, config, splits.encoders)
     log.info("backend: %s", backend.describe)
     log.info("rows: train %d, valid %d, test %d", num_rows(splits.train), num_rows(splits.valid), num_rows(splits.test))
-
-    with deferred_interrupt() if config.checkpoint_every else contextlib.nullcontext(lambda: None) as interrupted:
-        run = Run(backend, splits, config, out_dir, progress, data_dir, interrupted)
-        _train(run, loop)
-    return _finish(run, loop)
+    return loop
 
 
 def check_space(backend: Backend, config: DINConfig, out_dir: str) -> None:
@@ -168,11 +196,10 @@ def check_space(backend: Backend, config: DINConfig, out_dir: str) -> None:
                   "free space there or train into another --out")
 
 
-def _train_segment(run: Run, loop: checkpoint.LoopState, batches: list[np.ndarray], stop: int, bar: tqdm) -> None:
-    """Trains the epoch's batches [loop.position, stop) and advances the loop state."""
-    segment = batches[loop.position : stop]
-    sizes = np.array([len(rows) for rows in segment])
-    losses = run.backend.train_batches(run.splits.train, segment, bar.update)  # [len(segment)]
+def _advance(run: Run, loop: checkpoint.LoopState, batches: list[np.ndarray], stop: int, losses: np.ndarray) -> None:
+    """Counts the batches [loop.position, stop) just trained, whose mean losses
+    are `losses`; a non-finite loss ends the run in one line."""
+    sizes = np.array([len(rows) for rows in batches[loop.position : stop]])
     if not np.isfinite(losses).all():
         first = int(np.flatnonzero(~np.isfinite(losses))[0])
         raise Diverged(
@@ -182,69 +209,47 @@ def _train_segment(run: Run, loop: checkpoint.LoopState, batches: list[np.ndarra
         )
     loop.loss_sum += float(np.dot(losses, sizes))
     loop.samples += int(sizes.sum())
-    loop.step += len(segment)
+    loop.step += len(sizes)
     loop.position = stop
 
 
-def _train(run: Run, loop: checkpoint.LoopState) -> None:
-    """Epochs until early stopping or config.epochs, each in segments between
-    checkpoints; leaves the best weights in loop.best_weights."""
-    backend, splits, config, every = run.backend, run.splits, run.config, run.config.checkpoint_every
-    n_train = num_rows(splits.train)
-    has_valid = num_rows(splits.valid) > 0 and both_labels(splits.valid)  # else: no epoch can be chosen by AUC
-    # The attention's health is measured on a fixed draw of validation rows (training rows without them).
-    probed = splits.valid if num_rows(splits.valid) else splits.train
-    probe = take(probed, health.probe_rows(num_rows(probed), config.seed))
-    schema, warned = splits.encoders.schema(), set()
-    while loop.epoch <= config.epochs:
-        epoch = loop.epoch
-        batches = epoch_batches(n_train, config.batch_size, config.seed, epoch)
-        total = sum(len(rows) for rows in batches)
-        # leave=True: the bar's last state (100%, the epoch's rate) stays on screen and in logs.
-        with tqdm(total=total, initial=loop.samples, desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=True,
-                  disable=not run.progress) as bar:
-            start, resumed_at = time.perf_counter(), loop.samples
-            while loop.position < len(batches):
-                # A segment: up to the next multiple of checkpoint_every steps (the whole epoch without checkpoints).
-                stop = len(batches) if not every else min(len(batches), loop.position + every - loop.step % every)
-                _train_segment(run, loop, batches, stop, bar)
-                if every and loop.step % every == 0:
-                    checkpoint.save(run.out_dir, backend, loop)
-                run.interrupted()  # a held Ctrl-C stops here, with the newest checkpoint whole
-            seconds = time.perf_counter() - start
-        # Speed is measured after the first epoch, which includes JAX's compilation.
-        if epoch == 1:
-            loop.first_epoch_seconds = seconds
-        if epoch > 1 or config.epochs == 1:
-            # A resumed epoch counts what it trained since the resume, in the time that took.
-            loop.train_seconds, loop.train_samples = loop.train_seconds + seconds, loop.train_samples + total - resumed_at
+def _end_epoch(run: Run, loop: checkpoint.LoopState, probe: dict, seconds: float, trained: int) -> bool:
+    """The epoch's record (history row, log line, the attention's health), the
+    best weights so far kept; False when early stopping ends training.
+    seconds, trained: the epoch's training time and samples (a resumed epoch's since the resume)."""
+    backend, splits, config, epoch = run.backend, run.splits, run.config, loop.epoch
+    # Speed is measured after the first epoch, which includes JAX's compilation.
+    if epoch == 1:
+        loop.first_epoch_seconds = seconds
+    if epoch > 1 or config.epochs == 1:
+        loop.train_seconds, loop.train_samples = loop.train_seconds + seconds, loop.train_samples + trained
 
-        row = {"epoch": epoch, "train_loss": loop.loss_sum / max(loop.samples, 1)}
-        if has_valid:
-            valid = evaluate(backend, splits.valid, config)
-            row.update(valid_auc=valid["auc"], valid_gauc=valid["gauc"], valid_logloss=valid["logloss"])
-        # Wall time of the epoch's training (a resumed epoch: since the resume) and its rate.
-        row.update(epoch_seconds=seconds, samples_per_s=(total - resumed_at) / seconds if seconds else float("nan"))
-        row.update(health.measure(schema, probe, backend.attention(probe), backend.attention_norms()))
-        loop.history.append(row)
+    row = {"epoch": epoch, "train_loss": loop.loss_sum / max(loop.samples, 1)}
+    if num_rows(splits.valid) and both_labels(splits.valid):  # else: no epoch can be chosen by AUC
+        valid = evaluate(backend, splits.valid, config)
+        row.update(valid_auc=valid["auc"], valid_gauc=valid["gauc"], valid_logloss=valid["logloss"])
+    row.update(epoch_seconds=seconds, samples_per_s=trained / seconds if seconds else float("nan"))
+    row.update(health.measure(splits.encoders.schema(), probe, backend.attention(probe), backend.attention_norms()))
+    loop.history.append(row)
+    if run.primary:
+        run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)
+    log.info("epoch %d: %s", epoch, ", ".join(f"{k} {shown(k, v)}" for k, v in row.items() if k != "epoch"))
+    collapsed = [group for group in health.collapsed(row)
+                 if not any(group in health.collapsed(earlier) for earlier in loop.history[:-1])]
+    if collapsed:  # warned once per group, the first epoch it collapses
+        log.warning(health.collapse_warning(collapsed, epoch))
+    loop.epoch, loop.position, loop.loss_sum, loop.samples = epoch + 1, 0, 0.0, 0
+
+    # Valid AUC decides; without a validation split the last epoch is kept.
+    score = row.get("valid_auc", float(epoch))
+    if loop.best_weights is None or score > loop.best_score:
+        loop.best_score, loop.best_epoch, loop.best_weights = score, epoch, backend.weights()
         if run.primary:
-            run_dir.write_history(os.path.join(run.out_dir, "history.csv"), loop.history)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {shown(k, v)}" for k, v in row.items() if k != "epoch"))
-        collapsed = [group for group in health.collapsed(row) if group not in warned]
-        if collapsed:
-            log.warning(health.collapse_warning(collapsed, epoch))
-            warned.update(collapsed)
-        loop.epoch, loop.position, loop.loss_sum, loop.samples = epoch + 1, 0, 0.0, 0
-
-        # Valid AUC decides; without a validation split the last epoch is kept.
-        score = row.get("valid_auc", float(epoch))
-        if loop.best_weights is None or score > loop.best_score:
-            loop.best_score, loop.best_epoch, loop.best_weights = score, epoch, backend.weights()
-            if run.primary:
-                run_dir.write_weights(os.path.join(run.out_dir, run_dir.WEIGHTS), loop.best_weights, backend.name)
-        elif epoch - loop.best_epoch >= config.patience:
-            log.info("no valid AUC gain for %d epochs: stopping, best epoch %d", config.patience, loop.best_epoch)
-            break
+            run_dir.write_weights(os.path.join(run.out_dir, run_dir.WEIGHTS), loop.best_weights, backend.name)
+    elif epoch - loop.best_epoch >= config.patience:
+        log.info("no valid AUC gain for %d epochs: stopping, best epoch %d", config.patience, loop.best_epoch)
+        return False
+    return True
 
 
 def _finish(run: Run, loop: checkpoint.LoopState) -> dict:

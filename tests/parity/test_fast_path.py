@@ -14,7 +14,7 @@ from din_jax import packing
 from core.config import DINConfig
 from data.batches import epoch_batches, take
 from din_jax.backend import JaxBackend
-from din_jax.steps import train_step
+from din_jax.steps import one_batch, train_step
 from parity.compare import TOLERANCES, diff
 from parity.synthetic import random_batch, random_schema
 
@@ -46,7 +46,7 @@ def test_fast_path_gives_the_parameters_of_the_plain_path():
         fast.train_batches(data, batches, lambda n: None)
         streamed.train_batches(data, batches, lambda n: None)
         for rows in batches:
-            state, _ = step(state, {k: jnp.asarray(v) for k, v in take(data, rows).items()})
+            state, _ = step(state, one_batch({k: jnp.asarray(v) for k, v in take(data, rows).items()}))
     assert int(fast.state.step) == int(state.step) == 15
     assert sorted(set(choices)) == ["checked", "off"], choices
     tolerance = TOLERANCES[DTYPE]
