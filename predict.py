@@ -85,7 +85,7 @@ def predictions(model, args: argparse.Namespace, out: str) -> tuple[int, dict[st
     import numpy as np
     from tqdm import tqdm
 
-    from data.rows import read_csv_chunks
+    from data.csv_files import read_csv_chunks
     from data.schema import LABEL
     from inference.score import score
     from training import metrics

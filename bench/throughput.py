@@ -60,9 +60,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 from din_jax import packing  # noqa: E402
 from core.config import PRESETS, DINConfig  # noqa: E402
@@ -73,57 +72,21 @@ from training.resolve import data_defaults  # noqa: E402
 from din_jax.backend import JaxBackend  # noqa: E402
 from din_jax.chunks import eval_chunk  # noqa: E402
 from din_torch.backend import TorchBackend  # noqa: E402
-from din_torch.steps import make_optimizer, train_step  # noqa: E402
+from din_torch.steps import make_optimizer  # noqa: E402
 from inference.convert import names_to_torch, to_names, torch_to_flax  # noqa: E402
 from training.run_dir import read_run  # noqa: E402
 
 import roofline  # noqa: E402  (bench/roofline.py)
 from quality import parse_setting  # noqa: E402  (bench/quality.py)
+from tutorial_input import TutorialDataset, tutorial_epoch  # noqa: E402  (bench/tutorial_input.py)
 
 ELECTRONICS = {"users": 192_403, "items": 63_001, "reviews": 1_689_188}  # the 5-core release
-
-
-class TutorialDataset(Dataset):
-    """The tutorial's input path: one pandas row per item, read column by column with .iloc."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], schema):
-        self.frame = pd.DataFrame({
-            **{name: arrays[name] for name in schema.numeric},
-            **{f.name: arrays[f.name] for f in schema.categorical},
-            # Unpadded sequences, padded per item as the tutorial does.
-            **{f.name: [row[row > 0] for row in arrays[f.name]] for f in schema.sequence},
-            LABEL: arrays[LABEL],
-        })
-        self.schema = schema
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    def __getitem__(self, index: int) -> dict:
-        record = {}
-        for name in self.schema.numeric:
-            record[name] = self.frame[name].iloc[index].astype(np.float32)
-        for f in self.schema.categorical:
-            record[f.name] = self.frame[f.name].iloc[index].astype(np.int64)
-        for f in self.schema.sequence:
-            sequence = self.frame[f.name].iloc[index]
-            padded = np.zeros(f.max_len, np.int64)
-            padded[: len(sequence)] = sequence
-            record[f.name] = padded
-        record[LABEL] = self.frame[LABEL].iloc[index].astype(np.float32)
-        return record
 
 
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def tutorial_epoch(backend: TorchBackend, loader: DataLoader) -> None:
-    for batch in loader:
-        if len(batch[LABEL]) > 1:
-            train_step(backend.model, backend.optimizer, batch)
 
 
 def compiled(backend: TorchBackend) -> TorchBackend:

@@ -54,7 +54,8 @@ def compare_run(args: argparse.Namespace) -> int:
     from data.datasets import load_test
     from data.schema import LABEL
     from inference.convert import to_backend
-    from parity.compare import TOLERANCES, Diff, Twins, diff, format_table
+    from parity.compare import Twins
+    from parity.diffs import TOLERANCES, Diff, diff, format_table
     from training import metrics
     from training.backend import BACKENDS
     from training.run_dir import read_run

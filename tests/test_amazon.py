@@ -16,7 +16,7 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.datasets import detect, load_splits
 from data.schema import LABEL, USER
-from data.sources import amazon
+from data.sources import amazon, amazon_files
 from synthetic_amazon import make_reviews, write_amazon
 
 
@@ -150,7 +150,7 @@ def test_trains_end_to_end_with_both_features_in_one_group(small, tmp_path):
 
 def test_the_real_reviews_file_builds_with_meta_lines_in_the_release_layout(tmp_path):
     path = os.path.join(sample_dir("amazon-electronics-sample"), "reviews_Electronics_5.head.json.gz")
-    reviews = amazon.read_reviews(path)
+    reviews = amazon_files.read_reviews(path)
     assert len(reviews) == 290 and reviews["item"].nunique() == 6 and reviews["user"].nunique() == 289
     assert reviews["time"].min() > 9e8 and reviews["user"].str.startswith("A").all()
     folder = tmp_path / "electronics"
@@ -171,7 +171,7 @@ def test_meta_lines_are_literals_never_code(small, tmp_path):
     folder.mkdir()
     os.link(os.path.join(small, "reviews_Electronics_5.json.gz"), folder / "reviews_Electronics_5.json.gz")
     marker = tmp_path / "ran"
-    reviewed = amazon.read_reviews(str(folder / "reviews_Electronics_5.json.gz"))["item"].iloc[0]
+    reviewed = amazon_files.read_reviews(str(folder / "reviews_Electronics_5.json.gz"))["item"].iloc[0]
     line = f"{{'asin': '{reviewed}', 'categories': __import__('os').system('touch {marker}')}}\n"
     with gzip.open(folder / "meta_Electronics.json.gz", "wt") as f:
         f.write(line)
@@ -187,4 +187,4 @@ def test_a_missing_meta_file_names_both_files(small, tmp_path, capsys):
     code = train.main(["--backend", "torch", "--data", str(folder), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "reviews_Electronics_5.json.gz and meta_Electronics.json.gz" in err and amazon.RELEASE in err
+    assert "reviews_Electronics_5.json.gz and meta_Electronics.json.gz" in err and amazon_files.RELEASE in err

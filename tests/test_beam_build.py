@@ -370,10 +370,10 @@ def test_amazon_builds_the_entry_of_the_local_build(amazon_dir, tmp_path, files,
 def test_a_range_of_users_draws_the_negatives_of_the_whole(amazon_dir):
     """The negatives are a function of (seed, user, position): the build of a
     few users draws exactly what the whole build draws for them."""
-    from data.sources import amazon
+    from data.sources import amazon, amazon_files
 
-    reviews = amazon.read_reviews(amazon.find_files(amazon_dir)[0])
-    categories = amazon.read_meta(amazon.find_files(amazon_dir)[1], set(reviews["item"]))
+    reviews = amazon_files.read_reviews(amazon_files.find_files(amazon_dir)[0])
+    categories = amazon_files.read_meta(amazon_files.find_files(amazon_dir)[1], set(reviews["item"]))
     items = amazon.Catalogue.of(categories)
     whole = amazon.build_samples(reviews, categories, 6, seed=0)
     reviews = reviews[items.has(reviews["item"].to_numpy(dtype=str))]

@@ -190,7 +190,8 @@ def test_training_and_scoring_read_a_value_alike(column, value, tutorial_dir, tu
     """One reader: a tutorial file's row read for training (the dataset file's
     reader) and for scoring (predict.py's) gives the same value, or the same
     one-line refusal."""
-    from data.rows import read_csv, to_columns
+    from data.csv_files import read_csv
+    from data.rows import to_columns
     from data.sources import dataset_file
     from data.sources.tutorial import LAYOUT
 

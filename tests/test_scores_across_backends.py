@@ -13,7 +13,7 @@ from data.datasets import raw_splits
 from din_jax.chunks import eval_chunk
 from inference import load_run
 from inference.convert import names_to_torch
-from parity.compare import TOLERANCES
+from parity.diffs import TOLERANCES
 from test_export import call_artifact
 from training import make_backend
 from training.run_dir import read_run

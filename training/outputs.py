@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from core.config import DINConfig
 from core.errors import ConfigError, UserError
 from data.download import sha256_of
+from training.backend import BACKENDS
 
 # The names a run directory (training/run_dir.py, training/checkpoint.py) and
 # an export (inference/export.py: manifest.json, encoders.json, model.*) hold.
@@ -80,7 +81,7 @@ def _not_ours(folder: str, kind: str) -> str | None:
                     backend = (f.metadata() or {}).get("backend")
             except Exception:  # safetensors' own error types, for a file that is not one
                 backend = None
-            if backend not in ("jax", "torch"):
+            if backend not in BACKENDS:
                 return unreadable("model.safetensors")
         return None
     try:

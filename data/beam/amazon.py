@@ -38,7 +38,7 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, SumCounts, beam, byte_ranges, lines_before,
                                 read_block, run, shard_starts, spill_by_shard, user_counts, write_manifest, write_shard)
-from data.sources import amazon, sequential
+from data.sources import amazon, amazon_files, sequential
 from data.statistics import Statistics
 
 
@@ -52,7 +52,7 @@ def read_text(path: str, item: tuple[int, int, int]) -> tuple[str, int]:
     byte (a gzipped file: the whole text)."""
     _, start, end = item
     if path.endswith(".gz"):
-        return amazon.read_text(path), 0
+        return amazon_files.read_text(path), 0
     block, block_start = read_block(path, 0, start, end)
     try:
         return block.decode("utf-8"), block_start
@@ -70,9 +70,9 @@ def read_reviews(path: str, item: tuple[int, int, int]) -> dict[str, np.ndarray]
     with Stage("parse") as stage:
         text, block_start = read_text(path, item)
         try:
-            frame = amazon.parse_reviews(text, path)
+            frame = amazon_files.parse_reviews(text, path)
         except DataError:  # name the right line
-            frame = amazon.parse_reviews(text, path, first_line(path, block_start))
+            frame = amazon_files.parse_reviews(text, path, first_line(path, block_start))
         columns = {name: frame[name].to_numpy(dtype=str if name != "time" else np.int64)
                    for name in ("user", "item", "time")}
         columns["position"] = (np.int64(item[0]) << 32) + np.arange(len(frame), dtype=np.int64)
@@ -86,9 +86,9 @@ def read_meta(path: str, item: tuple[int, int, int], reviewed: set[str]) -> tupl
         text, block_start = read_text(path, item)
         lines = text.splitlines()
         try:
-            return item[0], amazon.parse_meta(lines, reviewed, path)
+            return item[0], amazon_files.parse_meta(lines, reviewed, path)
         except DataError:
-            return item[0], amazon.parse_meta(lines, reviewed, path, first_line(path, block_start))
+            return item[0], amazon_files.parse_meta(lines, reviewed, path, first_line(path, block_start))
 
 
 def catalogue(parts: list[tuple[int, dict[str, str]]], data_dir: str) -> amazon.Catalogue:
@@ -158,7 +158,7 @@ class WriteShard(ShardSamples):
 
 def pipeline(p: beam.Pipeline, data_dir: str, config: DINConfig, work: str, shard_reviews: int,
              range_bytes: int = RANGE_BYTES):
-    reviews_path, meta_path = amazon.find_files(data_dir)
+    reviews_path, meta_path = amazon_files.find_files(data_dir)
     AsSingleton = beam.pvalue.AsSingleton
 
     # As in the MovieLens pipeline, parsed reviews are never handed between

@@ -3,7 +3,7 @@ a Beam pipeline: the cache entry of the local read, sharded by byte range.
 
   parts     each of the layout's files cut into byte ranges (a .gz file is
             one part), each parsed with the local reader's own code
-            (rows.parse_csv, dataset_file.columns_of)
+            (csv_files.parse_csv, dataset_file.columns_of)
   rows      each part's row count and, from the training file, its distinct
             users, summed: the parts' first rows (a file with no user column
             makes each row its own user) and the held-out validation users
@@ -29,7 +29,7 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, byte_ranges, lines_before, read_block,
                                 run, write_manifest, write_shard)
-from data.rows import parse_csv, read_csv
+from data.csv_files import parse_csv, read_csv
 from data.schema import USER
 from data.sources.dataset_file import Layout, check_header, columns_of, integer_users
 from data.splits import SPLITS, held_out

@@ -36,7 +36,8 @@ from core.config import DINConfig
 from core.errors import DataError
 from data.encoders import ORDERS
 from data.features import KINDS, PREPROCESS, Feature
-from data.rows import Where, ids, labels, numbers, read_csv, sequences
+from data.csv_files import read_csv
+from data.rows import Where, ids, labels, numbers, sequences
 from data.schema import LABEL, RESERVED, USER, AttentionGroup
 from data.sources.base import SourceBase, beam_build, data_key
 from data.splits import Splits, encode, holdout_users

@@ -15,7 +15,7 @@ from core.config import DINConfig
 from data.batches import epoch_batches, take
 from din_jax.backend import JaxBackend
 from din_jax.steps import one_batch, train_step
-from parity.compare import TOLERANCES, diff
+from parity.diffs import TOLERANCES, diff
 from parity.synthetic import random_batch, random_schema
 
 DTYPE = "float64" if jax.config.jax_enable_x64 else "float32"

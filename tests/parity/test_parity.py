@@ -14,7 +14,8 @@ from data.batches import epoch_batches
 from din_jax.model import DIN as FlaxDIN
 from din_torch.model import DIN as TorchDIN
 from inference.convert import flax_to_torch, from_names, to_names, torch_name, torch_to_flax
-from parity.compare import TOLERANCES, Twins, diff, format_table
+from parity.compare import Twins
+from parity.diffs import TOLERANCES, diff, format_table
 from parity.synthetic import random_batch, random_schema
 from training.regularization import mba_scales
 

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import shipped_default
 from data.batches import epoch_batches
-from parity.compare import Twins, format_table
+from parity.compare import Twins
+from parity.diffs import format_table
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = "float64" if X64 else "float32"

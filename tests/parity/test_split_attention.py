@@ -16,7 +16,8 @@ from flax.traverse_util import flatten_dict
 
 from core.config import DINConfig
 from din_jax.model import DIN
-from parity.compare import TOLERANCES, diff, jax_outputs
+from parity.compare import jax_outputs
+from parity.diffs import TOLERANCES, diff
 from parity.synthetic import random_batch, random_schema
 
 DTYPE = "float64" if jax.config.jax_enable_x64 else "float32"
