@@ -80,9 +80,11 @@ class DINConfig:
     user_feature: bool | None = setting(
         None, "data", "raw MovieLens, sequential protocol: the user id as a feature (test users are seen in "
         "training; ids in fewer than --min-count training samples share the unknown id)")
-    holdout_fraction: float = setting(0.1, "data", "raw MovieLens: the share of each user's samples held out for test")
-    split: str = setting("fraction", "data", "raw MovieLens: hold out each user's latest fraction, or only the last sample",
-                         choices=("fraction", "leave-last-out"))
+    holdout_fraction: float = setting(0.1, "data", "raw MovieLens: the share of samples held out for test (of each "
+                                      "user's, or with --split time of all), and as much again for validation")
+    split: str = setting("fraction", "data", "raw MovieLens: hold out each user's latest fraction, only the last "
+                         "sample, or (time) the latest fraction of all samples, one cut time for every user",
+                         choices=("fraction", "leave-last-out", "time"))
     valid_fraction: float = setting(0.1, "data", "the share of training users held out for validation (0: none)")
     valid_on_test: bool = setting(False, "data", "early-stop on the test set, as the tutorial did (for comparison only)")
 

@@ -29,7 +29,7 @@ from data.download import default_cache_dir, sha256_of
 from data.encoders import FeatureEncoders
 from data.splits import Arrays, Splits, encode
 
-BUILD_VERSION = 7  # bump when a sample builder or the encoding changes (7: attention groups named by the data)
+BUILD_VERSION = 8  # bump when a sample builder or the encoding changes (8: every raw MovieLens sample keeps its time)
 log = logging.getLogger("din")
 detect = sources.detect
 

@@ -25,7 +25,8 @@ import numpy as np
 LABEL = "label"
 USER = "user_id"
 ROW_MASK = "row_mask"  # Optional [B]: 1 for a real row, 0 for one that pads a short batch.
-RESERVED = (LABEL, USER, ROW_MASK)
+TIME = "event_time"  # Optional [N] int64: a sample's time (its rating's timestamp), where the data has one.
+RESERVED = (LABEL, USER, ROW_MASK, TIME)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 
 from data.encoders import FeatureEncoders
 from data.features import Feature
-from data.schema import LABEL, USER, AttentionGroup
+from data.schema import LABEL, TIME, USER, AttentionGroup
 from data.statistics import Statistics
 
 Arrays = dict[str, np.ndarray]
@@ -18,12 +18,24 @@ SPLITS = ("train", "valid", "test")
 
 @dataclasses.dataclass
 class Splits:
-    """Encoded arrays per split (features, `label` [N] float32, `user_id` [N])."""
+    """Encoded arrays per split (features, `label` [N] float32, `user_id` [N],
+    and `event_time` [N] int64 where the data has times)."""
 
     train: Arrays
     valid: Arrays
     test: Arrays
     encoders: FeatureEncoders
+
+    @property
+    def timeline(self) -> dict[str, dict[str, int]]:
+        """{split: {'first', 'last'}}: each non-empty split's earliest and latest
+        sample time; {} where the data has none."""
+        spans = {}
+        for split in SPLITS:
+            times = getattr(self, split).get(TIME)
+            if times is not None and len(times):
+                spans[split] = {"first": int(np.min(times)), "last": int(np.max(times))}
+        return spans
 
 
 def encode(columns: dict[str, np.ndarray], encoders: FeatureEncoders) -> Arrays:
@@ -31,6 +43,8 @@ def encode(columns: dict[str, np.ndarray], encoders: FeatureEncoders) -> Arrays:
     arrays = encoders.transform(columns)
     arrays[LABEL] = columns[LABEL].astype(np.float32)
     arrays[USER] = columns[USER]
+    if TIME in columns:
+        arrays[TIME] = np.asarray(columns[TIME], np.int64)
     return arrays
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import math
 import os
@@ -183,7 +184,14 @@ def _start(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, da
             run_dir.write_setup(out_dir, config, splits.encoders)
     log.info("backend: %s", backend.describe)
     log.info("rows: train %d, valid %d, test %d", num_rows(splits.train), num_rows(splits.valid), num_rows(splits.test))
+    if splits.timeline:
+        log.info("samples in time (UTC): %s", ", ".join(
+            f"{split} {day(span['first'])} to {day(span['last'])}" for split, span in splits.timeline.items()))
     return loop
+
+
+def day(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def check_space(backend: Backend, config: DINConfig, out_dir: str) -> None:
@@ -269,6 +277,8 @@ def _finish(run: Run, loop: checkpoint.LoopState) -> dict:
         "first_epoch_seconds": loop.first_epoch_seconds,
         "steps": loop.step,
     }
+    if splits.timeline:  # the data's times: each split's first and last sample (a time split's cut times)
+        result["timeline"] = splits.timeline
     # The attention's health at the epoch whose weights are kept (training/health.py).
     best = next((row for row in loop.history if row["epoch"] == loop.best_epoch), {})
     result |= {key: value for key, value in best.items() if key.startswith("attention_")}

@@ -180,6 +180,8 @@ def build(data_dir: str, config: DINConfig, folder: str, runner: str = "DirectRu
     if config.protocol != "sequential":
         raise DataError(f"--build beam builds the sequential protocol; --protocol {config.protocol} builds locally "
                         "(--build local)")
+    if config.split == "time":  # its cut times are taken over every user's ratings before any shard is split
+        raise DataError("--split time builds locally (--build local): the Beam build splits each shard of users on its own")
     return run(lambda p, work: pipeline(p, data_dir, config, work, shard_ratings, range_bytes), folder, runner,
                pipeline_args, f"{data_dir}: no training samples: every user has too few ratings for the "
                f"'{config.split}' split")

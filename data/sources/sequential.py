@@ -12,12 +12,19 @@ Two features beyond the tutorial's, on unless turned off (--no-low-rated-history
 --no-user-feature): the movies rated below 4 before, as a second attention
 group (histLowRatedMovieIds, the history's twin), and the user id (userId).
 
-Split by time within each user (`split`):
+Split by time (`split`), within each user:
   fraction        the user's last floor(f * n) samples (at least one) -> test,
                   the floor(f * n) before them (at least one, if any are left)
                   -> validation, the rest -> train; f = holdout_fraction
   leave-last-out  the last sample -> test, the one before -> validation
-so that (nearly) every user is in every split and GAUC is meaningful.
+so that (nearly) every user is in every split and GAUC is meaningful; or
+over all users at once:
+  time            the latest floor(f * N) of all N samples -> test, the
+                  floor(f * N) before them -> validation: one cut time each
+                  (`cut_times`; samples at a cut's second go after it), the
+                  same for every user, so no training sample is later than a
+                  validation or test one.
+Every sample keeps its time (TIME), which the run records per split.
 
 Everything is numpy/pandas group arithmetic: no Python loop over ratings.
 `build` makes the samples a chunk of whole users at a time (`chunks`), so a
@@ -33,7 +40,7 @@ import pandas as pd
 from core.config import DINConfig
 from core.errors import DataError
 from data.features import Feature, features as feature_kinds
-from data.schema import LABEL, USER, AttentionGroup
+from data.schema import LABEL, TIME, USER, AttentionGroup
 from data.sources.base import SEQUENTIAL_OPTIONS
 from data.sources.grouplens import RawMovieLens, read_raw
 from data.sources.history import earlier, run_starts
@@ -117,6 +124,7 @@ def samples(raw: RawMovieLens, ratings: dict[str, np.ndarray], max_hist: int, lo
         HISTORY: history,
         "genres": movie_genres(raw, movie),
         LABEL: positive.astype(np.float32),
+        TIME: timestamp.astype(np.int64),
         "order": rank - 1,
         "count": counts - 1,
     }
@@ -153,8 +161,26 @@ def demographics(raw: RawMovieLens, user: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: str) -> dict[str, np.ndarray]:
-    """Boolean masks of train/valid/test from each sample's rank and its user's sample count."""
+def cut_times(ratings: dict[str, np.ndarray], fraction: float) -> tuple[int, int]:
+    """(validation, test) cut times of the time split over the sorted ratings of
+    every user: the latest floor(f * N) of the N samples (every rating but a
+    user's first) start at the test cut, as many before them at the validation cut."""
+    user, timestamp = ratings["user"], ratings["timestamp"]
+    times = np.sort(timestamp[np.arange(len(user)) != run_starts(user)]) if len(user) else np.zeros(0, np.int64)
+    held = int(np.floor(fraction * len(times)))
+    if not held:
+        raise DataError(f"--split time: {len(times)} sample(s) leave none for test at --holdout-fraction {fraction:g}")
+    return int(times[len(times) - 2 * held]), int(times[len(times) - held])
+
+
+def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: str, time: np.ndarray | None = None,
+                cuts: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Boolean masks of train/valid/test from each sample's rank and its user's
+    sample count, or (split 'time') from its time and the (validation, test) cut times."""
+    if split == "time":
+        test = time >= cuts[1]
+        valid = ~test & (time >= cuts[0])
+        return {"train": ~test & ~valid, "valid": valid, "test": test}
     if split == "leave-last-out":
         n_test = np.ones_like(count)
         n_valid = np.minimum(1, count - n_test)
@@ -162,7 +188,7 @@ def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: st
         n_test = np.maximum(1, np.floor(fraction * count).astype(np.int64))
         n_valid = np.minimum(np.maximum(1, np.floor(fraction * count).astype(np.int64)), count - n_test)
     else:
-        raise ValueError(f"split must be 'fraction' or 'leave-last-out', got {split!r}")
+        raise ValueError(f"split must be 'fraction', 'leave-last-out' or 'time', got {split!r}")
     from_end = count - order  # 1 for the user's last sample
     test = from_end <= n_test
     valid = ~test & (from_end <= n_test + n_valid)
@@ -171,11 +197,16 @@ def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: st
 
 def split_samples(raw: RawMovieLens, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
     """Raw sample columns per split ('train', 'valid', 'test')."""
-    return split_samples_of(raw, samples_of(raw, sorted_ratings(raw), config), config)
+    ratings = sorted_ratings(raw)
+    cuts = cut_times(ratings, config.holdout_fraction) if config.split == "time" else None
+    return split_samples_of(raw, samples_of(raw, ratings, config), config, cuts)
 
 
-def split_samples_of(raw: RawMovieLens, columns: dict[str, np.ndarray], config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
-    masks = split_masks(columns.pop("order"), columns.pop("count"), config.holdout_fraction, config.split)
+def split_samples_of(raw: RawMovieLens, columns: dict[str, np.ndarray], config: DINConfig,
+                     cuts: tuple[int, int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """A chunk's samples per split; cuts: the time split's, taken over every user's ratings."""
+    masks = split_masks(columns.pop("order"), columns.pop("count"), config.holdout_fraction, config.split,
+                        columns[TIME], cuts)
     return {name: {k: v[mask] for k, v in columns.items()} for name, mask in masks.items()}
 
 
@@ -184,9 +215,10 @@ def chunks(raw: RawMovieLens, config: DINConfig, chunk_ratings: int = CHUNK_RATI
     the whole build holds at once is the ratings and one chunk. advance(n):
     called with each chunk's ratings once it is built."""
     ratings = sorted_ratings(raw)
+    cuts = cut_times(ratings, config.holdout_fraction) if config.split == "time" else None
     for rows in user_chunks(ratings["user"], chunk_ratings):
         chunk = {name: values[rows] for name, values in ratings.items()}
-        yield split_samples_of(raw, samples_of(raw, chunk, config), config)
+        yield split_samples_of(raw, samples_of(raw, chunk, config), config, cuts)
         advance(rows.stop - rows.start)
 
 

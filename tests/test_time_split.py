@@ -1,0 +1,64 @@
+"""--split time: one cut time for validation and one for test, the same for
+every user, taken over all samples; no training sample is later than a
+validation one, none of those later than a test one; the run records each
+split's span; data without times, and the Beam build, refuse it in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import train
+from core.config import DINConfig
+from core.errors import DataError
+from data.datasets import Build, load_splits, raw_splits
+from data.schema import TIME, USER
+from data.sources.grouplens import read_raw
+from data.sources.sequential import cut_times, sorted_ratings
+
+TIME_SPLIT = DINConfig(protocol="sequential", split="time", max_hist=6)
+
+
+@pytest.mark.parametrize("layout", ["ml1m_dir", "csv_release_dir"])
+def test_one_cut_time_for_every_user(layout, request):
+    folder = request.getfixturevalue(layout)
+    parts = raw_splits(folder, TIME_SPLIT)
+    ratings = read_raw(folder).ratings
+    # The samples: every rating but each user's first (by time, ties by movie).
+    firsts = ratings.sort_values(["user", "timestamp", "movie"], kind="stable").groupby("user").head(1).index
+    times = np.sort(ratings.drop(index=firsts)["timestamp"].to_numpy())
+    held = int(np.floor(0.1 * len(times)))
+    valid_cut, test_cut = times[-2 * held], times[-held]
+    assert cut_times(sorted_ratings(read_raw(folder)), 0.1) == (valid_cut, test_cut)
+    train_, valid, test = (parts[split][TIME] for split in ("train", "valid", "test"))
+    assert train_.max() < valid_cut <= valid.min() and valid.max() < test_cut <= test.min()
+    assert len(train_) + len(valid) + len(test) == len(times)
+    assert len(test) == int((times >= test_cut).sum()) >= held  # ties at the cut's second go to test
+    # The same cuts for every user: a user's last training sample is before the validation cut, whoever it is.
+    last_train = pd.Series(train_).groupby(parts["train"][USER]).max()
+    assert (last_train < valid_cut).all() and len(last_train) > 1
+
+
+def test_a_time_split_run_records_its_spans(ml1m_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--backend", "torch", "--data", ml1m_dir, "--out", str(out), "--split", "time",
+                       "--max-hist", "6", "--epochs", "1", "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 0
+    config = json.loads((out / "config.json").read_text())
+    timeline = json.loads((out / "metrics.json").read_text())["timeline"]
+    assert config["data"]["split"] == "time"
+    assert timeline["train"]["last"] < timeline["valid"]["first"] <= timeline["valid"]["last"] < timeline["test"]["first"]
+    splits = load_splits(ml1m_dir, TIME_SPLIT.replace(max_hist=6), str(tmp_path / "cache"))
+    assert timeline == splits.timeline  # read from the cache entry the run trained on
+
+
+def test_data_without_times_and_the_beam_build_refuse_it(tutorial_dir, ml1m_dir, tmp_path, capsys):
+    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--out", str(tmp_path / "run"), "--split", "time",
+                       "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--split time:" in err and "does not use it" in err, err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(DataError, match="--split time builds locally"):
+        load_splits(ml1m_dir, TIME_SPLIT, str(tmp_path / "cache"), build=Build("beam"))
