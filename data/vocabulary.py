@@ -1,5 +1,6 @@
 """Terms and their counts: the vocabulary of a categorical or sequence
-feature (sorted terms numbered 1..n; 0 is padding, n + 1 unknown), the
+feature (terms numbered 1..n, sorted when fitted, new terms appended when a
+continued run grows it; 0 is padding, n + 1 unknown), the
 counting helpers the fitting sums chunk by chunk, and the splitting of
 sep-joined sequences into tokens."""
 
@@ -15,12 +16,22 @@ DENSE_IDS = 1 << 26  # integer ids below this are counted and looked up in dense
 
 
 class Vocabulary:
-    """Sorted terms numbered 1..n; 0 is padding and n + 1 unknown."""
+    """Terms numbered 1..n in the order given; 0 is padding and n + 1 unknown.
+    A fitted vocabulary's terms are sorted; a grown one keeps every term of the
+    one it grew from at its number and appends the new ones."""
 
     def __init__(self, terms: Sequence[str]):
-        self.terms = np.asarray(sorted(terms), dtype=str)
+        self.terms = np.asarray(terms, dtype=str).reshape(-1)
+        self._order = np.argsort(self.terms, kind="stable")  # lookups search the sorted terms
+        self._sorted = self.terms[self._order]
         if len(np.unique(self.terms)) != len(self.terms):
             raise ValueError("vocabulary terms must be unique")
+
+    def grown(self, counts: pd.Series, min_count: int) -> "Vocabulary":
+        """This vocabulary and, appended in sorted order, the terms counted at
+        least min_count times (term_counts' Series) that it lacks."""
+        new = Vocabulary.from_counts(counts, min_count).terms
+        return Vocabulary(np.concatenate([self.terms, new[~np.isin(new, self.terms)]]))
 
     @classmethod
     def fit(cls, tokens: Iterable[str], min_count: int) -> "Vocabulary":
@@ -30,7 +41,7 @@ class Vocabulary:
     def from_counts(cls, counts: pd.Series, min_count: int) -> "Vocabulary":
         """The terms counted at least min_count times (term_counts' Series)."""
         # Integer ids are terms as their decimal strings.
-        return cls(counts.index[counts.to_numpy() >= max(min_count, 1)].astype(str).tolist())
+        return cls(sorted(counts.index[counts.to_numpy() >= max(min_count, 1)].astype(str).tolist()))
 
     def _encode_integers(self, ids: np.ndarray) -> np.ndarray:
         numeric = np.array([int(t) if t.lstrip("-").isdigit() else np.iinfo(np.int64).min for t in self.terms], dtype=np.int64)
@@ -67,9 +78,9 @@ class Vocabulary:
         tokens = tokens.astype(str)
         if len(self.terms) == 0:
             return np.full(tokens.shape, self.unknown, dtype=np.int32)
-        position = np.searchsorted(self.terms, tokens)
-        found = self.terms[np.minimum(position, len(self.terms) - 1)] == tokens
-        return np.where(found, position + 1, self.unknown).astype(np.int32)
+        position = np.minimum(np.searchsorted(self._sorted, tokens), len(self.terms) - 1)
+        found = self._sorted[position] == tokens
+        return np.where(found, self._order[position] + 1, self.unknown).astype(np.int32)
 
 
 def term_counts(tokens: Iterable[str] | np.ndarray) -> pd.Series:

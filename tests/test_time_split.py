@@ -62,3 +62,23 @@ def test_data_without_times_and_the_beam_build_refuse_it(tutorial_dir, ml1m_dir,
     assert not (tmp_path / "run").exists()
     with pytest.raises(DataError, match="--split time builds locally"):
         load_splits(ml1m_dir, TIME_SPLIT, str(tmp_path / "cache"), build=Build("beam"))
+
+
+def test_amazon_splits_by_time_too(amazon_dir, tmp_path):
+    """Amazon's reviews: a positive and its sampled negative share their
+    time and their split; one cut time for every user; the authors' split
+    (each user's last position) stays the default."""
+    config = DINConfig(split="time", max_hist=6)
+    parts = raw_splits(amazon_dir, config)
+    train_, valid, test = (parts[split][TIME] for split in ("train", "valid", "test"))
+    assert train_.max() < valid.min() and valid.max() < test.min()
+    positions = len(train_) + len(valid) + len(test)
+    assert len(test) >= 2 * int(np.floor(0.1 * positions / 2)) and len(test) % 2 == 0  # whole pairs
+    for split in ("train", "valid", "test"):
+        labels = parts[split]["label"]
+        assert (labels[::2] == 1).all() and (labels[1::2] == 0).all()  # positive, then its negative
+    authors = raw_splits(amazon_dir, DINConfig(max_hist=6))
+    last = pd.Series(authors["test"][TIME]).groupby(authors["test"][USER]).size()
+    assert (last == 2).all()  # each user's last position, a pair
+    with pytest.raises(DataError, match="--split time builds locally"):
+        load_splits(amazon_dir, config, str(tmp_path / "cache"), build=Build("beam"))

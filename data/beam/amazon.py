@@ -219,5 +219,7 @@ def build(data_dir: str, config: DINConfig, folder: str, runner: str = "DirectRu
           shard_reviews: int = sequential.CHUNK_RATINGS, range_bytes: int = RANGE_BYTES) -> dict:
     """Builds the cache entry `folder` with a Beam pipeline (see data/beam/movielens.py: build).
     Returns the stages' figures: {stage: {calls, seconds, bytes}} (parse, meta, samples, write)."""
+    if config.split == "time":  # its cut times are taken over every user's reviews before any shard is split
+        raise DataError("--split time builds locally (--build local): the Beam build splits each shard of users on its own")
     return run(lambda p, work: pipeline(p, data_dir, config, work, shard_reviews, range_bytes), folder, runner,
                pipeline_args, f"{data_dir}: no training samples: every user has fewer than 3 reviews of items with meta")

@@ -43,7 +43,7 @@ import pandas as pd
 from core.config import DINConfig
 from core.errors import DataError
 from data.features import Feature
-from data.schema import LABEL, USER, AttentionGroup
+from data.schema import LABEL, TIME, USER, AttentionGroup
 from data.sources.amazon_files import detect, find_files, read_meta, read_reviews
 from data.sources.base import SourceBase, beam_build, data_key
 from data.sources.history import earlier, run_starts
@@ -100,7 +100,7 @@ def user_samples(user: np.ndarray, item: np.ndarray, time: np.ndarray, order: np
     user by user, position by position, each positive before its negative:
     users split into ranges build, range by range, the rows of all at once."""
     sort = np.lexsort((order, time, user))  # by user, then time; ties keep file order
-    user, item = user[sort].astype(np.int64), item[sort]
+    user, item, time = user[sort].astype(np.int64), item[sort], np.asarray(time, np.int64)[sort]
     start = run_starts(user)
     position = np.arange(len(user)) - start  # [R]
     _, inverse, sizes = np.unique(user, return_inverse=True, return_counts=True)
@@ -121,6 +121,7 @@ def user_samples(user: np.ndarray, item: np.ndarray, time: np.ndarray, order: np
         "item_history": hist,
         "category_history": np.where(hist > 0, category[np.maximum(hist, 1) - 1], 0),
         LABEL: positive.astype(np.float32),
+        TIME: time[rows],
         "position": position[rows],
         "count": counts[rows],
     }
@@ -158,11 +159,22 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def split_samples(samples: dict[str, np.ndarray], valid_on_test: bool) -> dict[str, dict[str, np.ndarray]]:
-    """The last position -> test; the one before -> valid (kept in train with valid_on_test)."""
+def split_samples(samples: dict[str, np.ndarray], valid_on_test: bool, fraction: float | None = None
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    """The last position -> test; the one before -> valid (kept in train with
+    valid_on_test). With `fraction` (--split time) the latest floor(f * N) of
+    the N positions -> test and as many before them -> valid, by two cut times
+    the same for every user (a positive and its negative share their time)."""
     from_end = samples.pop("count") - 1 - samples.pop("position")  # 0 for the user's last position
     test = from_end == 0
     valid = (from_end == 1) & (not valid_on_test)
+    if fraction is not None:
+        times = np.sort(samples[TIME][::2])  # one per position: the positive's
+        held = int(np.floor(fraction * len(times)))
+        if not held:
+            raise DataError(f"--split time: {len(times)} position(s) leave none for test at --holdout-fraction {fraction:g}")
+        test = samples[TIME] >= times[len(times) - held]
+        valid = ~test & (samples[TIME] >= times[len(times) - 2 * held]) & (not valid_on_test)
     masks = {"train": ~test & ~valid, "valid": test if valid_on_test else valid, "test": test}
     return {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
 
@@ -175,7 +187,7 @@ def raw_splits(data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarr
                                 config.seed)
     except DataError as error:
         raise DataError(f"{data_dir}: {error}") from None
-    return split_samples(samples, config.valid_on_test)
+    return split_samples(samples, config.valid_on_test, config.holdout_fraction if config.split == "time" else None)
 
 
 def load_splits(data_dir: str, config: DINConfig) -> Splits:
@@ -202,6 +214,12 @@ class Amazon(SourceBase):
 
     def options(self, config: DINConfig) -> dict:
         return data_key(config) | {"seed": config.seed}  # negatives are drawn from the seed
+
+    def check(self, data_dir: str, config: DINConfig) -> None:
+        """The authors' split, or --split time (with its --holdout-fraction)."""
+        if config.split == "time":
+            return super().check(data_dir, config.replace(split="fraction", holdout_fraction=DINConfig().holdout_fraction))
+        super().check(data_dir, config)
 
     def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
         return load_splits(data_dir, config)

@@ -81,7 +81,7 @@ class SourceBase:
     def check(self, data_dir: str, config: DINConfig) -> None:
         refuse_sequential_options(data_dir, config, f"{self.name} data")
         refuse_unused(data_dir, config, ("protocol", "split", "holdout_fraction"), f"{self.name} data",
-                      "raw MovieLens")
+                      "raw MovieLens; --split time also Amazon's, whose reviews have times")
 
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "
