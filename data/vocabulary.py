@@ -27,11 +27,11 @@ class Vocabulary:
         if len(np.unique(self.terms)) != len(self.terms):
             raise ValueError("vocabulary terms must be unique")
 
-    def grown(self, counts: pd.Series, min_count: int) -> "Vocabulary":
-        """This vocabulary and, appended in sorted order, the terms counted at
-        least min_count times (term_counts' Series) that it lacks."""
-        new = Vocabulary.from_counts(counts, min_count).terms
-        return Vocabulary(np.concatenate([self.terms, new[~np.isin(new, self.terms)]]))
+    def grown(self, terms: Sequence[str]) -> "Vocabulary":
+        """This vocabulary and, appended in the order given, the `terms` it lacks
+        (a vocabulary fitted on newer data: its terms, sorted)."""
+        terms = np.asarray(terms, dtype=str).reshape(-1)
+        return Vocabulary(np.concatenate([self.terms, terms[~np.isin(terms, self.terms)]]))
 
     @classmethod
     def fit(cls, tokens: Iterable[str], min_count: int) -> "Vocabulary":

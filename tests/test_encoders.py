@@ -181,3 +181,24 @@ def test_statistics_of_chunks_fit_the_encoders_of_the_whole():
     encoded = fitted.transform({**columns, "s": pd.Categorical(columns["s"]), "g": pd.Categorical(columns["g"])})
     for name, values in whole.transform(columns).items():
         np.testing.assert_array_equal(encoded[name], values, err_msg=name)
+
+
+@pytest.mark.parametrize("as_integers", [False, True])
+def test_a_grown_vocabulary_keeps_every_old_number_and_appends_the_new(as_integers):
+    """Growth (a continued run): every term keeps its number, new terms (at
+    least min_count) follow in sorted order, the unknown id moves past them;
+    the order survives encoders.json; integer and string lookups agree."""
+    from data.encoders import CategoryEncoder
+    from data.vocabulary import Vocabulary, term_counts
+
+    old = Vocabulary.fit(["30", "10", "20", "10"], min_count=1)  # 10, 20, 30 -> 1, 2, 3
+    new_tokens = ["25", "5", "5", "20", "40"]
+    grown = old.grown(Vocabulary.from_counts(term_counts(new_tokens), 2).terms)
+    assert grown.terms.tolist() == ["10", "20", "30", "5"]  # '25' and '40' once: below min_count 2
+    assert (old.unknown, grown.unknown, grown.size) == (4, 5, 6)
+    tokens = np.array([10, 20, 30, 5, 25, 0]) if as_integers else np.array(["10", "20", "30", "5", "25", ""])
+    expected = [1, 2, 3, 4, 5, 0] if as_integers else [1, 2, 3, 4, 5, 5]  # '' is no term: unknown
+    assert grown.encode(tokens).tolist() == expected
+    assert old.encode(tokens).tolist()[:3] == [1, 2, 3]
+    again = CategoryEncoder.from_dict(CategoryEncoder(grown).to_dict()).vocabulary
+    assert again.terms.tolist() == grown.terms.tolist() and again.encode(tokens).tolist() == expected
