@@ -19,14 +19,15 @@ import os
 import sys
 
 from core.config import CHANGE_ON_RESUME, DINConfig
-from core.errors import ConfigError, exit_code
+from core.errors import ConfigError, DataError, exit_code
 from core.flags import Parser, add_config_flags, flag, given
 from data.build_flags import add_build_flags, build_options
 from data.datasets import detect, load_splits
 from data.sources.movielens import MovieLens
 from data.download import ML_1M, default_cache_dir, fetch
-from training import checkpoint, fit, make_backend, outputs
-from training.backend import BACKENDS, backend_module, check
+from data.encoders import FeatureEncoders
+from training import checkpoint, continual, fit, make_backend, outputs
+from training.backend import BACKENDS, backend_module, check, derived
 from training.resolve import resolve
 
 
@@ -55,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(the same data elsewhere), {', '.join(sorted(map(flag, CHANGE_ON_RESUME)))} may be given",
     )
     parser.add_argument(
+        "--continue-from", metavar="RUN", default=None,
+        help="start from the finished run RUN on newer --data: its data and model settings, best weights and Adam "
+        "state, its vocabularies grown by the new training ids (RUN is only read); training flags may change")
+    parser.add_argument("--continue-on", choices=continual.ON, default="new",
+                        help="--continue-from: new (default): the training samples later than RUN's last; all: every one")
+    parser.add_argument(
         "--distributed", action="store_true",
         help="jax multi-host: jax.distributed.initialize() (TPU/SLURM/MPI environments, or JAX_COORDINATOR_ADDRESS, "
         "JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
@@ -65,12 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     args.build = build_options(parser, args, extra)
     settings = given(args, preset=False)
+    if args.continue_from and (args.resume or args.data is None):
+        parser.error("--continue-from RUN trains a new run on --data: give --data and --out, without --resume")
+    if args.continue_on != "new" and not args.continue_from:
+        parser.error("--continue-on is for --continue-from RUN")
     if args.resume:
         fixed = sorted(flag(name) for name in settings if name not in CHANGE_ON_RESUME)
         fixed += ["--preset"] if getattr(args, "preset", None) else []
         if fixed or args.out:
             parser.error(f"--resume takes every setting from {args.resume}/config.json: drop {', '.join(fixed or ['--out'])}")
-    elif args.out is None or not args.backend:
+    elif args.out is None or not (args.backend or args.continue_from):
         parser.error("--backend and --out are required (or --resume RUN_DIR)")
     return args
 
@@ -128,15 +139,27 @@ def new_run(args: argparse.Namespace) -> tuple[DINConfig, str | None, dict, bool
     settings = given(args)
     if settings.get("dataset"):  # recorded whole in config.json, so the run can be rebuilt from anywhere
         settings["dataset"] = os.path.abspath(settings["dataset"])
-    config = DINConfig(**settings)
+    if args.continue_from:  # RUN's data and model settings, the training ones given
+        args.parent = continual.Parent.read(args.continue_from)
+        config, args.after = continual.settings(args.parent, settings, args.continue_on, args.backend)
+        args.backend = args.parent.backend
+    else:
+        config = DINConfig(**settings)
     check(args.backend, config)  # settings the backend cannot run, before anything is read or written
     distribute(args)
     if args.data is not None:  # the folder and its dataset file are read before --out is touched
-        detect(args.data, config)
+        try:
+            detect(args.data, config)
+        except DataError as error:
+            if not args.continue_from:
+                raise
+            raise DataError(f"--continue-from {args.continue_from}: {args.data} is not data the run can continue on, "
+                            f"which must be of its source and format ({error})") from None
     outputs.check_cache_dir("--cache-dir", args.cache_dir or default_cache_dir())
     replace = outputs.check_folder("--out", args.out, args.overwrite, "run", hint=", or --resume it",
                                    protect={"--data": args.data, "--dataset": config.dataset or None,
-                                            "the cache": args.cache_dir or default_cache_dir()})
+                                            "the cache": args.cache_dir or default_cache_dir(),
+                                            "--continue-from": args.continue_from})
     return config, args.data, settings, replace
 
 
@@ -148,17 +171,31 @@ def train(args: argparse.Namespace, config: DINConfig, data_dir: str | None, set
     def load(config: DINConfig):
         return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
 
+    parent, record = getattr(args, "parent", None), None
     if args.resume:  # every setting from its config.json
-        splits = load(config)
+        record = continual.read_record(args.resume)
+        if record:  # a continued run: its own (grown) encoders, its training samples
+            splits = continual.splits(data_dir, config, record["trained_after"], encoders=read_encoders(args.resume))
+        else:
+            splits = load(config)
+    elif parent:  # RUN's settings; the schedule's length from the new training split
+        splits = continual.splits(data_dir, config, args.after, parent)
+        config = derived(args.backend, config, splits.encoders.schema(), splits.train)
+        record = parent.record(args.continue_on, args.after)
     else:  # every default applied here, recorded in config.json
         config, splits = resolve(args.backend, data_dir, config, settings, load)
         if replace:  # the old run stays whole until the new one has finished
             args.written = outputs.staged(args.out)
             logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written,
                                           args.out)
+    if parent and replace:
+        args.written = outputs.staged(args.out)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
+    if parent:
+        continual.start_from(backend, parent)
     out = args.resume or getattr(args, "written", None) or args.out
-    fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume))
+    fit(backend, splits, config, out, progress=not args.no_progress, data_dir=data_dir, resume=bool(args.resume),
+        parent=record)
     if out != (args.resume or args.out) and backend.primary:
         outputs.swap_in(out, args.out)
 
@@ -178,6 +215,11 @@ def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:
             return DINConfig.from_json(f.read(), path), loop.data, loop.backend
     except OSError as error:
         raise ConfigError(f"{path}: unreadable ({error.strerror})") from None
+
+
+def read_encoders(run: str) -> FeatureEncoders:
+    with open(os.path.join(run, "encoders.json"), encoding="utf-8") as f:
+        return FeatureEncoders.from_json(f.read())
 
 
 if __name__ == "__main__":

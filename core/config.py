@@ -232,6 +232,11 @@ class DINConfig:
     def group(self, name: str) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["group"] == name}
 
+    @classmethod
+    def group_of(cls, name: str) -> str:
+        """The group a setting belongs to."""
+        return next(f.metadata["group"] for f in dataclasses.fields(cls) if f.name == name)
+
     def to_json(self) -> str:
         return json.dumps({name: self.group(name) for name in GROUPS}, indent=2)
 
@@ -244,6 +249,7 @@ class DINConfig:
             raise ConfigError(f"{source}: not valid JSON ({error}); the file is damaged") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a JSON object of settings")
+        raw.pop(CONTINUED_FROM, None)  # a record beside the settings, not one
         if set(raw) <= set(GROUPS) and all(isinstance(v, dict) for v in raw.values()):
             raw = {name: value for group in raw.values() for name, value in group.items()}
         if "weight_decay" in raw:  # one rate for every parameter, before the groups existed
@@ -258,6 +264,11 @@ class DINConfig:
             return cls(**raw)
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}") from None
+
+
+# config.json's record of the run a continued run started from (train.py
+# --continue-from): its path, weights' SHA-256, timeline and what was trained on.
+CONTINUED_FROM = "continued_from"
 
 
 # What a config.json written before a setting existed meant by its absence

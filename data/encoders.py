@@ -226,6 +226,20 @@ class FeatureEncoders:
         self.attention_groups = tuple(attention_groups)
         self.shared = tuple(shared)  # (history, query): one vocabulary and one table
 
+    def grown(self, newer: "FeatureEncoders") -> "FeatureEncoders":
+        """These encoders with each vocabulary grown by the terms of `newer`'s
+        (the same features fitted on newer training rows) that it lacks: every
+        known term keeps its id, new ones follow, the unknown id moves past
+        them; numeric statistics and sequence lengths stay these."""
+        if (tuple(newer.numeric), tuple(newer.categorical), tuple(newer.sequence)) != \
+                (tuple(self.numeric), tuple(self.categorical), tuple(self.sequence)):
+            raise ValueError(f"other features: {newer.schema().inputs}, these {self.schema().inputs}")
+        categorical = {name: CategoryEncoder(encoder.vocabulary.grown(newer.categorical[name].vocabulary.terms))
+                       for name, encoder in self.categorical.items()}
+        sequence = {name: encoder.like(encoder.vocabulary.grown(newer.sequence[name].vocabulary.terms))
+                    for name, encoder in self.sequence.items()}
+        return FeatureEncoders(self.numeric, categorical, sequence, self.attention_groups, self.shared)
+
     def transform(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for group in (self.numeric, self.categorical, self.sequence):

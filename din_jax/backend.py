@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from flax import linen as nn, traverse_util
 from jax.experimental import multihost_utils
@@ -258,6 +259,38 @@ class JaxBackend:
         batch_stats = jax.tree_util.tree_map(global_array, shardings.batch_stats, variables["batch_stats"])
         self.state = self.state.replace(params=params, batch_stats=batch_stats)
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's moments by parameter name ('mu/<name>', 'nu/<name>', the names
+        of `weights`) and its step count ('count')."""
+        adam = adam_state(self.state.opt_state)
+        out = {"count": np.asarray(int(adam.count), np.int64)}
+        for key in ("mu", "nu"):
+            moments = to_host(traverse_util.flatten_dict({"params": getattr(adam, key)}, sep="/"))
+            out |= {f"{key}/{name}": np.array(value[tuple(slice(0, n) for n in self._shapes[name])])
+                    for name, value in moments.items()}
+        return out
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replaces Adam's moments and step count with optimizer_state's."""
+        adam, sharding = adam_state(self.state.opt_state), adam_state(self.state_sharding.opt_state)
+
+        def moments(key: str) -> Any:
+            current = traverse_util.flatten_dict({"params": getattr(adam, key)}, sep="/")
+            shardings = traverse_util.flatten_dict({"params": getattr(sharding, key)}, sep="/")
+            loaded = {}
+            for name, value in current.items():
+                given = np.asarray(state[f"{key}/{name}"], value.dtype)
+                if given.shape != value.shape:  # a table padded for even sharding
+                    given = np.pad(given, [(0, n - m) for n, m in zip(value.shape, given.shape)])
+                loaded[name] = global_array(shardings[name], given)
+            return traverse_util.unflatten_dict(loaded, sep="/")["params"]
+
+        count = global_array(sharding.count, np.asarray(state["count"], np.asarray(adam.count).dtype))
+        new = adam._replace(count=count, mu=moments("mu"), nu=moments("nu"))
+        opt_state = jax.tree_util.tree_map(lambda s: new if isinstance(s, optax.ScaleByAdamState) else s,
+                                           self.state.opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+        self.state = self.state.replace(opt_state=opt_state)
+
     def save_state(self, path: str) -> None:
         """The full training state (parameters, statistics, Adam moments, step, RNG)
         into the new directory `path`, each process writing its own shards."""
@@ -288,6 +321,14 @@ class JaxBackend:
             "step": state.step,
             "rng": jax.random.key_data(state.rng),  # typed keys are not serialisable
         }
+
+
+def adam_state(opt_state: Any) -> optax.ScaleByAdamState:
+    """The Adam part of the optimiser's state (make_optimizer's chain)."""
+    found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+             if isinstance(s, optax.ScaleByAdamState)]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def to_host(tree: Any) -> Any:

@@ -140,6 +140,27 @@ class TorchBackend:
         state = {name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()}
         self.model.load_state_dict(state, strict=True)
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's moments by parameter name ('mu/<name>', 'nu/<name>') and its
+        step count ('count'); {} before the first step."""
+        out = {}
+        for name, parameter in self.model.named_parameters():
+            state = self.optimizer.state.get(parameter)
+            if state:
+                out[f"mu/{name}"] = state["exp_avg"].detach().cpu().numpy().copy()
+                out[f"nu/{name}"] = state["exp_avg_sq"].detach().cpu().numpy().copy()
+                out["count"] = np.asarray(int(state["step"]), np.int64)
+        return out
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replaces Adam's moments and step count with optimizer_state's."""
+        for name, parameter in self.model.named_parameters():
+            self.optimizer.state[parameter] = {
+                "step": torch.tensor(float(state["count"]), dtype=torch.float32, device=parameter.device),
+                "exp_avg": torch.from_numpy(np.asarray(state[f"mu/{name}"])).to(parameter),
+                "exp_avg_sq": torch.from_numpy(np.asarray(state[f"nu/{name}"])).to(parameter),
+            }
+
     def save_state(self, path: str) -> None:
         """Model, Adam state and the RNG streams (dropout) into path/state.pt."""
         os.makedirs(path)

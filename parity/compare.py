@@ -126,14 +126,24 @@ class Twins:
         j_grads = flax_to_torch({"params": j_grads})
         return [diff(f"grad {k}", t_grads[k], j_grads[k], self.tol["grad"]) for k in sorted(j_grads)]
 
-    def train_steps(self, batches: list[dict]) -> list[Diff]:
-        """Adam steps (coupled weight decay) on the same batches; every weight compared after."""
+    def train_steps(self, batches: list[dict], adam: dict | None = None) -> list[Diff]:
+        """Adam steps (coupled weight decay) on the same batches; every weight compared after.
+        adam: the state they start from (a continued run's), by torch's names:
+        'mu/<name>', 'nu/<name>' and 'count'; None: Adam's first step."""
         model = self.torch
         optimizer = torch_steps.make_optimizer(model, self.config)
         rate = torch_steps.make_schedule(optimizer, self.config)
+        state = self.jax_state()
+        if adam is not None:
+            for name, parameter in model.named_parameters():
+                optimizer.state[parameter] = {"step": torch.tensor(float(adam["count"])),
+                                              "exp_avg": torch.as_tensor(adam[f"mu/{name}"]).to(parameter),
+                                              "exp_avg_sq": torch.as_tensor(adam[f"nu/{name}"]).to(parameter)}
+            state = state.replace(opt_state=optax.tree_utils.tree_set(
+                state.opt_state, count=jnp.asarray(int(adam["count"]), jnp.int32),
+                mu=self.adam_moment(optimizer, "exp_avg"), nu=self.adam_moment(optimizer, "exp_avg_sq")))
         for batch in batches:
             torch_steps.train_step(model, optimizer, self.torch_batch(batch), self.torch_regularizer, rate)
-        state = self.jax_state()
         for batch in batches:
             state, _ = _train_step(state, jax_steps.one_batch(self.jax_batch(batch)), self.jax_regularizer)
         final = flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
@@ -141,7 +151,6 @@ class Twins:
         self.variables = self.flax_variables(torch_state)  # Continue from torch's weights.
         return [diff(f"after {len(batches)} steps: {k}", torch_state[k], final[k], *self.step_tolerance(k))
                 for k in sorted(final)]
-
 
     def synced_steps(self, batches: list[dict]) -> tuple[list[Diff], list[int]]:
         """Adam steps each taken by both frameworks from torch's state (weights,

@@ -56,6 +56,13 @@ class Backend(Protocol):
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Replaces every parameter and buffer; an unknown or missing name is an error."""
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """A copy of Adam's state by parameter name: 'mu/<name>', 'nu/<name>' (the
+        names of `weights`) and 'count' (its steps); {} before the first step."""
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replaces Adam's moments and step count with what optimizer_state gave."""
+
     def save_state(self, path: str) -> None:
         """Writes the full training state (weights, optimiser state, step, RNG) into
         the new directory `path`."""

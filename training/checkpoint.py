@@ -64,11 +64,14 @@ class LoopState:
     first_epoch_seconds: float = 0.0
     data: str | None = None  # the data folder, absolute
     fingerprint: dict[str, Any] | None = None  # {"config": settings, "data": SHA-256 of the data files}
-    # The best epoch's weights (by the backend's names); a checkpoint keeps them in best.safetensors.
+    # The best epoch's weights and Adam state (by the backend's names); a checkpoint keeps
+    # them in best.safetensors and best-optimizer.safetensors.
     best_weights: dict[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
+    best_optimizer: dict[str, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
-        raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "best_weights"}
+        raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("best_weights", "best_optimizer")}
         raw["best_score"] = None if math.isinf(self.best_score) else self.best_score
         return json.dumps(raw, indent=2)
 
@@ -124,6 +127,8 @@ def save(out_dir: str, backend: Backend, loop: LoopState) -> str:
             return final
         if loop.best_weights is not None:
             run_dir.write_weights(os.path.join(tmp, "best.safetensors"), loop.best_weights, backend.name)
+        if loop.best_optimizer:
+            run_dir.write_weights(os.path.join(tmp, "best-optimizer.safetensors"), loop.best_optimizer, backend.name)
         run_dir.write_text(os.path.join(tmp, "loop.json"), loop.to_json())
         shutil.rmtree(final, ignore_errors=True)
         _hold_if_asked(folder, loop.step)
@@ -221,6 +226,8 @@ def restore(out_dir: str, backend: Backend, current: dict[str, Any] | None = Non
                           "resume with the run's own settings and data, or start a new run")
         best_path = os.path.join(path, "best.safetensors")
         loop.best_weights = run_dir.read_weights(best_path)[0] if os.path.exists(best_path) else None
+        best_optimizer = os.path.join(path, "best-optimizer.safetensors")  # absent in an older checkpoint
+        loop.best_optimizer = run_dir.read_weights(best_optimizer)[0] if os.path.exists(best_optimizer) else None
         try:
             backend.load_state(os.path.join(path, "state"))
         except Exception as error:  # a damaged file fails in the library reading it, with any error

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import logging
 import math
 import os
@@ -126,6 +125,7 @@ def fit(
     progress: bool = True,
     data_dir: str | None = None,
     resume: bool = False,
+    parent: dict | None = None,
 ) -> dict:
     """Trains with early stopping on validation AUC, restores the best weights,
     evaluates on test and writes the run directory. Returns metrics.json's content.
@@ -133,9 +133,10 @@ def fit(
     config.checkpoint_every > 0 writes the full training state every that many
     optimiser steps (training/checkpoint.py); resume=True continues from the
     newest checkpoint in out_dir, ending exactly where an uninterrupted run ends.
+    parent: a continued run's record of the run it started from, kept in config.json.
     """
     data_dir = os.path.abspath(data_dir) if data_dir else None
-    loop = _start(backend, splits, config, out_dir, data_dir, resume)
+    loop = _start(backend, splits, config, out_dir, data_dir, resume, parent)
     every = config.checkpoint_every
     # The attention's health is measured on a fixed draw of validation rows (training rows without them).
     probed = splits.valid if num_rows(splits.valid) else splits.train
@@ -164,7 +165,7 @@ def fit(
 
 
 def _start(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, data_dir: str | None,
-           resume: bool) -> checkpoint.LoopState:
+           resume: bool, parent: dict | None) -> checkpoint.LoopState:
     """The loop's state: a new run's (its setup written) or the newest
     checkpoint's; the checks that come before anything is written first."""
     check_trainable(splits)
@@ -181,17 +182,14 @@ def _start(backend: Backend, splits: Splits, config: DINConfig, out_dir: str, da
     else:
         loop = checkpoint.LoopState(backend.name, data=data_dir, fingerprint=fingerprint)
         if backend.primary:
-            run_dir.write_setup(out_dir, config, splits.encoders)
+            run_dir.write_setup(out_dir, config, splits.encoders, parent)
     log.info("backend: %s", backend.describe)
     log.info("rows: train %d, valid %d, test %d", num_rows(splits.train), num_rows(splits.valid), num_rows(splits.test))
     if splits.timeline:
         log.info("samples in time (UTC): %s", ", ".join(
-            f"{split} {day(span['first'])} to {day(span['last'])}" for split, span in splits.timeline.items()))
+            f"{split} {run_dir.day(span['first'])} to {run_dir.day(span['last'])}" for split, span in splits.timeline.items()))
     return loop
 
-
-def day(seconds: int) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def check_space(backend: Backend, config: DINConfig, out_dir: str) -> None:
@@ -252,6 +250,7 @@ def _end_epoch(run: Run, loop: checkpoint.LoopState, probe: dict, seconds: float
     score = row.get("valid_auc", float(epoch))
     if loop.best_weights is None or score > loop.best_score:
         loop.best_score, loop.best_epoch, loop.best_weights = score, epoch, backend.weights()
+        loop.best_optimizer = backend.optimizer_state()  # what a continued run starts from
         if run.primary:
             run_dir.write_weights(os.path.join(run.out_dir, run_dir.WEIGHTS), loop.best_weights, backend.name)
     elif epoch - loop.best_epoch >= config.patience:
@@ -287,6 +286,8 @@ def _finish(run: Run, loop: checkpoint.LoopState) -> dict:
             for key, value in evaluate(backend, split, config, name).items():
                 result[f"{name}_{key}"] = value
     if run.primary:
+        if loop.best_optimizer:
+            run_dir.write_weights(os.path.join(out_dir, run_dir.OPTIMIZER), loop.best_optimizer, backend.name)
         plots.plot_history(os.path.join(out_dir, "history.png"), loop.history, loop.best_epoch)
         run_dir.write_json(os.path.join(out_dir, "metrics.json"), result)
         run_dir.mark_finished(out_dir)

@@ -31,8 +31,8 @@ from training.backend import BACKENDS
 
 # The names a run directory (training/run_dir.py, training/checkpoint.py) and
 # an export (inference/export.py: manifest.json, encoders.json, model.*) hold.
-RUN_NAMES = frozenset({"config.json", "encoders.json", "model.safetensors", "history.csv", "history.png",
-                       "metrics.json", "UNFINISHED", "checkpoints", ".lock"})
+RUN_NAMES = frozenset({"config.json", "encoders.json", "model.safetensors", "optimizer.safetensors", "history.csv",
+                       "history.png", "metrics.json", "UNFINISHED", "checkpoints", ".lock"})
 LOCK = ".lock"  # a run folder's writer: an OS lock on it, and who holds it
 EXPORT_NAMES = frozenset({"manifest.json", "encoders.json", "encode.py"})
 PICTURE_MARK = b"din-jax predict.py"  # in the PNG's Software field (inference/explain.py)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import datetime
 import json
 import math
 import os
@@ -29,11 +30,12 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
-from core.config import DINConfig
+from core.config import CONTINUED_FROM, DINConfig
 from core.errors import RunError
 from data.encoders import FeatureEncoders
 
 WEIGHTS = "model.safetensors"
+OPTIMIZER = "optimizer.safetensors"  # Adam's state at the best epoch: what a continued run starts from
 UNFINISHED = "UNFINISHED"
 
 
@@ -110,10 +112,26 @@ def read_history(run_dir: str) -> list[dict[str, float]]:
         return [{key: float(value) if value else math.nan for key, value in row.items()} for row in csv.DictReader(f)]
 
 
-def write_setup(run_dir: str, config: DINConfig, encoders: FeatureEncoders) -> None:
+def read_json(path: str) -> dict:
+    """A JSON file of a run folder (metrics.json, config.json); RunError naming it when unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path}: unreadable or damaged ({error})") from None
+
+
+def day(seconds: int) -> str:
+    """A sample time (Unix seconds) as the log and records show it, in UTC."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def write_setup(run_dir: str, config: DINConfig, encoders: FeatureEncoders, parent: dict | None = None) -> None:
+    """UNFINISHED, config.json (with a continued run's record of its parent) and encoders.json."""
     write_text(os.path.join(run_dir, UNFINISHED), "This run has not finished: it is training, was interrupted "
                "or failed. With checkpoints, `python train.py --resume RUN_DIR` continues it.\n")
-    write_text(os.path.join(run_dir, "config.json"), config.to_json() + "\n")
+    record = json.loads(config.to_json()) | ({CONTINUED_FROM: parent} if parent else {})
+    write_text(os.path.join(run_dir, "config.json"), json.dumps(record, indent=2) + "\n")
     write_text(os.path.join(run_dir, "encoders.json"), encoders.to_json() + "\n")
 
 

@@ -227,5 +227,8 @@ class Amazon(SourceBase):
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
         return raw_splits(data_dir, config)
 
+    def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
+        return FEATURES
+
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         beam_build("amazon").build(data_dir, config, folder, runner, pipeline_args)

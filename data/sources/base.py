@@ -10,6 +10,7 @@ import numpy as np
 from core.config import DINConfig, flag
 from core.errors import DataError
 from data import cache
+from data.features import Feature
 from data.splits import Splits
 
 Columns = dict[str, np.ndarray]
@@ -61,6 +62,11 @@ class Source(Protocol):
     def titles(self, data_dir: str) -> dict[str, str]:
         """Item id (as a string) -> title, where the folder has titles."""
 
+    def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
+        """The features its encoders are fitted for (a continued run fits them on
+        the newer training rows to grow its vocabularies); a DataError where the
+        source's encoders are fitted otherwise."""
+
 
 class SourceBase:
     """Defaults shared by the sources: read as they are, keyed by the data group,
@@ -77,6 +83,10 @@ class SourceBase:
 
     def build(self, data_dir: str, config: DINConfig, folder: str, progress: bool = False) -> None:
         cache.write(folder, self.load(data_dir, config, progress))
+
+    def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
+        raise DataError(f"--continue-from: {data_dir} is {self.name} data, whose encoders a continued run cannot "
+                        "grow; continue on raw MovieLens (sequential protocol), Amazon or CSVs through a dataset file")
 
     def check(self, data_dir: str, config: DINConfig) -> None:
         refuse_sequential_options(data_dir, config, f"{self.name} data")

@@ -279,6 +279,9 @@ class CsvSource(SourceBase):
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
         return raw_splits(data_dir, self.layout(data_dir, config))
 
+    def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
+        return self.layout(data_dir, config).features
+
 
 class DatasetFile(CsvSource):
     """Your CSVs, described by a dataset file: --dataset FILE, or DIR/dataset.toml."""

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from core.config import PRESETS, DINConfig
 from data import cache
+from data.features import Feature
 from data.sources import grouplens, paper_protocol, seed_protocol, sequential
 from data.sources.base import (SEQUENTIAL_OPTIONS, SourceBase, beam_build, data_key, refuse_sequential_options,
                                refuse_unused)
@@ -79,6 +80,11 @@ class MovieLens(SourceBase):
 
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
         return PROTOCOLS[config.protocol].raw_splits(data_dir, config)
+
+    def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
+        if config.protocol != "sequential":
+            return super().features(data_dir, config)
+        return sequential.features(grouplens.read_raw(data_dir), config)
 
     def titles(self, data_dir: str) -> dict[str, str]:
         movies = grouplens.read_raw(data_dir).movies
