@@ -10,7 +10,7 @@ from conftest import child_pytest, child_xla_flags
 pytestmark = pytest.mark.slow  # two child processes with 8 devices
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The tests of tests/multidevice/test_mesh.py, each run once: a child that ran fewer, or skipped one, fails.
-MULTIDEVICE_TESTS = 4
+MULTIDEVICE_TESTS = 5
 
 
 @pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])

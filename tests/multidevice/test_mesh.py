@@ -133,3 +133,36 @@ def test_streamed_input_puts_only_a_shard_of_each_batch_on_each_device(trained):
     assert trained["data=8"][0].input_path == "device-resident"
     inspect(0, skip=set())
     assert splits
+
+
+def test_a_grown_vocabulary_trains_alike_on_a_sharded_mesh():
+    """A continued run's growth (training/continual.py) on tables split over
+    'model', their grown row counts odd (so no longer dividing the mesh): the
+    same weights and Adam state after growth, and after 10 steps, as on one device."""
+    import dataclasses
+
+    from training.continual import Parent, start_from
+
+    rng = np.random.default_rng(3)
+    schema = random_schema(rng, groups=1)
+    config = CONFIG.replace(mba_reg=0.0, steps_per_call=4, param_dtype=np.dtype(DTYPE).name)
+    parent = JaxBackend(schema, config)
+    first = random_batch(schema, 200, rng, dtype=np.dtype(DTYPE))
+    parent.train_batches(first, epoch_batches(200, 64, 0, 1), lambda n: None)
+    run = Parent("parent", config, None, "jax", parent.weights(), parent.optimizer_state(), {}, "")
+    more = lambda f: dataclasses.replace(f, vocab_size=2 * (f.vocab_size // 2) + 5)  # noqa: E731  odd, and larger
+    bigger = dataclasses.replace(schema, categorical=tuple(map(more, schema.categorical)),
+                                 sequence=tuple(map(more, schema.sequence)))
+    data = random_batch(bigger, 200, np.random.default_rng(4), dtype=np.dtype(DTYPE))
+    after = {}
+    for mesh in ("data=1", "data=4,model=2"):
+        backend = JaxBackend(bigger, config.replace(seed=1, mesh=mesh, shard_embeddings="model" in mesh))
+        start_from(backend, run)
+        grown = (backend.weights(), backend.optimizer_state())
+        backend.train_batches(data, epoch_batches(200, 64, 0, 1) + epoch_batches(200, 64, 0, 2)[:6], lambda n: None)
+        after[mesh] = (grown, backend.weights())
+    (one_grown, one), (mesh_grown, mesh) = after.values()
+    for name, value in {**one_grown[0], **one_grown[1]}.items():  # new rows as each mesh initialises them: an ulp apart
+        np.testing.assert_allclose({**mesh_grown[0], **mesh_grown[1]}[name], value, atol=TOLERANCE, err_msg=name)
+    for name, value in one.items():
+        np.testing.assert_allclose(mesh[name], value, atol=TOLERANCE, err_msg=name)
