@@ -112,7 +112,7 @@ TRAIN_CASES = [
     ("protocol of the tutorial split", lambda t, d: torch_run(t, d, "--protocol", "paper"),
      ["--protocol paper", "is tutorial data, which does not use it", "drop it"]),
     ("split of the tutorial split", lambda t, d: torch_run(t, d, "--split", "leave-last-out"),
-     ["--split leave-last-out", "is tutorial data", "(for raw MovieLens)"]),
+     ["--split leave-last-out", "is tutorial data", "(for raw MovieLens"]),
     ("torch steps per call", lambda t, d: torch_run(t, d, "--steps-per-call", "4"), ["--steps-per-call: for --backend jax"]),
     ("torch history share", lambda t, d: torch_run(t, d, "--history-share", "0.5"), ["--history-share: for --backend jax"]),
     ("torch attention input", lambda t, d: torch_run(t, d, "--attention-input", "concat"),
@@ -177,7 +177,8 @@ def test_out_is_never_replaced_silently(tutorial_dir, tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"a run's weights"
     (out / "model.safetensors").unlink()
     assert train.main(torch_run(tmp_path, tutorial_dir, "--epochs", "1")) == 0  # an empty folder takes a run
-    assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "history.png", "metrics.json", "model.safetensors"]
+    assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "history.png", "metrics.json",
+                                       "model.safetensors", "optimizer.safetensors"]
 
 
 @pytest.fixture(scope="module")

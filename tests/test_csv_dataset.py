@@ -18,7 +18,7 @@ from core.errors import DataError
 from data.datasets import detect, load_splits
 from data.features import features
 from data.statistics import fit_encoders
-from data.schema import LABEL, USER, AttentionGroup
+from data.schema import LABEL, TIME, USER, AttentionGroup
 from data.splits import encode, holdout_users
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ def tutorial_reference(folder: str, config: DINConfig):
         columns["age"] = pd.to_numeric(frame["age"].replace("", np.nan)).to_numpy(np.float64)
         columns[LABEL] = frame["label"].astype(float).to_numpy(np.float32)
         columns[USER] = frame["userId"].astype(np.int64).to_numpy()
+        columns[TIME] = frame["timestamp"].astype(np.int64).to_numpy()  # the layout's time column
         return columns
 
     train_rows, test = read("train.csv"), read("test.csv")
@@ -123,7 +124,7 @@ BAD = {
     "column missing": (lambda t: t.replace("[attention]", 'mood = { kind = "numeric" }\n\n[attention]'),
                        "train.csv: missing column(s) ['mood']"),
     "user column missing": (lambda t: t.replace('user = "userId"', 'user = "uid"'),
-                            "'label'] (training needs the user column 'uid' that bad.toml names, for the validation "
+                            "(training needs the user column 'uid' that bad.toml names, for the validation "
                             "hold-out and GAUC; scoring does not; remove `user` from the dataset file if the data"),
     "history not a sequence": (lambda t: t.replace('[["movieId", "histHighRatedMovieIds"]]', '[["movieId", "gender"]]'),
                                "bad.toml, key 'attention.liked': history 'gender' is not a sequence feature"),

@@ -8,7 +8,7 @@ import pytest
 from core.config import DINConfig
 from core.errors import DataError
 from data.datasets import load_splits
-from data.schema import LABEL, USER
+from data.schema import LABEL, TIME, USER
 from data.sources.grouplens import detect_format, read_raw
 from data.sources.sequential import HISTORY, LOW_HISTORY, USER_FEATURE, build_samples, split_masks
 
@@ -221,7 +221,7 @@ class TestSeedProtocol:
 
         raw = read_raw(self.ml1m(tmp_path))
         train, test = build_seed_columns(raw, seed=0)
-        expected_keys = {c for c in REQUIRED_COLUMNS if c not in ("userId", "label")} | {USER, LABEL}
+        expected_keys = {c for c in REQUIRED_COLUMNS if c not in ("userId", "timestamp", "label")} | {USER, TIME, LABEL}
         assert set(train) == set(test) == expected_keys  # the tutorial CSVs' columns
         rows = {int(u): i for i, u in enumerate(np.concatenate([train[USER], test[USER]]))}
         both = {k: np.concatenate([train[k], test[k]]) for k in train}

@@ -1,11 +1,12 @@
 """--split time: one cut time for validation and one for test, the same for
 every user, taken over all samples; no training sample is later than a
 validation one, none of those later than a test one; the run records each
-split's span; data without times, and the Beam build, refuse it in one line."""
+split's span; a dataset file without a time column, and the Beam build, refuse it in one line."""
 
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from data.schema import TIME, USER
 from data.sources.grouplens import read_raw
 from data.sources.sequential import cut_times, sorted_ratings
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIME_SPLIT = DINConfig(protocol="sequential", split="time", max_hist=6)
 
 
@@ -54,12 +56,25 @@ def test_a_time_split_run_records_its_spans(ml1m_dir, tmp_path, capsys):
     assert timeline == splits.timeline  # read from the cache entry the run trained on
 
 
-def test_data_without_times_and_the_beam_build_refuse_it(tutorial_dir, ml1m_dir, tmp_path, capsys):
-    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--out", str(tmp_path / "run"), "--split", "time",
-                       "--no-progress"]) == 2
+def test_a_dataset_file_with_a_time_column_splits_by_it(tutorial_dir, tmp_path, capsys):
+    """The tutorial's layout names its time column: --split time pools both
+    files and cuts them by time; a dataset file without one refuses it in one line."""
+    parts = raw_splits(tutorial_dir, DINConfig(split="time"))
+    train_, valid, test = (parts[split][TIME] for split in ("train", "valid", "test"))
+    assert train_.max() < valid.min() and valid.max() < test.min()
+    rows = sum(len(pd.read_csv(f"{tutorial_dir}/{name}")) for name in ("train.csv", "test.csv"))
+    assert len(train_) + len(valid) + len(test) == rows and len(test) >= int(0.1 * rows)
+    layout = (ROOT / "data" / "sources" / "layouts" / "tutorial.toml").read_text()
+    no_time = tmp_path / "no-time.toml"
+    no_time.write_text("\n".join(line for line in layout.splitlines() if not line.startswith("time =")))
+    assert train.main(["--backend", "torch", "--data", tutorial_dir, "--dataset", str(no_time), "--split", "time",
+                       "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--split time:" in err and "does not use it" in err, err
+    assert err.count("\n") == 1 and "--split time: " in err and 'names no time column; add time = "<column>"' in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_beam_build_refuses_it(ml1m_dir, tutorial_dir, tmp_path):
     with pytest.raises(DataError, match="--split time builds locally"):
         load_splits(ml1m_dir, TIME_SPLIT, str(tmp_path / "cache"), build=Build("beam"))
 

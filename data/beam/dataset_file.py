@@ -227,5 +227,7 @@ def build(data_dir: str, layout: Layout, config: DINConfig, folder: str, runner:
           pipeline_args: tuple = (), range_bytes: int = RANGE_BYTES) -> dict:
     """Builds the cache entry `folder` of a dataset file's CSVs with a Beam
     pipeline (pipeline_args: Beam's own options). Returns the stages' figures."""
+    if config.split == "time":  # its cut times are taken over every file's rows before any part is split
+        raise DataError("--split time builds locally (--build local): the Beam build reads each file's part on its own")
     return run(lambda p, work: pipeline(p, data_dir, layout, config, work, range_bytes), folder, runner,
                pipeline_args, f"{os.path.join(data_dir, layout.files['train'])}: no training rows")

@@ -2,6 +2,8 @@
 
     label = "clk"                      # 0/1 column
     user = "userid"                    # optional: GAUC, and the validation hold-out
+    time = "time_stamp"                # optional: each row's time (integer seconds): --split time,
+                                       # and the rows a continued run trains on (--continue-from)
     [files]                            # relative to the data folder; .csv or .csv.gz
     train = "train.csv"
     valid = "valid.csv"                # optional: else a seeded share of training users
@@ -38,7 +40,7 @@ from data.encoders import ORDERS
 from data.features import KINDS, PREPROCESS, Feature
 from data.csv_files import read_csv
 from data.rows import Where, ids, labels, numbers, sequences
-from data.schema import LABEL, RESERVED, USER, AttentionGroup
+from data.schema import LABEL, RESERVED, TIME, USER, AttentionGroup
 from data.sources.base import SourceBase, beam_build, data_key
 from data.splits import Splits, encode, holdout_users
 from data.statistics import fit_encoders
@@ -59,11 +61,13 @@ class Layout:
     files: dict[str, str]  # split -> file name, relative to the data folder
     features: tuple[Feature, ...]
     attention_groups: tuple[AttentionGroup, ...]
+    time: str | None = None  # each row's time, integer seconds
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Every CSV column the layout reads."""
-        names = (*([self.user] if self.user else []), *(f.name for f in self.features), self.label)
+        names = (*([self.user] if self.user else []), *(f.name for f in self.features),
+                 *([self.time] if self.time else []), self.label)
         return tuple(dict.fromkeys(names))  # the user column may be a feature too
 
 
@@ -80,14 +84,15 @@ def read_layout(path: str) -> Layout:
     def fail(key: str, why: str) -> DataError:
         return DataError(f"{path}, key {key!r}: {why}")
 
-    unknown = sorted(set(raw) - {"label", "user", "files", "features", "attention"})
+    unknown = sorted(set(raw) - {"label", "user", "time", "files", "features", "attention"})
     if unknown:
-        raise fail(unknown[0], "unknown key; a dataset file has label, user, [files], [features] and [attention]")
+        raise fail(unknown[0], "unknown key; a dataset file has label, user, time, [files], [features] and [attention]")
     for key in ("label", "files", "features"):
         if key not in raw:
             raise fail(key, "missing; see data/sources/dataset_file.py or docs/data.md for the layout")
-    if not isinstance(raw["label"], str) or ("user" in raw and not isinstance(raw["user"], str)):
-        raise fail("label" if not isinstance(raw["label"], str) else "user", "must be a column name (a string)")
+    for key in ("label", "user", "time"):
+        if key in raw and not isinstance(raw[key], str):
+            raise fail(key, "must be a column name (a string)")
     files = raw["files"]
     if not isinstance(files, dict) or "train" not in files or "test" not in files:
         raise fail("files", "needs train and test (and optionally valid) file names")
@@ -148,7 +153,7 @@ def read_layout(path: str) -> Layout:
             if by_name.get(history) is None or by_name[history].kind != "sequence":
                 raise fail(key, f"history {history!r} is not a sequence feature of this file")
         groups.append(AttentionGroup(name, tuple(tuple(p) for p in pairs)))
-    return Layout(path, raw["label"], raw.get("user"), dict(files), tuple(features), tuple(groups))
+    return Layout(path, raw["label"], raw.get("user"), dict(files), tuple(features), tuple(groups), raw.get("time"))
 
 
 def _user(text: str) -> int:
@@ -220,12 +225,27 @@ def columns_of(frame, lines: np.ndarray, path: str, layout: Layout, integer: boo
         out[USER] = parse(layout.user, _user, np.int64, "user id must be an integer") if integer else users.astype(str)
     else:
         out[USER] = np.arange(first_row, first_row + len(frame), dtype=np.int64)  # every row its own user (no GAUC)
+    if layout.time:
+        out[TIME] = parse(layout.time, _user, np.int64, "a time must be an integer (seconds)")
     return out
 
 
-def raw_splits(data_dir: str, layout: Layout) -> dict[str, dict[str, np.ndarray]]:
-    """The layout's files, read: train, test and (when the file names one) valid."""
-    return {split: read_split(os.path.join(data_dir, name), layout) for split, name in layout.files.items()}
+def raw_splits(data_dir: str, layout: Layout, config: DINConfig | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The layout's files, read: train, test and (when the file names one) valid;
+    with --split time every file's rows pooled and cut by time instead."""
+    parts = {split: read_split(os.path.join(data_dir, name), layout) for split, name in layout.files.items()}
+    if config is None or config.split != "time":
+        return parts
+    rows = {name: np.concatenate([part[name] for part in parts.values()]) for name in parts["train"]}
+    times = np.sort(rows[TIME])
+    held = int(np.floor(config.holdout_fraction * len(times)))
+    if not held:
+        raise DataError(f"--split time: {len(times)} row(s) leave none for test at --holdout-fraction "
+                        f"{config.holdout_fraction:g}")
+    test = rows[TIME] >= times[len(times) - held]
+    valid = ~test & (rows[TIME] >= times[len(times) - 2 * held])
+    return {split: {name: values[mask] for name, values in rows.items()}
+            for split, mask in (("train", ~test & ~valid), ("valid", valid), ("test", test))}
 
 
 def files(data_dir: str, layout: Layout) -> list[str]:
@@ -251,7 +271,7 @@ def split_and_encode(parts: dict[str, dict[str, np.ndarray]], layout: Layout, co
 
 
 def load_splits(data_dir: str, layout: Layout, config: DINConfig) -> Splits:
-    parts = raw_splits(data_dir, layout)
+    parts = raw_splits(data_dir, layout, config)
     try:
         return split_and_encode(parts, layout, config)
     except DataError as error:  # a column no encoder can be fitted on
@@ -277,7 +297,16 @@ class CsvSource(SourceBase):
         beam_build("dataset_file").build(data_dir, self.layout(data_dir, config), config, folder, runner, pipeline_args)
 
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
-        return raw_splits(data_dir, self.layout(data_dir, config))
+        return raw_splits(data_dir, self.layout(data_dir, config), config)
+
+    def check(self, data_dir: str, config: DINConfig) -> None:
+        """--split time (and its --holdout-fraction) where the dataset file names a time column."""
+        if config.split == "time":
+            if not self.layout(data_dir, config).time:
+                raise DataError(f"--split time: {self.layout(data_dir, config).path} names no time column; add "
+                                'time = "<column>" (integer seconds) to it')
+            config = config.replace(split="fraction", holdout_fraction=DINConfig().holdout_fraction)
+        super().check(data_dir, config)
 
     def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
         return self.layout(data_dir, config).features

@@ -23,7 +23,7 @@ import numpy as np
 from core.config import DINConfig
 from core.errors import DataError
 from core.workdirs import work_dir
-from data.schema import LABEL, USER
+from data.schema import LABEL, TIME, USER
 from data.sources.grouplens import RawMovieLens, read_raw
 from data.sources.sequential import DEMOGRAPHICS, HISTORY, build_samples
 from data.sources.tutorial import LAYOUT, REQUIRED_COLUMNS, split_and_encode
@@ -73,6 +73,7 @@ def build_seed_columns(raw: RawMovieLens, seed: int) -> tuple[dict[str, np.ndarr
         "negHistMovieIds": _joined(sample_negatives(users, raw, NEGATIVES, rng)),
         "genres": np.asarray(samples["genres"][last], dtype=str),
         LABEL: samples[LABEL][last],
+        TIME: samples[TIME][last],
         **{name: samples[name][last] for name in DEMOGRAPHICS},
     }
     test = holdout_users(users, TEST_FRACTION, seed)
@@ -101,7 +102,7 @@ def write_tutorial_split(raw_dir: str, out_dir: str, seed: int = 0) -> str:
     work = work_dir(".seed-split-", parent)
     try:
         for name, columns in (("train.csv", train), ("test.csv", test)):
-            source = {LAYOUT.user: columns[USER], **columns}
+            source = {LAYOUT.user: columns[USER], LAYOUT.time: columns[TIME], **columns}
             with open(os.path.join(work, name), "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(REQUIRED_COLUMNS)
