@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import export
 import predict
 import train
 from data.encoders import FeatureEncoders
 from training import continual, run_dir
 from training.backend import make_backend
 
+pytestmark = pytest.mark.slow  # parents trained in both backends, then continued
 RUN = ["--max-hist", "6", "--no-progress", "--epochs", "1", "--batch-size", "64"]
 
 
@@ -75,6 +77,8 @@ def test_a_continued_run_grows_from_its_parent(parent, csv_release_dir, tmp_path
         line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ids unknown"))
         unknown.append(int(line.split("userId ")[1].split(" of")[0].replace(",", "")))  # new users arrived
     assert unknown[1] <= unknown[0], unknown
+    fmt = "torch" if json.loads((out / "metrics.json").read_text())["backend"] == "torch" else "stablehlo"
+    assert export.main([str(out), "--format", fmt, "--out", str(tmp_path / "serving")]) == 0
 
 
 def test_growth_keeps_every_old_row_and_adam_state(parent, csv_release_dir):
@@ -174,3 +178,22 @@ def test_continue_flags_that_do_not_fit_are_refused_by_the_parser(parent, csv_re
             train.parse_args(argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count("\n") == 1 and words in err, err
+
+
+@pytest.mark.parametrize("source", ["ml1m_dir", "amazon_dir", "tutorial_dir"])
+def test_every_source_with_times_continues(source, request, tmp_path, capsys):
+    """Raw MovieLens-1M, Amazon and a dataset file naming its time column (the
+    tutorial's): a run continues on every training sample of the same data
+    (--continue-on all); there is none later than its own (--continue-on new)."""
+    data = request.getfixturevalue(source)
+    parent = tmp_path / "parent"
+    assert train.main(["--backend", "torch", "--data", data, "--out", str(parent), "--split", "time", *RUN,
+                       "--cache-dir", str(tmp_path / "cache")]) == 0
+    argv = ["--continue-from", str(parent), "--data", data, "--no-progress", "--epochs", "1", "--cache-dir",
+            str(tmp_path / "cache")]
+    assert train.main([*argv, "--out", str(tmp_path / "all"), "--continue-on", "all"]) == 0
+    record = json.loads((tmp_path / "all" / "config.json").read_text())["continued_from"]
+    assert record["continue_on"] == "all" and record["trained_after"] is None
+    capsys.readouterr()
+    assert train.main([*argv, "--out", str(tmp_path / "new")]) == 2
+    assert "holds no training sample later than the parent's last" in capsys.readouterr().err
