@@ -25,8 +25,7 @@ from data.build_flags import add_build_flags, build_options
 from data.datasets import detect, load_splits
 from data.sources.movielens import MovieLens
 from data.download import ML_1M, default_cache_dir, fetch
-from data.encoders import FeatureEncoders
-from training import checkpoint, continual, fit, make_backend, outputs
+from training import checkpoint, continual, fit, make_backend, outputs, run_dir
 from training.backend import BACKENDS, backend_module, check, derived
 from training.resolve import resolve
 
@@ -171,25 +170,21 @@ def train(args: argparse.Namespace, config: DINConfig, data_dir: str | None, set
     def load(config: DINConfig):
         return load_splits(data_dir, config, args.cache_dir, progress=not args.no_progress, build=args.build)
 
-    parent, record = getattr(args, "parent", None), None
-    if args.resume:  # every setting from its config.json
-        record = continual.read_record(args.resume)
-        if record:  # a continued run: its own (grown) encoders, its training samples
-            splits = continual.splits(data_dir, config, record["trained_after"], encoders=read_encoders(args.resume))
-        else:
-            splits = load(config)
+    parent = getattr(args, "parent", None)
+    record = continual.read_record(args.resume) if args.resume else parent and parent.record(args.continue_on, args.after)
+    if args.resume and record:  # a continued run: its own (grown) encoders, its training samples
+        splits = continual.splits(data_dir, config, record["trained_after"],
+                                  encoders=run_dir.read_encoders(args.resume))
+    elif args.resume:  # every setting from its config.json
+        splits = load(config)
     elif parent:  # RUN's settings; the schedule's length from the new training split
         splits = continual.splits(data_dir, config, args.after, parent)
         config = derived(args.backend, config, splits.encoders.schema(), splits.train)
-        record = parent.record(args.continue_on, args.after)
     else:  # every default applied here, recorded in config.json
         config, splits = resolve(args.backend, data_dir, config, settings, load)
-        if replace:  # the old run stays whole until the new one has finished
-            args.written = outputs.staged(args.out)
-            logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written,
-                                          args.out)
-    if parent and replace:
+    if replace:  # the old run stays whole until the new one has finished
         args.written = outputs.staged(args.out)
+        logging.getLogger("din").info("training into %s: it replaces %s when the run finishes", args.written, args.out)
     backend = make_backend(args.backend, splits.encoders.schema(), config, splits.train)
     if parent:
         continual.start_from(backend, parent)
@@ -215,11 +210,6 @@ def resume_setup(run: str) -> tuple[DINConfig, str | None, str]:
             return DINConfig.from_json(f.read(), path), loop.data, loop.backend
     except OSError as error:
         raise ConfigError(f"{path}: unreadable ({error.strerror})") from None
-
-
-def read_encoders(run: str) -> FeatureEncoders:
-    with open(os.path.join(run, "encoders.json"), encoding="utf-8") as f:
-        return FeatureEncoders.from_json(f.read())
 
 
 if __name__ == "__main__":

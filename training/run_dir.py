@@ -153,10 +153,15 @@ def read_run(run_dir: str) -> tuple[DINConfig, FeatureEncoders, dict[str, np.nda
                        "it if it has checkpoints, else train it again")
     with open(paths["config.json"], encoding="utf-8") as f:
         config = DINConfig.from_json(f.read(), paths["config.json"])
-    try:
-        with open(paths["encoders.json"], encoding="utf-8") as f:
-            encoders = FeatureEncoders.from_json(f.read())
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunError(f"{paths['encoders.json']}: damaged ({type(error).__name__}: {error})") from None
     weights, backend = read_weights(paths[WEIGHTS])
-    return config, encoders, weights, backend
+    return config, read_encoders(run_dir), weights, backend
+
+
+def read_encoders(run_dir: str) -> FeatureEncoders:
+    """A run directory's encoders.json; RunError naming it when damaged."""
+    path = os.path.join(run_dir, "encoders.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return FeatureEncoders.from_json(f.read())
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{path}: damaged ({type(error).__name__}: {error})") from None
