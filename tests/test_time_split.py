@@ -97,3 +97,25 @@ def test_amazon_splits_by_time_too(amazon_dir, tmp_path):
     assert (last == 2).all()  # each user's last position, a pair
     with pytest.raises(DataError, match="--split time builds locally"):
         load_splits(amazon_dir, config, str(tmp_path / "cache"), build=Build("beam"))
+
+
+def test_a_time_column_of_dates_reads_as_seconds(tutorial_dir, tmp_path):
+    """The Taobao sample's time_stamp ('2017-05-06 00:00:00') reads as Unix seconds
+    (UTC); a value that is no time is one line naming the file, line and column."""
+    from conftest import sample_dir
+
+    data = sample_dir("taobao-ad-sample")
+    config = DINConfig(dataset=str(ROOT / "examples" / "taobao-ad.toml"), split="time")
+    parts = raw_splits(data, config)
+    first = pd.read_csv(f"{data}/train.csv", nrows=1)["time_stamp"][0]
+    assert pd.Timestamp(first, tz="UTC").timestamp() in np.concatenate([p[TIME] for p in parts.values()])
+    assert parts["train"][TIME].max() < parts["test"][TIME].min()
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("train.csv", "test.csv"):
+        frame = pd.read_csv(f"{tutorial_dir}/{name}", dtype=str, keep_default_na=False)
+        if name == "train.csv":
+            frame.loc[2, "timestamp"] = "yesterday"
+        frame.to_csv(folder / name, index=False)
+    with pytest.raises(DataError, match=r"train.csv, line 4, column 'timestamp': not a time \(value 'yesterday'\)"):
+        raw_splits(str(folder), DINConfig())

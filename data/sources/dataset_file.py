@@ -2,7 +2,7 @@
 
     label = "clk"                      # 0/1 column
     user = "userid"                    # optional: GAUC, and the validation hold-out
-    time = "time_stamp"                # optional: each row's time (integer seconds): --split time,
+    time = "time_stamp"                # optional: each row's time (seconds, or a date and time): --split time,
                                        # and the rows a continued run trains on (--continue-from)
     [files]                            # relative to the data folder; .csv or .csv.gz
     train = "train.csv"
@@ -33,6 +33,7 @@ import re
 import tomllib
 
 import numpy as np
+import pandas as pd
 
 from core.config import DINConfig
 from core.errors import DataError
@@ -226,8 +227,24 @@ def columns_of(frame, lines: np.ndarray, path: str, layout: Layout, integer: boo
     else:
         out[USER] = np.arange(first_row, first_row + len(frame), dtype=np.int64)  # every row its own user (no GAUC)
     if layout.time:
-        out[TIME] = parse(layout.time, _user, np.int64, "a time must be an integer (seconds)")
+        out[TIME] = _times(raw[layout.time], layout.time, path, lines)
     return out
+
+
+def _times(values: np.ndarray, column: str, path: str, lines: np.ndarray) -> np.ndarray:
+    """A time column [N] as int64 seconds: integers as they are, dates and times
+    ('2017-05-06 00:00:00', ISO 8601; UTC unless they say) as Unix seconds."""
+    text = pd.Series(values, dtype=object)
+    integer = text.str.fullmatch(_INTEGER).to_numpy(dtype=bool)
+    seconds = np.zeros(len(text), np.int64)
+    seconds[integer] = text[integer].astype(np.int64)
+    stamps = pd.to_datetime(text[~integer], errors="coerce", format="ISO8601", utc=True)
+    bad = np.flatnonzero(~integer)[stamps.isna().to_numpy()]
+    if bad.size:
+        raise DataError(f"{path}, line {lines[bad[0]]}, column {column!r}: not a time (value {values[bad[0]]!r}); "
+                        "write integer seconds or a date and time such as 2017-05-06 00:00:00")
+    seconds[~integer] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy().astype(np.int64)
+    return seconds
 
 
 def raw_splits(data_dir: str, layout: Layout, config: DINConfig | None = None) -> dict[str, dict[str, np.ndarray]]:
