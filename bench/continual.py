@@ -4,7 +4,8 @@ retraining from scratch.
     python bench/continual.py --data ../shared/data/ml-latest-small --windows 3 [--backend jax] [--epochs 10]
                               [--out-root runs/continual] [--json FILE] [--plot FILE]
 
-The ratings' timeline is cut at quantiles: the first run sees the events
+The ratings' timeline (of a CSV release, or the tutorial's split: its two
+files' rows, one per user, by their timestamp) is cut at quantiles: the first run sees the events
 before the 40% point (t0), then K windows split the rest evenly (t1 .. tK).
 Folder k holds the events before tk, each split by time (--split time: its
 latest 10% of samples are test, the 10% before them validation). For each
@@ -42,23 +43,33 @@ from data.sources.grouplens import detect_format  # noqa: E402
 from inference import load_run  # noqa: E402
 
 FIRST = 0.4  # the first run's share of the timeline
+TUTORIAL_FILES = ("train.csv", "test.csv")
 
 
 def folders(data: str, root: str, windows: int) -> list[str]:
-    """Folder k (0 .. K): the ratings before the cut tk, with the movies file."""
-    if detect_format(data) != "csv":
-        raise SystemExit(f"{data}: bench/continual.py cuts a ratings.csv release (ml-latest-small's layout)")
-    ratings = pd.read_csv(os.path.join(data, "ratings.csv"))
-    cuts = np.quantile(ratings["timestamp"], [FIRST + (1 - FIRST) * k / windows for k in range(windows + 1)])
-    cuts[-1] = ratings["timestamp"].max() + 1
+    """Folder k (0 .. K): the rows before the cut tk (a CSV release's ratings,
+    with its movies file; or the tutorial's train.csv and test.csv)."""
+    tutorial = all(os.path.isfile(os.path.join(data, name)) for name in TUTORIAL_FILES)
+    if not tutorial and detect_format(data) != "csv":
+        raise SystemExit(f"{data}: bench/continual.py cuts a ratings.csv release (ml-latest-small's layout) or the "
+                         "tutorial's split")
+    cut_files = TUTORIAL_FILES if tutorial else ("ratings.csv",)
+    kept = () if tutorial else ("movies.csv",)
+    tables = {name: pd.read_csv(os.path.join(data, name), dtype={"timestamp": np.int64}, keep_default_na=False)
+              for name in cut_files}
+    times = np.concatenate([table["timestamp"].to_numpy() for table in tables.values()])
+    cuts = np.quantile(times, [FIRST + (1 - FIRST) * k / windows for k in range(windows + 1)])
+    cuts[-1] = times.max() + 1
     out = []
     for k, cut in enumerate(cuts):
-        folder = os.path.join(root, "data", f"window-{k}")
-        if not os.path.isfile(os.path.join(folder, "ratings.csv")):
+        folder = os.path.join(root, "data", os.path.basename(os.path.normpath(data)), f"window-{k}")
+        if not os.path.isfile(os.path.join(folder, cut_files[0])):
             os.makedirs(folder, exist_ok=True)
-            ratings[ratings["timestamp"] < cut].to_csv(os.path.join(folder, "ratings.csv"), index=False)
-            with open(os.path.join(data, "movies.csv"), "rb") as src, open(os.path.join(folder, "movies.csv"), "wb") as dst:
-                dst.write(src.read())
+            for name, table in tables.items():
+                table[table["timestamp"] < cut].to_csv(os.path.join(folder, name), index=False)
+            for name in kept:
+                with open(os.path.join(data, name), "rb") as src, open(os.path.join(folder, name), "wb") as dst:
+                    dst.write(src.read())
         out.append(folder)
     return out
 
@@ -88,7 +99,8 @@ def scored(run: str, folder: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="a raw GroupLens CSV release (ml-latest-small)")
+    parser.add_argument("--data", required=True, help="a raw GroupLens CSV release (ml-latest-small), or the "
+                        "tutorial's split")
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--backend", choices=("jax", "torch"), default="jax")
     parser.add_argument("--epochs", type=int, default=10)
@@ -97,7 +109,7 @@ def main() -> None:
     parser.add_argument("--plot", help="draw the AUCs by window here (PNG)")
     args = parser.parse_args()
 
-    root = os.path.join(args.out_root, args.backend)
+    root = os.path.join(args.out_root, os.path.basename(os.path.normpath(args.data)), args.backend)
     data = folders(args.data, args.out_root, args.windows)
     common = ["--backend", args.backend, "--split", "time", "--epochs", str(args.epochs)]
     first = os.path.join(root, "first")

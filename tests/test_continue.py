@@ -77,6 +77,8 @@ def test_a_continued_run_grows_from_its_parent(parent, csv_release_dir, tmp_path
         line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ids unknown"))
         unknown.append(int(line.split("userId ")[1].split(" of")[0].replace(",", "")))  # new users arrived
     assert unknown[1] <= unknown[0], unknown
+    user = str(pd.read_csv(pathlib.Path(csv_release_dir) / "ratings.csv")["userId"].iloc[-1])
+    assert predict.main([str(out), "--data", csv_release_dir, "--explain", user, "--out", str(tmp_path / "user.png")]) == 0
     fmt = "torch" if json.loads((out / "metrics.json").read_text())["backend"] == "torch" else "stablehlo"
     assert export.main([str(out), "--format", fmt, "--out", str(tmp_path / "serving")]) == 0
 
