@@ -1,11 +1,12 @@
 """The Flax DIN, functional and jit-compiled, behind the backend interface
 (training/backend.py): layers.py, attention.py, model.py, steps.py, input.py,
-backend.py, inference.py, file for file as din_torch/, plus mesh.py
+backend.py, inference.py, settings.py, file for file as din_torch/, plus mesh.py
 (placement on a device mesh), packing.py (the attention's packed rows),
 chunks.py (evaluation in cache-sized chunks) and dropout.py (hashed masks)."""
 
 from din_jax.attention import AttentionUnit
-from din_jax.backend import Backend, JaxBackend, check, prepare
+from din_jax.backend import Backend, JaxBackend
+from din_jax.settings import check, prepare
 from din_jax.inference import Predictor
 from din_jax.layers import MLP, BatchNorm, Dice
 from din_jax.mesh import initialize_distributed

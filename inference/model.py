@@ -142,7 +142,7 @@ def _layout(config: DINConfig):
     """The run's dataset file, if it was trained through one and the file is still there."""
     if not config.dataset or not os.path.isfile(config.dataset):
         return None
-    from data.sources.dataset_file import read_layout
+    from data.sources.dataset_layout import read_layout
 
     return read_layout(config.dataset)
 

@@ -257,7 +257,7 @@ def seed_run(seed_data_dir, tmp_path_factory) -> str:
 @pytest.fixture(autouse=True, scope="session")
 def _jax_cache():
     try:
-        from din_jax.backend import enable_compilation_cache
+        from din_jax.settings import enable_compilation_cache
     except ImportError:
         return
     enable_compilation_cache()

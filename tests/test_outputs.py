@@ -87,7 +87,7 @@ def test_train_overwrite_replaces_a_run_only_when_the_new_one_is_whole(workspace
     assert train.main(torch_args(data, str(out), "--overwrite", "--seed", "7")) == 0
     assert json.loads((out / "metrics.json").read_text())["seed"] == 7
     assert sorted(os.listdir(out)) == ["config.json", "encoders.json", "history.csv", "history.png", "metrics.json",
-                                       "model.safetensors"]
+                                       "model.safetensors", "optimizer.safetensors"]
     assert sorted(os.listdir(workspace)) == ["data", "notes.txt", "run"]  # nothing left beside it
 
 

@@ -13,7 +13,8 @@ from core.config import DINConfig
 from training import fit, make_backend
 from training.run_dir import read_run
 
-RUN_FILES = {"config.json", "encoders.json", "model.safetensors", "history.csv", "history.png", "metrics.json"}
+RUN_FILES = {"config.json", "encoders.json", "model.safetensors", "optimizer.safetensors", "history.csv", "history.png",
+             "metrics.json"}
 PNG = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"backend", "best_epoch", "valid_auc", "valid_gauc", "test_auc", "test_logloss", "test_gauc",
                "train_samples_per_s"}

@@ -31,7 +31,8 @@ from data.beam.pipeline import (RANGE_BYTES, MergeStatistics, Stage, beam, byte_
                                 run, write_manifest, write_shard)
 from data.csv_files import parse_csv, read_csv
 from data.schema import USER
-from data.sources.dataset_file import Layout, check_header, columns_of, integer_users
+from data.sources.dataset_file import check_header, columns_of, integer_users
+from data.sources.dataset_layout import Layout
 from data.splits import SPLITS, held_out
 from data.statistics import Statistics
 

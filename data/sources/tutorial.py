@@ -22,9 +22,10 @@ import pandas as pd
 
 from core.config import DINConfig
 from data.sources import dataset_file
+from data.sources.dataset_layout import Layout, read_layout
 from data.splits import Splits
 
-LAYOUT = dataset_file.read_layout(os.path.join(os.path.dirname(os.path.abspath(__file__)), "layouts", "tutorial.toml"))
+LAYOUT = read_layout(os.path.join(os.path.dirname(os.path.abspath(__file__)), "layouts", "tutorial.toml"))
 REQUIRED_COLUMNS = LAYOUT.columns  # userId, the features in the file's order, label
 FILES = tuple(LAYOUT.files.values())
 
@@ -57,7 +58,7 @@ class Tutorial(dataset_file.CsvSource):
     def detect(self, data_dir: str, config: DINConfig) -> bool:
         return detect(data_dir)
 
-    def layout(self, data_dir: str, config: DINConfig) -> dataset_file.Layout:
+    def layout(self, data_dir: str, config: DINConfig) -> Layout:
         return LAYOUT
 
     def titles(self, data_dir: str) -> dict[str, str]:
