@@ -22,6 +22,7 @@ import shutil
 import numpy as np
 
 from core.workdirs import require_space, work_dir
+from data.download import sha256_of
 from data import sharded
 from data.encoders import FeatureEncoders
 from data.splits import SPLITS, Arrays, Splits
@@ -113,11 +114,6 @@ def write_checksums(folder: str, checksums: dict[str, str]) -> None:
     """checksums.json: {path under the entry: SHA-256 of the file}."""
     with open(os.path.join(folder, CHECKSUMS), "w", encoding="utf-8") as f:
         json.dump(dict(sorted(checksums.items())), f, indent=1)
-
-
-def sha256_of(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(folder: str) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 from core.errors import DataError
 from core.workdirs import work_dir
 from data import cache
+from data.download import sha256_of
 from data.sharded import MANIFEST
 from data.splits import SPLITS, encode
 from data.statistics import Statistics
@@ -178,7 +179,7 @@ def write_shard(work: str, name: str, splits: dict[str, dict], encoders, stage: 
         for column, values in arrays.items():
             path = os.path.join(folder, f"{column}.npy")
             np.save(path, cache.storable(values))
-            checksums[f"shards/{name}/{split}/{column}.npy"] = cache.sha256_of(path)
+            checksums[f"shards/{name}/{split}/{column}.npy"] = sha256_of(path)
         rows[split], columns[split] = len(arrays["label"]), sorted(arrays)
     return name, rows, columns, checksums
 
