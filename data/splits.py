@@ -7,6 +7,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from core.errors import DataError
 from data.encoders import FeatureEncoders
 from data.features import Feature
 from data.schema import LABEL, TIME, USER, AttentionGroup
@@ -46,6 +47,24 @@ def encode(columns: dict[str, np.ndarray], encoders: FeatureEncoders) -> Arrays:
     if TIME in columns:
         arrays[TIME] = np.asarray(columns[TIME], np.int64)
     return arrays
+
+
+def time_cuts(times: np.ndarray, fraction: float) -> tuple[int, int]:
+    """(validation, test) cut times of --split time over all samples' `times`:
+    the latest floor(f * N) of the N start at the test cut, as many before them
+    at the validation cut (samples in a cut's second go after it)."""
+    times = np.sort(times)
+    held = int(np.floor(fraction * len(times)))
+    if not held:
+        raise DataError(f"--split time: {len(times)} sample(s) leave none for test at --holdout-fraction {fraction:g}")
+    return int(times[len(times) - 2 * held]), int(times[len(times) - held])
+
+
+def time_masks(time: np.ndarray, cuts: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Boolean masks of train / valid / test of samples at `time` by time_cuts' (validation, test) cuts."""
+    test = time >= cuts[1]
+    valid = ~test & (time >= cuts[0])
+    return {"train": ~test & ~valid, "valid": valid, "test": test}
 
 
 def holdout_users(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -47,7 +47,7 @@ from data.schema import LABEL, TIME, USER, AttentionGroup
 from data.sources.amazon_files import detect, find_files, read_meta, read_reviews
 from data.sources.base import SourceBase, beam_build, data_key
 from data.sources.history import earlier, run_starts
-from data.splits import Splits, encode
+from data.splits import Splits, encode, time_cuts, time_masks
 from data.statistics import fit_encoders
 
 FEATURES = (
@@ -169,12 +169,8 @@ def split_samples(samples: dict[str, np.ndarray], valid_on_test: bool, fraction:
     test = from_end == 0
     valid = (from_end == 1) & (not valid_on_test)
     if fraction is not None:
-        times = np.sort(samples[TIME][::2])  # one per position: the positive's
-        held = int(np.floor(fraction * len(times)))
-        if not held:
-            raise DataError(f"--split time: {len(times)} position(s) leave none for test at --holdout-fraction {fraction:g}")
-        test = samples[TIME] >= times[len(times) - held]
-        valid = ~test & (samples[TIME] >= times[len(times) - 2 * held]) & (not valid_on_test)
+        masks = time_masks(samples[TIME], time_cuts(samples[TIME][::2], fraction))  # a position's time: its positive's
+        test, valid = masks["test"], masks["valid"] & (not valid_on_test)
     masks = {"train": ~test & ~valid, "valid": test if valid_on_test else valid, "test": test}
     return {name: {k: v[mask] for k, v in samples.items()} for name, mask in masks.items()}
 

@@ -20,7 +20,7 @@ from data.rows import Where, ids, labels, numbers, sequences
 from data.schema import LABEL, TIME, USER
 from data.sources.base import SourceBase, beam_build, data_key
 from data.sources.dataset_layout import Layout, read_layout
-from data.splits import Splits, encode, holdout_users
+from data.splits import Splits, encode, holdout_users, time_cuts, time_masks
 from data.statistics import fit_encoders
 
 FILE_NAME = "dataset.toml"
@@ -124,15 +124,8 @@ def raw_splits(data_dir: str, layout: Layout, config: DINConfig | None = None) -
     if config is None or config.split != "time":
         return parts
     rows = {name: np.concatenate([part[name] for part in parts.values()]) for name in parts["train"]}
-    times = np.sort(rows[TIME])
-    held = int(np.floor(config.holdout_fraction * len(times)))
-    if not held:
-        raise DataError(f"--split time: {len(times)} row(s) leave none for test at --holdout-fraction "
-                        f"{config.holdout_fraction:g}")
-    test = rows[TIME] >= times[len(times) - held]
-    valid = ~test & (rows[TIME] >= times[len(times) - 2 * held])
-    return {split: {name: values[mask] for name, values in rows.items()}
-            for split, mask in (("train", ~test & ~valid), ("valid", valid), ("test", test))}
+    masks = time_masks(rows[TIME], time_cuts(rows[TIME], config.holdout_fraction))
+    return {split: {name: values[mask] for name, values in rows.items()} for split, mask in masks.items()}
 
 
 def files(data_dir: str, layout: Layout) -> list[str]:
@@ -191,7 +184,7 @@ class CsvSource(SourceBase):
         if config.split == "time":
             if not self.layout(data_dir, config).time:
                 raise DataError(f"--split time: {self.layout(data_dir, config).path} names no time column; add "
-                                'time = "<column>" (integer seconds) to it')
+                                'time = "<column>" (seconds, or dates and times) to it')
             config = config.replace(split="fraction", holdout_fraction=DINConfig().holdout_fraction)
         super().check(data_dir, config)
 

@@ -44,7 +44,7 @@ from data.schema import LABEL, TIME, USER, AttentionGroup
 from data.sources.base import SEQUENTIAL_OPTIONS
 from data.sources.grouplens import RawMovieLens, read_raw
 from data.sources.history import earlier, run_starts
-from data.splits import ChunkedSplits, Splits
+from data.splits import ChunkedSplits, Splits, time_cuts, time_masks
 
 HISTORY = "histHighRatedMovieIds"
 LOW_HISTORY = "histLowRatedMovieIds"  # --low-rated-history
@@ -163,14 +163,10 @@ def demographics(raw: RawMovieLens, user: np.ndarray) -> dict[str, np.ndarray]:
 
 def cut_times(ratings: dict[str, np.ndarray], fraction: float) -> tuple[int, int]:
     """(validation, test) cut times of the time split over the sorted ratings of
-    every user: the latest floor(f * N) of the N samples (every rating but a
-    user's first) start at the test cut, as many before them at the validation cut."""
+    every user: time_cuts of the samples (every rating but a user's first)."""
     user, timestamp = ratings["user"], ratings["timestamp"]
-    times = np.sort(timestamp[np.arange(len(user)) != run_starts(user)]) if len(user) else np.zeros(0, np.int64)
-    held = int(np.floor(fraction * len(times)))
-    if not held:
-        raise DataError(f"--split time: {len(times)} sample(s) leave none for test at --holdout-fraction {fraction:g}")
-    return int(times[len(times) - 2 * held]), int(times[len(times) - held])
+    return time_cuts(timestamp[np.arange(len(user)) != run_starts(user)] if len(user) else np.zeros(0, np.int64),
+                     fraction)
 
 
 def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: str, time: np.ndarray | None = None,
@@ -178,9 +174,7 @@ def split_masks(order: np.ndarray, count: np.ndarray, fraction: float, split: st
     """Boolean masks of train/valid/test from each sample's rank and its user's
     sample count, or (split 'time') from its time and the (validation, test) cut times."""
     if split == "time":
-        test = time >= cuts[1]
-        valid = ~test & (time >= cuts[0])
-        return {"train": ~test & ~valid, "valid": valid, "test": test}
+        return time_masks(time, cuts)
     if split == "leave-last-out":
         n_test = np.ones_like(count)
         n_valid = np.minimum(1, count - n_test)
