@@ -211,11 +211,8 @@ class Amazon(SourceBase):
     def options(self, config: DINConfig) -> dict:
         return data_key(config) | {"seed": config.seed}  # negatives are drawn from the seed
 
-    def check(self, data_dir: str, config: DINConfig) -> None:
-        """The authors' split, or --split time (with its --holdout-fraction)."""
-        if config.split == "time":
-            return super().check(data_dir, config.replace(split="fraction", holdout_fraction=DINConfig().holdout_fraction))
-        super().check(data_dir, config)
+    def timed(self, data_dir: str, config: DINConfig) -> bool:
+        return True  # unixReviewTime: the authors' split, or --split time
 
     def load(self, data_dir: str, config: DINConfig, progress: bool = False) -> Splits:
         return load_splits(data_dir, config)

@@ -48,6 +48,9 @@ class Source(Protocol):
         """Writes the same cache entry as `build`, sharded, with an Apache Beam
         pipeline (a DataError where the source has no Beam build)."""
 
+    def timed(self, data_dir: str, config: DINConfig) -> bool:
+        """Whether its samples carry times (--split time, --continue-from's newer samples)."""
+
     def check(self, data_dir: str, config: DINConfig) -> None:
         """A DataError naming the flag when `config` asks for what this source does not build."""
 
@@ -88,10 +91,15 @@ class SourceBase:
         raise DataError(f"--continue-from: {data_dir} is {self.name} data, whose encoders a continued run cannot "
                         "grow; continue on raw MovieLens (sequential protocol), Amazon or CSVs through a dataset file")
 
+    def timed(self, data_dir: str, config: DINConfig) -> bool:
+        """Whether its samples carry times, which --split time cuts."""
+        return False
+
     def check(self, data_dir: str, config: DINConfig) -> None:
         refuse_sequential_options(data_dir, config, f"{self.name} data")
-        refuse_unused(data_dir, config, ("protocol", "split", "holdout_fraction"), f"{self.name} data",
-                      "raw MovieLens; --split time also Amazon's, whose reviews have times")
+        time_split = config.split == "time" and self.timed(data_dir, config)  # the split's flags are used then
+        refuse_unused(data_dir, config, ("protocol",) if time_split else ("protocol", "split", "holdout_fraction"),
+                      f"{self.name} data", "raw MovieLens; --split time also Amazon's, whose reviews have times")
 
     def build_beam(self, data_dir: str, config: DINConfig, folder: str, runner: str, pipeline_args: tuple[str, ...]) -> None:
         raise DataError(f"--build beam: {data_dir} is {self.name} data, which builds locally (--build local); the Beam "

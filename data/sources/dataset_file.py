@@ -179,13 +179,13 @@ class CsvSource(SourceBase):
     def raw_splits(self, data_dir: str, config: DINConfig) -> dict[str, dict[str, np.ndarray]]:
         return raw_splits(data_dir, self.layout(data_dir, config), config)
 
+    def timed(self, data_dir: str, config: DINConfig) -> bool:
+        return self.layout(data_dir, config).time is not None
+
     def check(self, data_dir: str, config: DINConfig) -> None:
-        """--split time (and its --holdout-fraction) where the dataset file names a time column."""
-        if config.split == "time":
-            if not self.layout(data_dir, config).time:
-                raise DataError(f"--split time: {self.layout(data_dir, config).path} names no time column; add "
-                                'time = "<column>" (seconds, or dates and times) to it')
-            config = config.replace(split="fraction", holdout_fraction=DINConfig().holdout_fraction)
+        if config.split == "time" and not self.timed(data_dir, config):  # the one line says how to name one
+            raise DataError(f"--split time: {self.layout(data_dir, config).path} names no time column; add "
+                            'time = "<column>" (seconds, or dates and times) to it')
         super().check(data_dir, config)
 
     def features(self, data_dir: str, config: DINConfig) -> tuple[Feature, ...]:
